@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+# Which torch to install before anything pulls one in. The default is the CPU build that these
+# machines keep on disk; on a GPU machine use e.g. TORCH_SPEC=torch, or a CPU wheel index with
+# TORCH_PIP_ARGS="--index-url <your CPU wheel index>".
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PIP := $(VENV)/bin/python -m pip
+STAMP := $(VENV)/.pz-installed
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PIP) install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 DAGSTER_HOME=$(CURDIR)/.pz_home $(VENV)/bin/pz-dagster run --partitions 1
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -ra
+
+clean:
+	rm -rf $(VENV) .pz_home

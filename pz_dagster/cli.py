@@ -1,0 +1,197 @@
+"""`pz-dagster` command: run a declared query's job outside a long-lived Dagster deployment."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import dagster as dg
+from rich.console import Console
+from rich.table import Table
+
+from pz_dagster.errors import PzError
+from pz_dagster.orchestration.batches import register_partitions
+from pz_dagster.orchestration.compiler import STORE_KEY, CompiledQuery
+from pz_dagster.orchestration.store import RecordStore, view_name
+
+# Tables stay readable when output is piped (rich assumes 80 columns without a terminal).
+console = Console(width=None if Console().is_terminal else 140)
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+SUMMARY_KEYS = (
+    "records_in",
+    "records_out",
+    "failures",
+    "input_tokens",
+    "output_tokens",
+    "dollars",
+    "seconds",
+)
+
+
+def _prepare_home(home: str | None) -> Path:
+    path = Path(home or os.environ.get("DAGSTER_HOME") or ".pz_home").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = path / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(path)
+    return path
+
+
+def _load(module: str) -> tuple[dg.Definitions, CompiledQuery]:
+    sys.path.insert(0, os.getcwd())
+    mod = importlib.import_module(module)
+    defs = getattr(mod, "defs", None)
+    queries = [v for v in vars(mod).values() if isinstance(v, CompiledQuery)]
+    if not isinstance(defs, dg.Definitions) or len(queries) != 1:
+        raise click.ClickException(
+            f"module {module!r} must define `defs` (dagster Definitions) and exactly one compiled query"
+        )
+    return defs, queries[0]
+
+
+def _store(defs: dg.Definitions) -> RecordStore:
+    return defs.resources[STORE_KEY].get_store()  # type: ignore[union-attr]
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@click.option("--module", default="definitions", show_default=True, help="Module defining `defs`.")
+def explain(module: str) -> None:
+    """Print the logical plan of the query."""
+    _, query = _load(module)
+    console.print(f"[bold]query {query.name!r}[/bold]\n{query.dataset.explain()}")
+
+
+@main.command()
+@click.option("--module", default="definitions", show_default=True, help="Module defining `defs`.")
+@click.option(
+    "--home", default=None, help="DAGSTER_HOME to use (default: $DAGSTER_HOME or ./.pz_home)."
+)
+def register(module: str, home: str | None) -> None:
+    """Group new source files into batches and add them as partitions of the instance."""
+    _prepare_home(home)
+    defs, query = _load(module)
+    with dg.DagsterInstance.get() as instance:
+        batches = register_partitions(_store(defs), query, instance)
+    console.print(f"{len(batches)} batch partition(s) of {query.partitions_def.name}:")
+    for b in batches:
+        console.print(
+            f"  {b.key}  {len(b.files)} files, first {b.files[0].path if b.files else '-'}"
+        )
+
+
+@main.command()
+@click.option("--module", default="definitions", show_default=True, help="Module defining `defs`.")
+@click.option(
+    "--home", default=None, help="DAGSTER_HOME to use (default: $DAGSTER_HOME or ./.pz_home)."
+)
+@click.option(
+    "--partitions",
+    "n_parts",
+    default=1,
+    show_default=True,
+    help="How many batches to run (0: all).",
+)
+@click.option("--verbose", is_flag=True, help="Show Dagster's INFO logs.")
+def run(module: str, home: str | None, n_parts: int, verbose: bool) -> None:
+    """Register new batches, then materialize the query's job on the first N of them."""
+    home_path = _prepare_home(home)
+    defs, query = _load(module)
+    job = defs.resolve_job_def(query.job.name)
+    failed = False
+    with dg.DagsterInstance.get() as instance:
+        batches = register_partitions(_store(defs), query, instance)
+        chosen = batches if n_parts == 0 else batches[:n_parts]
+        console.print(
+            f"query [bold]{query.name}[/bold]: {len(batches)} batch(es) registered, running {len(chosen)}"
+        )
+        for batch in chosen:
+            start = time.perf_counter()
+            with console.status(f"partition {batch.key} ({len(batch.files)} documents)..."):
+                result = job.execute_in_process(
+                    partition_key=batch.key,
+                    instance=instance,
+                    run_config={} if verbose else QUIET_LOGS,
+                    raise_on_error=False,
+                )
+            took = time.perf_counter() - start
+            status = "[green]ok[/green]" if result.success else "[red]FAILED[/red]"
+            console.print(f"partition {batch.key}: {status} in {took:.1f}s (run {result.run_id})")
+            failed |= not result.success
+            _print_summary(query, instance, batch.key)
+    store = _store(defs)
+    _print_results(query, store, [b.key for b in chosen])
+    console.print(
+        f"\nDagster home: {home_path}  (see the runs: DAGSTER_HOME={home_path} dagster dev -w workspace.yaml)"
+    )
+    if failed:
+        raise SystemExit(1)
+
+
+def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition: str) -> None:
+    table = Table(title=f"operators on partition {partition}", show_lines=False)
+    table.add_column("asset")
+    table.add_column("model / strategy")
+    for k in SUMMARY_KEYS:
+        table.add_column(k, justify="right")
+    for asset in query.assets:
+        key = asset.key
+        recs = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records
+        if not recs:
+            table.add_row(key.path[-1], "not materialized", *[""] * len(SUMMARY_KEYS))
+            continue
+        md = recs[0].asset_materialization.metadata  # type: ignore[union-attr]
+        vals = []
+        for k in SUMMARY_KEYS:
+            v = md[k].value if k in md else ""
+            vals.append(
+                f"{v:.4f}"
+                if k == "dollars" and v != ""
+                else f"{v:.1f}"
+                if isinstance(v, float)
+                else str(v)
+            )
+        model = md["model"].value if "model" in md else ""
+        strategy = md["strategy"].value if "strategy" in md else ""
+        table.add_row(key.path[-1], f"{model} / {strategy}", *vals)
+    console.print(table)
+
+
+def _print_results(query: CompiledQuery, store: RecordStore, partitions: list[str]) -> None:
+    out_path = query.output_key.path
+    rows = []
+    for p in partitions:
+        try:
+            rows += store.read(out_path, p).to_pylist()
+        except PzError as exc:
+            console.print(f"[yellow]partition {p}: no output records ({exc})[/yellow]")
+    cols = [c for c in query.dataset.columns if c not in ("contents", "filename")]
+    table = Table(title=f"{query.output_key.to_user_string()}: {len(rows)} record(s)")
+    for c in cols:
+        table.add_column(c, overflow="fold", max_width=40)
+    for r in rows[:20]:
+        table.add_row(*["" if r.get(c) is None else str(r.get(c))[:120] for c in cols])
+    console.print(table)
+    console.print(f"Records (Parquet, one file per partition): {store.root / query.name}")
+    console.print(
+        f'Queryable in DuckDB: {store.catalog_path}, view "{view_name(out_path)}" '
+        f"(and one view per operator)\n"
+        f"  python -c \"import duckdb; print(duckdb.connect('{store.catalog_path}', read_only=True)"
+        f".sql('select record_id, {', '.join(c for c in cols if c not in ('record_id', 'filename'))} "
+        f"from {view_name(out_path)}'))\""
+    )
+
+
+if __name__ == "__main__":
+    main()

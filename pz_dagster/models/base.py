@@ -1,0 +1,111 @@
+"""Framework-free model client protocol, usage accounting and pricing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """Dollars per million tokens."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+    def dollars(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+# List prices (USD per 1M tokens) of common hosted models; local models cost $0 (their time is
+# still counted). Users pass their own prices for anything else.
+PRICES: dict[str, Pricing] = {
+    "gpt-4o": Pricing(2.50, 10.00),
+    "gpt-4o-mini": Pricing(0.15, 0.60),
+    "gpt-4.1": Pricing(2.00, 8.00),
+    "gpt-4.1-mini": Pricing(0.40, 1.60),
+    "gpt-4.1-nano": Pricing(0.10, 0.40),
+}
+FREE = Pricing()
+
+
+def pricing_for(model: str, overrides: dict[str, Pricing] | None = None) -> Pricing:
+    if overrides and model in overrides:
+        return overrides[model]
+    return PRICES.get(model, FREE)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    dollars: float = 0.0
+    calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.seconds + other.seconds,
+            self.dollars + other.dollars,
+            self.calls + other.calls,
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    usage: Usage
+    finish_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """What operators need from a model. Implementations: OpenAI-compatible, local llama.cpp."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def context_tokens(self) -> int: ...
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> Completion: ...
+
+
+def json_schema_for(model: type[BaseModel]) -> dict[str, Any]:
+    """A closed JSON schema (no extra keys, every field required) from a pydantic model: what
+    OpenAI's strict structured outputs and llama.cpp's grammar both accept."""
+    schema = model.model_json_schema()
+
+    def close(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+                node["required"] = list(node["properties"])
+            for v in node.values():
+                close(v)
+        elif isinstance(node, list):
+            for v in node:
+                close(v)
+
+    close(schema)
+    return schema
+
+
+def schema_digest(schema: dict[str, Any] | None) -> str:
+    return json.dumps(schema, sort_keys=True) if schema else ""

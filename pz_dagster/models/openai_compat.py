@@ -1,0 +1,135 @@
+"""A client for any OpenAI-compatible chat endpoint: OpenAI, vLLM's server, llama.cpp's server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Literal
+
+import openai
+
+from pz_dagster.errors import ModelError, RecordFailure
+from pz_dagster.models.base import Completion, Message, Pricing, Usage, pricing_for
+
+# How an endpoint takes a JSON schema for structured output:
+# - "json_schema": OpenAI's {"type": "json_schema", "json_schema": {...}} (OpenAI, vLLM, llama.cpp's
+#   C++ server);
+# - "json_object": {"type": "json_object", "schema": {...}} (llama-cpp-python's server, which
+#   rejects the OpenAI form);
+# - "auto": the OpenAI form first, and the other one from then on if the endpoint rejects it.
+StructuredOutput = Literal["auto", "json_schema", "json_object"]
+
+
+class OpenAICompatibleClient:
+    """Chat completions with JSON-schema structured output and per-call usage.
+
+    >>> client = OpenAICompatibleClient("gpt-4o-mini", api_key="...")  # doctest: +SKIP
+    >>> client.complete([{"role": "user", "content": "hi"}], max_tokens=5).text  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        context_tokens: int = 128_000,
+        prices: dict[str, Pricing] | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+        structured_output: StructuredOutput = "auto",
+    ):
+        self._model = model
+        self._structured = structured_output
+        self._lock = threading.Lock()
+        self._context_tokens = context_tokens
+        self._pricing = pricing_for(model, prices)
+        self._base_url = base_url
+        # The openai package retries 408/409/429/5xx and connection errors with exponential
+        # backoff; "unused" keeps it from demanding a key for local servers that need none.
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or "unused",
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    @property
+    def context_tokens(self) -> int:
+        return self._context_tokens
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> Completion:
+        start = time.perf_counter()
+        try:
+            try:
+                resp = self._create(messages, json_schema, max_tokens, temperature)
+            except openai.APIStatusError as exc:
+                # llama-cpp-python's server answers the OpenAI form with a validation error that
+                # names response_format (as HTTP 500); other servers use 400 or 422.
+                if (
+                    json_schema is None
+                    or self._structured != "auto"
+                    or "response_format" not in str(exc)
+                ):
+                    raise
+                resp = self._create(messages, json_schema, max_tokens, temperature, fallback=True)
+                with self._lock:
+                    self._structured = "json_object"
+        except openai.APITimeoutError:
+            raise RecordFailure(f"model call timed out after retries ({self._model})") from None
+        except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError) as exc:
+            # Whole-asset problems: the endpoint is down, the key is wrong, the model is unknown.
+            raise ModelError(
+                f"model endpoint {self._base_url or 'api.openai.com'} for {self._model!r} failed: "
+                f"{type(exc).__name__}; check that the server is up and the model name and key are right"
+            ) from None
+        except openai.APIStatusError as exc:
+            raise RecordFailure(f"model call failed with HTTP {exc.status_code}") from None
+        seconds = time.perf_counter() - start
+        choice = resp.choices[0] if resp.choices else None
+        text = (choice.message.content if choice and choice.message else None) or ""
+        u = resp.usage
+        inp, out = (u.prompt_tokens, u.completion_tokens) if u else (0, 0)
+        return Completion(
+            text=text,
+            model=self._model,
+            usage=Usage(inp, out, seconds, self._pricing.dollars(inp, out), 1),
+            finish_reason=choice.finish_reason if choice else None,
+        )
+
+    def _create(
+        self,
+        messages: list[Message],
+        json_schema: dict[str, Any] | None,
+        max_tokens: int,
+        temperature: float,
+        fallback: bool = False,
+    ) -> Any:
+        kwargs: dict[str, Any] = {}
+        if json_schema is not None:
+            if fallback or self._structured == "json_object":
+                kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+            else:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": json_schema, "strict": True},
+                }
+        # max_tokens, not max_completion_tokens: llama.cpp's server ignores the latter.
+        return self._client.chat.completions.create(
+            model=self._model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=temperature,
+            **kwargs,
+        )

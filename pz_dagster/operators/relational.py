@@ -1,0 +1,48 @@
+"""Relational operators over records: Python filter, projection, limit. No model involved."""
+
+from __future__ import annotations
+
+from pz_dagster.operators.base import OperatorResult, OperatorStats, Record, split_failed
+from pz_dagster.query.plan import Filter, Limit, Project
+
+
+def run_filter(node: Filter, records: list[Record]) -> OperatorResult:
+    """Records that already carry an error pass through; a predicate that raises marks its record."""
+    assert node.predicate is not None
+    stats = OperatorStats(records_in=len(records))
+    _, failed = split_failed(records)
+    stats.passed_through_errors = len(failed)
+    out = []
+    for r in records:
+        if r.get("error"):
+            out.append(r)
+            continue
+        stats.evaluated += 1
+        try:
+            if node.predicate(dict(r)):
+                out.append(r)
+        except Exception as exc:  # user code: record the failure, keep the run going
+            out.append(stats.fail(r, node.name, f"predicate raised {type(exc).__name__}: {exc}"))
+    stats.records_out = len(out)
+    return OperatorResult(out, stats, strategy="python")
+
+
+def run_project(node: Project, records: list[Record]) -> OperatorResult:
+    stats = OperatorStats(records_in=len(records), evaluated=len(records))
+    out = [{c: r.get(c) for c in node.columns} for r in records]
+    stats.records_out = len(out)
+    return OperatorResult(out, stats, strategy="relational")
+
+
+def run_limit(node: Limit, records: list[Record]) -> OperatorResult:
+    """The first n healthy records; records carrying an error are kept so none vanish unseen."""
+    stats = OperatorStats(records_in=len(records), evaluated=len(records))
+    out, kept = [], 0
+    for r in records:
+        if r.get("error"):
+            out.append(r)
+        elif kept < node.n:
+            out.append(r)
+            kept += 1
+    stats.records_out = len(out)
+    return OperatorResult(out, stats, strategy="relational")

@@ -1,0 +1,26 @@
+"""Dagster side: compiler, resources, record store, sensors."""
+
+from pz_dagster.orchestration.compiler import CompiledQuery, OperatorConfig, compile_query
+from pz_dagster.orchestration.definitions import build_definitions, default_store_root
+from pz_dagster.orchestration.resources import (
+    LocalLlamaModel,
+    ModelResource,
+    OpenAICompatibleModel,
+    RecordIOManager,
+    RecordStoreResource,
+)
+from pz_dagster.orchestration.store import RecordStore
+
+__all__ = [
+    "CompiledQuery",
+    "LocalLlamaModel",
+    "ModelResource",
+    "OpenAICompatibleModel",
+    "OperatorConfig",
+    "RecordIOManager",
+    "RecordStore",
+    "RecordStoreResource",
+    "build_definitions",
+    "compile_query",
+    "default_store_root",
+]

@@ -1,0 +1,169 @@
+"""Compile a Dataset into Dagster definitions: one asset per plan node, partitioned by batch."""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from pz_dagster.errors import PlanError
+from pz_dagster.operators import needs_model, run_operator
+from pz_dagster.operators.base import OperatorResult, OperatorStats
+from pz_dagster.orchestration.metadata import operator_metadata
+from pz_dagster.orchestration.resources import RecordStoreResource
+from pz_dagster.orchestration.store import to_table
+from pz_dagster.query import plan
+from pz_dagster.query.dataset import Dataset
+from pz_dagster.sources import changed_files, read_file
+
+MODEL_KEY = "pz_model"
+STORE_KEY = "pz_store"
+IO_MANAGER_KEY = "pz_io_manager"
+
+
+class OperatorConfig(dg.Config):
+    """Run-config knobs of one operator asset (launchpad: ops.<asset>.config)."""
+
+    strategy: str = Field(default="direct", description="Physical strategy of a semantic operator.")
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    name: str
+    dataset: Dataset
+    partitions_def: dg.DynamicPartitionsDefinition
+    assets: list[dg.AssetsDefinition]
+    job: Any  # what dg.define_asset_job returns (its class is not public API)
+
+    def asset_key(self, node_name: str) -> dg.AssetKey:
+        return dg.AssetKey([self.name, node_name])
+
+    @property
+    def output_key(self) -> dg.AssetKey:
+        return self.asset_key(self.dataset.node.name)
+
+
+def _log_progress(context: dg.AssetExecutionContext, name: str):
+    step = {"next": 0.0}
+
+    def progress(done: int, total: int) -> None:
+        if done / total >= step["next"] or done == total:
+            context.log.info(f"{name}: {done}/{total} records")
+            step["next"] = done / total + 0.1
+
+    return progress
+
+
+def _source_asset(query: str, node: plan.DirectorySource, parts: dg.DynamicPartitionsDefinition):
+    columns = plan.column_types(node)
+
+    @dg.asset(
+        key=dg.AssetKey([query, node.name]),
+        partitions_def=parts,
+        io_manager_key=IO_MANAGER_KEY,
+        group_name=query,
+        kinds={"pz", "files"},
+        description=f"Documents of {node.path}, one record per document. {node.describe()}",
+    )
+    def _source(context: dg.AssetExecutionContext, pz_store: RecordStoreResource) -> dg.Output:
+        start = time.perf_counter()
+        store = pz_store.get_store()
+        batch = store.load_batch(query, context.partition_key)
+        root = Path(node.path)
+        records = [rec for ref in batch.files for rec in read_file(root, ref.path)]
+        changed = changed_files(root, batch)
+        for rec in records:
+            if rec["filename"] in changed and not rec["error"]:
+                rec["error"] = (
+                    "file changed since its batch was registered; the new version is a new batch"
+                )
+        stats = OperatorStats(
+            records_in=len(batch.files), records_out=len(records), evaluated=len(records)
+        )
+        stats.passed_through_errors = sum(1 for r in records if r["error"])
+        result = OperatorResult(records, stats, strategy="read")
+        md = operator_metadata(
+            node.kind, result, columns, time.perf_counter() - start, with_selectivity=False
+        )
+        md["read_errors"] = stats.passed_through_errors
+        if stats.passed_through_errors:
+            context.log.warning(
+                f"{stats.passed_through_errors} file(s) could not be read; see the error column"
+            )
+        return dg.Output(to_table(records, columns), metadata=md)
+
+    return _source
+
+
+def _operator_asset(query: str, node: plan.UnaryNode, parts: dg.DynamicPartitionsDefinition):
+    columns = plan.column_types(node)
+    semantic = needs_model(node)
+
+    @dg.asset(
+        key=dg.AssetKey([query, node.name]),
+        ins={"upstream": dg.AssetIn(key=dg.AssetKey([query, node.parent.name]))},
+        partitions_def=parts,
+        io_manager_key=IO_MANAGER_KEY,
+        required_resource_keys={MODEL_KEY} if semantic else set(),
+        group_name=query,
+        kinds={"pz", "llm"} if semantic else {"pz", "python"},
+        description=node.describe(),
+    )
+    def _op(
+        context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
+    ) -> dg.Output:
+        start = time.perf_counter()
+        records = upstream.to_pylist()
+        model = getattr(context.resources, MODEL_KEY).get_client() if semantic else None
+        result = run_operator(
+            node,
+            records,
+            model,
+            strategy=config.strategy,
+            progress=_log_progress(context, node.name),
+        )
+        md = operator_metadata(node.kind, result, columns, time.perf_counter() - start)
+        if result.stats.failures:
+            context.log.warning(
+                f"{node.name}: {result.stats.failures} record(s) failed and are kept with the error "
+                f"column set, e.g. {result.stats.failure_examples[0]}"
+            )
+        if result.stats.truncated:
+            context.log.warning(
+                f"{node.name}: {result.stats.truncated} record(s) were cut to fit the model's context: "
+                f"{', '.join(result.stats.truncated_ids[:10])}"
+            )
+        return dg.Output(to_table(result.records, columns), metadata=md)
+
+    return _op
+
+
+def compile_query(dataset: Dataset, name: str) -> CompiledQuery:
+    """Turn a Dataset into Dagster assets (one per plan node) sharing one dynamic partitioning.
+
+    >>> q = compile_query(Dataset.from_directory("emails").sem_filter("about fraud"), "enron")
+    >>> [k.to_user_string() for a in q.assets for k in a.keys]
+    ['enron/documents', 'enron/sem_filter_1']
+    """
+    lineage = dataset.node.lineage()
+    source = lineage[0]
+    if not isinstance(source, plan.DirectorySource):
+        raise PlanError(f"a query must start from a directory source, got {type(source).__name__}")
+    try:
+        plan.DirectorySource(name=name, path="-")  # same naming rules as operators
+    except PlanError:
+        raise PlanError(
+            f"invalid query name {name!r}: use letters, digits and underscores"
+        ) from None
+    parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
+    assets = [_source_asset(name, source, parts)]
+    assets += [_operator_asset(name, n, parts) for n in lineage[1:]]  # type: ignore[arg-type]
+    job = dg.define_asset_job(
+        f"{name}_job",
+        selection=dg.AssetSelection.assets(*[a.key for a in assets]),
+        description=f"Run query {name!r} on one document batch.",
+    )
+    return CompiledQuery(name, dataset, parts, assets, job)

@@ -1,0 +1,60 @@
+"""One call from a declared query to a complete Dagster ``Definitions``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from pz_dagster.orchestration.compiler import (
+    IO_MANAGER_KEY,
+    MODEL_KEY,
+    STORE_KEY,
+    CompiledQuery,
+    compile_query,
+)
+from pz_dagster.orchestration.resources import (
+    LocalLlamaModel,
+    ModelResource,
+    RecordIOManager,
+    RecordStoreResource,
+)
+from pz_dagster.orchestration.sensors import build_new_documents_sensor
+from pz_dagster.query.dataset import Dataset
+
+
+def default_store_root() -> str:
+    """``$PZ_DAGSTER_STORE``, else ``$DAGSTER_HOME/pz_store``, else ``./.pz_home/pz_store``."""
+    if os.environ.get("PZ_DAGSTER_STORE"):
+        return os.environ["PZ_DAGSTER_STORE"]
+    home = os.environ.get("DAGSTER_HOME") or ".pz_home"
+    return str(Path(home) / "pz_store")
+
+
+def build_definitions(
+    dataset: Dataset,
+    name: str,
+    *,
+    model: ModelResource | None = None,
+    store_root: str | None = None,
+) -> tuple[dg.Definitions, CompiledQuery]:
+    """Assets, job and new-documents sensor of a query, with its resources.
+
+    >>> defs, q = build_definitions(Dataset.from_directory("emails").sem_filter("fraud"), "enron")
+    >>> q.job.name
+    'enron_job'
+    """
+    compiled = compile_query(dataset, name)
+    store = RecordStoreResource(root=store_root or default_store_root())
+    defs = dg.Definitions(
+        assets=compiled.assets,
+        jobs=[compiled.job],
+        sensors=[build_new_documents_sensor(compiled)],
+        resources={
+            MODEL_KEY: model or LocalLlamaModel(),
+            STORE_KEY: store,
+            IO_MANAGER_KEY: RecordIOManager(store=store),
+        },
+    )
+    return defs, compiled

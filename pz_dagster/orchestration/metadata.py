@@ -1,0 +1,85 @@
+"""Materialization metadata with fixed keys; numbers stay numbers so the UI plots them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+
+from optimizer import PhysicalConfig
+from pz_dagster.operators.base import OperatorResult, Record
+
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 60
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    if len(text) > PREVIEW_CHARS:
+        text = text[: PREVIEW_CHARS - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def markdown_preview(records: Sequence[Record], columns: Sequence[str]) -> str:
+    if not records:
+        return "_no records_"
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    rows = [
+        "| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in records[:PREVIEW_ROWS]
+    ]
+    more = f"\n\n_{len(records) - PREVIEW_ROWS} more rows_" if len(records) > PREVIEW_ROWS else ""
+    return head + "\n".join(rows) + more
+
+
+def column_schema(columns: Sequence[tuple[str, Any]]) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, getattr(t, "__name__", str(t))) for name, t in columns]
+    )
+
+
+def operator_metadata(
+    operator: str,
+    result: OperatorResult,
+    columns: Sequence[tuple[str, Any]],
+    wall_seconds: float,
+    *,
+    with_selectivity: bool = True,
+) -> dict[str, Any]:
+    s = result.stats
+    kept = s.records_out - s.passed_through_errors - s.failures
+    md: dict[str, Any] = {
+        "model": result.model or "none",
+        "strategy": result.strategy,
+        "records_in": s.records_in,
+        "records_out": s.records_out,
+        "evaluated": s.evaluated,
+        "failures": s.failures,
+        "passed_through_errors": s.passed_through_errors,
+        "truncated": s.truncated,
+        "input_tokens": s.usage.input_tokens,
+        "output_tokens": s.usage.output_tokens,
+        "model_calls": s.usage.calls,
+        "dollars": float(s.usage.dollars),
+        "model_seconds": float(s.usage.seconds),
+        "seconds": float(wall_seconds),
+        "dagster/row_count": s.records_out,
+        "dagster/column_schema": column_schema(columns),
+        "physical_config": dg.MetadataValue.json(
+            json.loads(PhysicalConfig(operator, result.model, result.strategy).to_json())
+        ),
+        "preview": dg.MetadataValue.md(markdown_preview(result.records, [c for c, _ in columns])),
+    }
+    if with_selectivity and s.evaluated:
+        md["selectivity"] = float(kept / s.evaluated)
+    if s.failure_examples:
+        md["failure_examples"] = dg.MetadataValue.md(
+            "\n".join(f"- {e}" for e in s.failure_examples)
+        )
+    if s.truncated_ids:
+        md["truncated_records"] = dg.MetadataValue.md(
+            "\n".join(f"- {r}" for r in s.truncated_ids[:20])
+        )
+    return md

@@ -1,0 +1,137 @@
+"""The Dataset DSL: a thin, immutable, chainable wrapper around one logical plan node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pz_dagster.errors import PlanError
+from pz_dagster.query import plan
+from pz_dagster.query.schema import FieldSpec, output_model
+
+FieldsArg = type[BaseModel] | Iterable[Mapping[str, Any] | FieldSpec]
+
+
+def _as_tuple(cols: str | Sequence[str] | None) -> tuple[str, ...]:
+    if cols is None:
+        return ()
+    if isinstance(cols, str):
+        return (cols,)
+    return tuple(cols)
+
+
+class Dataset:
+    """A declared query. Every method returns a new Dataset; nothing runs until Dagster does.
+
+    >>> ds = (Dataset.from_directory("emails")
+    ...       .sem_filter("The email discusses fraud", depends_on="contents")
+    ...       .sem_add_columns([{"name": "sender", "type": "str", "desc": "sender address"}])
+    ...       .project(["sender"]))
+    >>> [n.name for n in ds.node.lineage()]
+    ['documents', 'sem_filter_1', 'sem_map_1', 'project_1']
+    """
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: plan.PlanNode):
+        if not isinstance(node, plan.PlanNode):
+            raise PlanError(f"Dataset wraps a plan node, got {type(node).__name__}")
+        self._node = node
+
+    @classmethod
+    def from_directory(
+        cls, path: str | Path, *, name: str = "documents", batch_size: int = 25
+    ) -> Dataset:
+        """Documents of a folder (.txt .eml .md .html .json .jsonl .csv); batches become partitions."""
+        return cls(plan.DirectorySource(name=name, path=str(path), batch_size=batch_size))
+
+    @property
+    def node(self) -> plan.PlanNode:
+        return self._node
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self._node.columns
+
+    def _name(self, kind: str, name: str | None) -> str:
+        taken = {n.name for n in self._node.lineage()}
+        if name is not None:
+            if name in taken:
+                raise PlanError(f"an operator named {name!r} already exists in this query")
+            return name
+        i = 1 + sum(1 for n in self._node.lineage() if n.kind == kind)
+        while f"{kind}_{i}" in taken:
+            i += 1
+        return f"{kind}_{i}"
+
+    def sem_filter(
+        self,
+        predicate: str,
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Keep records for which the natural-language ``predicate`` holds."""
+        return Dataset(
+            plan.SemanticFilter(
+                name=self._name("sem_filter", name),
+                input=self._node,
+                predicate=predicate,
+                depends_on=_as_tuple(depends_on),
+            )
+        )
+
+    def sem_map(
+        self,
+        fields: FieldsArg,
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Add the columns of ``fields`` (a pydantic model or ``[{name, type, desc}]``)."""
+        node_name = self._name("sem_map", name)
+        model = output_model(fields, model_name=f"{node_name.title().replace('_', '')}Output")
+        return Dataset(
+            plan.SemanticMap(
+                name=node_name, input=self._node, output=model, depends_on=_as_tuple(depends_on)
+            )
+        )
+
+    sem_add_columns = sem_map
+
+    def filter(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Keep records for which ``predicate(record_dict)`` is true."""
+        return Dataset(
+            plan.Filter(
+                name=self._name("filter", name),
+                input=self._node,
+                predicate=predicate,
+                depends_on=_as_tuple(depends_on),
+            )
+        )
+
+    def project(self, cols: str | Sequence[str], *, name: str | None = None) -> Dataset:
+        """Keep only ``cols`` (record_id and error are always kept)."""
+        return Dataset(
+            plan.Project(name=self._name("project", name), input=self._node, keep=_as_tuple(cols))
+        )
+
+    def limit(self, n: int, *, name: str | None = None) -> Dataset:
+        """The first ``n`` records of each partition."""
+        return Dataset(plan.Limit(name=self._name("limit", name), input=self._node, n=n))
+
+    def explain(self) -> str:
+        """The logical plan, printable."""
+        return plan.explain(self._node)
+
+    def __repr__(self) -> str:
+        return f"Dataset(\n{self.explain()}\n)"

@@ -1,0 +1,107 @@
+"""Shared fixtures: small document folders, temporary Dagster homes, a loopback llama.cpp server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pz_dagster.models.local_llama import bundled_gguf_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+RAPTOR_EMAIL = (
+    "From: jeff.skilling@enron.com\nTo: andrew.fastow@enron.com\nSubject: Raptor hedges\n\n"
+    "The Raptor vehicles need more capital before the quarter closes. Keep it quiet.\n"
+)
+LUNCH_EMAIL = (
+    "From: jane.doe@enron.com\nTo: bob@enron.com\nSubject: Lunch\n\nLunch at noon on Friday?\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def mini_emails(tmp_path: Path) -> Path:
+    """Two short emails, one undecodable file and one empty file."""
+    folder = tmp_path / "emails"
+    folder.mkdir()
+    (folder / "a_raptor.txt").write_text(RAPTOR_EMAIL)
+    (folder / "b_lunch.txt").write_text(LUNCH_EMAIL)
+    (folder / "c_latin1.txt").write_bytes("Caf\xe9 r\xe9sum\xe9 from 1999".encode("latin-1"))
+    (folder / "d_empty.txt").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> str:
+    """llama-cpp-python's OpenAI-compatible server with the bundled model on 127.0.0.1."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(bundled_gguf_path()),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+    ]
+    log = open(os.devnull, "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not start within 60 s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

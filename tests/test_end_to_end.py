@@ -1,0 +1,193 @@
+"""Real materializations: temporary Dagster instance, bundled model in-process and behind
+llama.cpp's OpenAI-compatible server on 127.0.0.1, records in the Parquet/DuckDB store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pz_dagster import Dataset
+from pz_dagster.orchestration import (
+    LocalLlamaModel,
+    OpenAICompatibleModel,
+    RecordStore,
+    build_definitions,
+)
+from pz_dagster.orchestration.batches import register_partitions
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+NUMERIC = {
+    "records_in": dg.IntMetadataValue,
+    "records_out": dg.IntMetadataValue,
+    "failures": dg.IntMetadataValue,
+    "input_tokens": dg.IntMetadataValue,
+    "output_tokens": dg.IntMetadataValue,
+    "model_calls": dg.IntMetadataValue,
+    "dollars": dg.FloatMetadataValue,
+    "seconds": dg.FloatMetadataValue,
+    "model_seconds": dg.FloatMetadataValue,
+}
+
+
+def raptor_query(folder: Path) -> Dataset:
+    return (
+        Dataset.from_directory(folder, name="emails", batch_size=10)
+        .sem_filter("The email mentions Raptor", depends_on="contents", name="mentions_raptor")
+        .sem_add_columns(
+            [{"name": "sender", "type": "str", "desc": "The email address of the sender"}],
+            depends_on="contents",
+            name="extract_sender",
+        )
+    )
+
+
+def materialize_once(
+    defs: dg.Definitions, query, instance: dg.DagsterInstance, store_root: Path
+) -> str:
+    batches = register_partitions(RecordStore(store_root), query, instance)
+    assert len(batches) == 1 and len(batches[0].files) == 4
+    result = defs.resolve_job_def(query.job.name).execute_in_process(
+        partition_key=batches[0].key, instance=instance
+    )
+    assert result.success
+    return batches[0].key
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"{key.to_user_string()} was not materialized"
+    return records[0].asset_materialization.metadata  # type: ignore[union-attr]
+
+
+def check_run(instance, query, partition: str, store_root: Path, expected_model: str) -> None:
+    for asset in query.assets:
+        md = latest_metadata(instance, asset.key, partition)
+        for name, kind in NUMERIC.items():
+            assert isinstance(md[name], kind), (asset.key, name, md.get(name))
+        assert isinstance(md["preview"], dg.MarkdownMetadataValue)
+        assert md["dagster/row_count"].value == 4  # the two bad files travel along, flagged
+    source_md = latest_metadata(instance, query.asset_key("emails"), partition)
+    assert source_md["read_errors"].value == 2
+    filter_md = latest_metadata(instance, query.asset_key("mentions_raptor"), partition)
+    assert filter_md["model"].value == expected_model and filter_md["strategy"].value == "direct"
+    assert filter_md["evaluated"].value == 2 and filter_md["model_calls"].value == 2
+    assert filter_md["input_tokens"].value > 50 and filter_md["output_tokens"].value > 0
+    assert filter_md["dollars"].value == 0.0  # local model: free, but its time is counted
+    assert filter_md["model_seconds"].value > 0
+    assert 0.0 <= filter_md["selectivity"].value <= 1.0
+
+    with RecordStore(store_root).connect() as con:
+        rows = con.execute(
+            'select record_id, sender, error from "raptor__extract_sender" order by record_id'
+        ).fetchall()
+    by_id = {r[0]: r for r in rows}
+    assert by_id["c_latin1.txt"][2].startswith("not valid UTF-8")
+    assert by_id["d_empty.txt"][2] == "empty file: nothing to analyse"
+    if "a_raptor.txt" in by_id:  # the tiny model decides; when kept, the extraction ran
+        assert by_id["a_raptor.txt"][2] is not None or by_id["a_raptor.txt"][1]
+
+
+def test_materialize_with_bundled_model_in_process(mini_emails: Path, tmp_path: Path):
+    store_root = tmp_path / "store"
+    defs, query = build_definitions(
+        raptor_query(mini_emails),
+        "raptor",
+        model=LocalLlamaModel(n_ctx=2048),
+        store_root=str(store_root),
+    )
+    with dg.instance_for_test() as instance:
+        partition = materialize_once(defs, query, instance, store_root)
+        check_run(instance, query, partition, store_root, "smollm2-135m-instruct-q4_1")
+
+
+def test_materialize_through_llama_cpp_server(mini_emails: Path, tmp_path: Path, llama_server: str):
+    store_root = tmp_path / "store"
+    model = OpenAICompatibleModel(model="smollm2", base_url=llama_server, context_tokens=2048)
+    defs, query = build_definitions(
+        raptor_query(mini_emails), "raptor", model=model, store_root=str(store_root)
+    )
+    with dg.instance_for_test() as instance:
+        partition = materialize_once(defs, query, instance, store_root)
+        check_run(instance, query, partition, store_root, "smollm2")
+
+
+def test_sensor_registers_each_batch_once(mini_emails: Path, tmp_path: Path):
+    defs, query = build_definitions(
+        raptor_query(mini_emails), "raptor", store_root=str(tmp_path / "s")
+    )
+    sensor = defs.resolve_sensor_def("raptor_new_documents")
+    with dg.instance_for_test() as instance:
+
+        def tick():
+            with dg.build_sensor_context(
+                instance=instance, resources={"pz_store": defs.resources["pz_store"]}
+            ) as ctx:
+                result = sensor(ctx)
+            for req in result.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+            return result
+
+        first = tick()
+        assert [r.partition_key for r in first.run_requests] == [
+            r.run_key for r in first.run_requests
+        ] and len(first.run_requests) == 1
+        assert tick().skip_reason.skip_message == "no new documents"
+        (mini_emails / "e_new.txt").write_text("From: x@enron.com\n\nChewco again")
+        third = tick()
+        assert (
+            len(third.run_requests) == 1
+            and third.run_requests[0].partition_key != first.run_requests[0].partition_key
+        )
+        assert len(instance.get_dynamic_partitions("raptor_batches")) == 2
+
+
+def test_dagster_asset_materialize_cli_one_partition(
+    mini_emails: Path, dagster_home: Path, tmp_path: Path
+):
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "PZ_ENRON_DIR": str(mini_emails),
+        "PZ_DAGSTER_STORE": str(tmp_path / "store"),
+    }
+    reg = subprocess.run(
+        [sys.executable, "-m", "pz_dagster.cli", "register"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reg.returncode == 0, reg.stderr
+    key = next(line.split()[0] for line in reg.stdout.splitlines() if line.strip().startswith("b-"))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "definitions",
+            "--select",
+            "group:enron",
+            "--partition",
+            key,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0 and "RUN_SUCCESS" in run.stdout + run.stderr, run.stderr[-3000:]
+    assert (tmp_path / "store" / "enron" / "sender_and_subject" / f"{key}.parquet").exists()

@@ -1,0 +1,38 @@
+"""DESIGN.md's layering: optimizer/ is pure; query/, sources/, models/, operators/ know no Dagster."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def imported_roots(folder: Path) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        roots = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                roots.add(node.module.split(".")[0])
+        out[str(path.relative_to(REPO))] = roots
+    return out
+
+
+def test_optimizer_is_pure_python():
+    forbidden = {"dagster", "pz_dagster", "openai", "llama_cpp", "vllm", "definitions"}
+    bad = {f: r & forbidden for f, r in imported_roots(REPO / "optimizer").items() if r & forbidden}
+    assert not bad, f"optimizer/ must not import {bad}"
+
+
+def test_library_core_knows_no_dagster():
+    for sub in ("query", "sources", "models", "operators"):
+        bad = {f: r for f, r in imported_roots(REPO / "pz_dagster" / sub).items() if "dagster" in r}
+        assert not bad, f"pz_dagster/{sub} must not import dagster: {bad}"
+
+
+def test_query_layer_imports_no_model_client():
+    for f, roots in imported_roots(REPO / "pz_dagster" / "query").items():
+        assert not roots & {"openai", "llama_cpp", "vllm"}, f
