@@ -22,4 +22,11 @@ class ModelError(PzError):
 
 
 class RecordFailure(PzError):
-    """A model call failed for one record; the record is kept with an error column."""
+    """A model call failed for one record; the record is kept with an error column.
+
+    ``usage`` carries what the failed attempts cost, so that failures are paid for in the books.
+    """
+
+    def __init__(self, message: str, usage: object | None = None):
+        super().__init__(message)
+        self.usage = usage

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -42,20 +42,19 @@ def pricing_for(model: str, overrides: dict[str, Pricing] | None = None) -> Pric
 
 @dataclass(frozen=True)
 class Usage:
+    """What model work cost. ``calls`` counts requests answered by a model (cache hits are not
+    calls); ``retries`` counts re-sent requests (transport retries and validation retries)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
     dollars: float = 0.0
     calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.seconds + other.seconds,
-            self.dollars + other.dollars,
-            self.calls + other.calls,
-        )
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,7 @@ class Completion:
     model: str
     usage: Usage
     finish_reason: str | None = None
+    cached: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -76,6 +76,16 @@ class ChatModel(Protocol):
 
     @property
     def context_tokens(self) -> int: ...
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many requests the operator may have in flight at once on this client."""
+        ...
+
+    @property
+    def cache_namespace(self) -> str:
+        """Identity of the model behind the client (name and endpoint), for the response cache."""
+        ...
 
     def complete(
         self,

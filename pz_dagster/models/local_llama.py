@@ -71,6 +71,8 @@ class LocalLlamaClient:
             model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
         )
         self._n_ctx = n_ctx
+        stat = path.stat()
+        self._path_digest = f"{path.name}:{stat.st_size}"
         # llama.cpp contexts are not thread-safe: one call at a time per loaded model.
         self._lock = threading.Lock()
 
@@ -81,6 +83,14 @@ class LocalLlamaClient:
     @property
     def context_tokens(self) -> int:
         return self._n_ctx
+
+    @property
+    def max_concurrency(self) -> int:
+        return 1  # one llama.cpp context decodes one sequence at a time here
+
+    @property
+    def cache_namespace(self) -> str:
+        return f"{self._name}@{self._path_digest}"
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8", "replace"), add_bos=False))

@@ -10,6 +10,8 @@ import openai
 
 from pz_dagster.errors import ModelError, RecordFailure
 from pz_dagster.models.base import Completion, Message, Pricing, Usage, pricing_for
+from pz_dagster.models.limits import RateLimiter
+from pz_dagster.models.retry import RetryPolicy
 
 # How an endpoint takes a JSON schema for structured output:
 # - "json_schema": OpenAI's {"type": "json_schema", "json_schema": {...}} (OpenAI, vLLM, llama.cpp's
@@ -18,10 +20,13 @@ from pz_dagster.models.base import Completion, Message, Pricing, Usage, pricing_
 #   rejects the OpenAI form);
 # - "auto": the OpenAI form first, and the other one from then on if the endpoint rejects it.
 StructuredOutput = Literal["auto", "json_schema", "json_object"]
+CHARS_PER_TOKEN_ESTIMATE = 4
 
 
 class OpenAICompatibleClient:
-    """Chat completions with JSON-schema structured output and per-call usage.
+    """Chat completions with JSON-schema structured output, retries, rate limits and usage.
+
+    Thread-safe: operators call it from a pool of ``max_concurrency`` threads.
 
     >>> client = OpenAICompatibleClient("gpt-4o-mini", api_key="...")  # doctest: +SKIP
     >>> client.complete([{"role": "user", "content": "hi"}], max_tokens=5).text  # doctest: +SKIP
@@ -36,7 +41,10 @@ class OpenAICompatibleClient:
         context_tokens: int = 128_000,
         prices: dict[str, Pricing] | None = None,
         timeout_s: float = 120.0,
-        max_retries: int = 3,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 8,
+        rpm: int | None = None,
+        tpm: int | None = None,
         structured_output: StructuredOutput = "auto",
     ):
         self._model = model
@@ -45,13 +53,16 @@ class OpenAICompatibleClient:
         self._context_tokens = context_tokens
         self._pricing = pricing_for(model, prices)
         self._base_url = base_url
-        # The openai package retries 408/409/429/5xx and connection errors with exponential
-        # backoff; "unused" keeps it from demanding a key for local servers that need none.
+        self._retry = retry or RetryPolicy()
+        self._max_concurrency = max(1, max_concurrency)
+        self._limiter = RateLimiter(rpm, tpm)
+        # Retries are ours (counted, bounded in time), so the openai package's are off. The key
+        # "unused" keeps it from demanding one for local servers that need none.
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or "unused",
             timeout=timeout_s,
-            max_retries=max_retries,
+            max_retries=0,
         )
 
     @property
@@ -62,6 +73,14 @@ class OpenAICompatibleClient:
     def context_tokens(self) -> int:
         return self._context_tokens
 
+    @property
+    def max_concurrency(self) -> int:
+        return self._max_concurrency
+
+    @property
+    def cache_namespace(self) -> str:
+        return f"{self._model}@{self._base_url or 'openai'}"
+
     def complete(
         self,
         messages: list[Message],
@@ -70,32 +89,45 @@ class OpenAICompatibleClient:
         max_tokens: int = 256,
         temperature: float = 0.0,
     ) -> Completion:
+        retries = 0
+
+        def count(_: BaseException) -> None:
+            nonlocal retries
+            retries += 1
+
+        estimate = sum(len(str(m.get("content", ""))) for m in messages) // CHARS_PER_TOKEN_ESTIMATE
         start = time.perf_counter()
         try:
-            try:
-                resp = self._create(messages, json_schema, max_tokens, temperature)
-            except openai.APIStatusError as exc:
-                # llama-cpp-python's server answers the OpenAI form with a validation error that
-                # names response_format (as HTTP 500); other servers use 400 or 422.
-                if (
-                    json_schema is None
-                    or self._structured != "auto"
-                    or "response_format" not in str(exc)
-                ):
-                    raise
-                resp = self._create(messages, json_schema, max_tokens, temperature, fallback=True)
-                with self._lock:
-                    self._structured = "json_object"
-        except openai.APITimeoutError:
-            raise RecordFailure(f"model call timed out after retries ({self._model})") from None
-        except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError) as exc:
-            # Whole-asset problems: the endpoint is down, the key is wrong, the model is unknown.
+            resp = self._retry.call(
+                lambda: self._send(
+                    messages, json_schema, max_tokens, temperature, estimate + max_tokens
+                ),
+                on_retry=count,
+            )
+        except openai.APIConnectionError as exc:  # includes timeouts, after every retry
+            if isinstance(exc, openai.APITimeoutError):
+                raise RecordFailure(
+                    f"model call timed out {retries + 1} time(s)", Usage(retries=retries)
+                ) from None
             raise ModelError(
-                f"model endpoint {self._base_url or 'api.openai.com'} for {self._model!r} failed: "
-                f"{type(exc).__name__}; check that the server is up and the model name and key are right"
+                f"cannot reach the model endpoint {self._base_url or 'api.openai.com'} for "
+                f"{self._model!r} after {retries + 1} attempt(s); check that the server is up"
+            ) from None
+        except (
+            openai.AuthenticationError,
+            openai.PermissionDeniedError,
+            openai.NotFoundError,
+        ) as exc:
+            # Whole-asset problems: the key is wrong or the model unknown. The key is never shown.
+            raise ModelError(
+                f"the model endpoint {self._base_url or 'api.openai.com'} refused {self._model!r} "
+                f"with HTTP {exc.status_code}; check the model name and the API key"
             ) from None
         except openai.APIStatusError as exc:
-            raise RecordFailure(f"model call failed with HTTP {exc.status_code}") from None
+            raise RecordFailure(
+                f"model call failed with HTTP {exc.status_code} after {retries + 1} attempt(s)",
+                Usage(retries=retries),
+            ) from None
         seconds = time.perf_counter() - start
         choice = resp.choices[0] if resp.choices else None
         text = (choice.message.content if choice and choice.message else None) or ""
@@ -104,9 +136,34 @@ class OpenAICompatibleClient:
         return Completion(
             text=text,
             model=self._model,
-            usage=Usage(inp, out, seconds, self._pricing.dollars(inp, out), 1),
+            usage=Usage(inp, out, seconds, self._pricing.dollars(inp, out), 1, 0, retries),
             finish_reason=choice.finish_reason if choice else None,
         )
+
+    def _send(
+        self,
+        messages: list[Message],
+        json_schema: dict[str, Any] | None,
+        max_tokens: int,
+        temperature: float,
+        token_estimate: int,
+    ) -> Any:
+        self._limiter.acquire(token_estimate)
+        try:
+            return self._create(messages, json_schema, max_tokens, temperature)
+        except openai.APIStatusError as exc:
+            # llama-cpp-python's server answers the OpenAI form with a validation error that
+            # names response_format (as HTTP 500); other servers use 400 or 422.
+            if (
+                json_schema is None
+                or self._structured != "auto"
+                or "response_format" not in str(exc)
+            ):
+                raise
+            resp = self._create(messages, json_schema, max_tokens, temperature, fallback=True)
+            with self._lock:
+                self._structured = "json_object"
+            return resp
 
     def _create(
         self,

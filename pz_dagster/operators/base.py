@@ -1,16 +1,18 @@
-"""What every physical operator returns, and the helpers they share."""
+"""What every physical operator returns, and the machinery they share: running records
+concurrently, asking for validated JSON with one corrective retry, counting everything."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from pz_dagster.errors import RecordFailure
-from pz_dagster.models.base import Completion, Usage
+from pz_dagster.models.base import ChatModel, Completion, Message, Usage
 from pz_dagster.query.schema import ERROR
 
 Record = dict[str, Any]
@@ -48,14 +50,87 @@ class OperatorResult:
     model: str | None = None
 
 
+@dataclass
+class Outcome:
+    """What one record's work produced: the record to emit (None: filtered out) and its cost."""
+
+    record: Record | None
+    usage: Usage = field(default_factory=Usage)
+    truncated: bool = False
+
+
 def split_failed(
-    records: Iterable[Record],
+    records: list[Record],
 ) -> tuple[list[tuple[int, Record]], list[tuple[int, Record]]]:
     """(index, record) pairs of healthy records and of records that already carry an error."""
     ok, failed = [], []
     for i, r in enumerate(records):
         (failed if r.get(ERROR) else ok).append((i, r))
     return ok, failed
+
+
+def run_per_record(
+    records: list[Record],
+    work: Callable[[Record], Outcome],
+    *,
+    op_name: str,
+    concurrency: int,
+    progress: Progress | None = None,
+    on_failure: Callable[[Record], Record] = lambda r: r,
+) -> tuple[list[Record], OperatorStats]:
+    """Apply ``work`` to every healthy record with up to ``concurrency`` in flight, in order.
+
+    Records that arrive with an error pass through untouched. A RecordFailure keeps its record,
+    with the error column set (``on_failure`` shapes it, e.g. adds null output columns). Any
+    other exception (a dead endpoint) cancels what has not started and fails the operator.
+    """
+    stats = OperatorStats(records_in=len(records))
+    ok, failed = split_failed(records)
+    stats.passed_through_errors = len(failed)
+    emitted: dict[int, Record | None] = {i: on_failure(r) for i, r in failed}
+
+    def settle(i: int, record: Record, fn: Callable[[], Outcome]) -> None:
+        stats.evaluated += 1
+        try:
+            outcome = fn()
+        except RecordFailure as exc:
+            if isinstance(exc.usage, Usage):
+                stats.usage += exc.usage
+            emitted[i] = stats.fail(on_failure(record), op_name, str(exc))
+            return
+        stats.usage += outcome.usage
+        if outcome.truncated:
+            stats.truncated += 1
+            stats.truncated_ids.append(str(record.get("record_id")))
+        emitted[i] = outcome.record
+
+    if concurrency <= 1 or len(ok) <= 1:
+        for done, (i, record) in enumerate(ok, start=1):
+            settle(i, record, lambda record=record: work(record))
+            if progress:
+                progress(done, len(ok))
+    else:
+        with ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"pz-{op_name}"
+        ) as pool:
+            futures = {pool.submit(work, record): (i, record) for i, record in ok}
+            pending, done_count = set(futures), 0
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in finished:
+                    i, record = futures[fut]
+                    exc = fut.exception()
+                    if exc is not None and not isinstance(exc, RecordFailure):
+                        for p in pending:
+                            p.cancel()
+                        raise exc
+                    settle(i, record, fut.result)
+                    done_count += 1
+                    if progress:
+                        progress(done_count, len(ok))
+    out = [r for i in range(len(records)) if (r := emitted.get(i)) is not None]
+    stats.records_out = len(out)
+    return out, stats
 
 
 def parse_json_output(completion: Completion, model: type[BaseModel]) -> BaseModel:
@@ -76,4 +151,37 @@ def parse_json_output(completion: Completion, model: type[BaseModel]) -> BaseMod
         where = ".".join(str(p) for p in first["loc"]) or "answer"
         raise RecordFailure(
             f"answer does not match the schema at {where}: {first['msg']}"
+        ) from None
+
+
+def ask_json(
+    model: ChatModel,
+    messages: list[Message],
+    output: type[BaseModel],
+    schema: dict[str, Any],
+    max_tokens: int,
+) -> tuple[BaseModel, Usage]:
+    """Ask for JSON matching ``output``; an invalid answer is sent back once with the validation
+    error, and a second invalid answer is a RecordFailure carrying the cost of both calls."""
+    first = model.complete(messages, json_schema=schema, max_tokens=max_tokens)
+    usage = first.usage
+    try:
+        return parse_json_output(first, output), usage
+    except RecordFailure as problem:
+        retry_messages = [
+            *messages,
+            {"role": "assistant", "content": first.text},
+            {
+                "role": "user",
+                "content": f"That answer is invalid: {problem}. Reply again with only "
+                "a JSON object that matches the requested keys and types.",
+            },
+        ]
+    second = model.complete(retry_messages, json_schema=schema, max_tokens=max_tokens)
+    usage = usage + second.usage + Usage(retries=1)
+    try:
+        return parse_json_output(second, output), usage
+    except RecordFailure as again:
+        raise RecordFailure(
+            f"{again} (also after one retry with the validation error)", usage
         ) from None

@@ -6,15 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from pz_dagster.errors import RecordFailure
 from pz_dagster.models.base import ChatModel, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
-    OperatorStats,
+    Outcome,
     Progress,
     Record,
-    parse_json_output,
-    split_failed,
+    ask_json,
+    run_per_record,
 )
 from pz_dagster.operators.prompts import document_prompt, fit_to_context, render_fields
 from pz_dagster.query.plan import SemanticFilter
@@ -44,33 +43,24 @@ def direct_filter(
     A record whose answer cannot be had or parsed is neither kept nor dropped silently: it is
     passed on with its ``error`` column set and counted as a failure.
     """
-    stats = OperatorStats(records_in=len(records))
-    ok, failed = split_failed(records)
-    stats.passed_through_errors = len(failed)
-    decided: dict[int, Record | None] = {i: r for i, r in failed}
     instruction = filter_instruction(node.predicate)
-    for done, (i, record) in enumerate(ok, start=1):
-        stats.evaluated += 1
+
+    def judge(record: Record) -> Outcome:
         text, cut = fit_to_context(render_fields(record, node.depends_on), model, FILTER_MAX_TOKENS)
-        if cut:
-            stats.truncated += 1
-            stats.truncated_ids.append(str(record["record_id"]))
-        try:
-            completion = model.complete(
-                document_prompt(text, instruction),
-                json_schema=FILTER_SCHEMA,
-                max_tokens=FILTER_MAX_TOKENS,
-            )
-            stats.usage += completion.usage
-            keep = parse_json_output(completion, FilterAnswer).answer == "YES"  # type: ignore[attr-defined]
-            decided[i] = record if keep else None
-        except RecordFailure as exc:
-            decided[i] = stats.fail(record, node.name, str(exc))
-        if progress:
-            progress(done, len(ok))
-    out = [decided[i] for i in range(len(records)) if decided.get(i) is not None]
-    stats.records_out = len(out)
-    return OperatorResult(out, stats, strategy="direct", model=model.model_name)  # type: ignore[arg-type]
+        answer, usage = ask_json(
+            model,
+            document_prompt(text, instruction),
+            FilterAnswer,
+            FILTER_SCHEMA,
+            FILTER_MAX_TOKENS,
+        )
+        keep = answer.answer == "YES"  # type: ignore[attr-defined]
+        return Outcome(record if keep else None, usage, cut)
+
+    out, stats = run_per_record(
+        records, judge, op_name=node.name, concurrency=model.max_concurrency, progress=progress
+    )
+    return OperatorResult(out, stats, strategy="direct", model=model.model_name)
 
 
 STRATEGIES = {"direct": direct_filter}

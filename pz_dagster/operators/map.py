@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pz_dagster.errors import RecordFailure
 from pz_dagster.models.base import ChatModel, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
-    OperatorStats,
+    Outcome,
     Progress,
     Record,
-    parse_json_output,
-    split_failed,
+    ask_json,
+    run_per_record,
 )
 from pz_dagster.operators.prompts import document_prompt, fit_to_context, render_fields
 from pz_dagster.query.plan import SemanticMap
@@ -35,38 +34,32 @@ def direct_map(
 ) -> OperatorResult:
     """One prompt per record; the answer is decoded under the output model's JSON schema.
 
-    A record whose answer fails validation keeps its place, with null output columns and the
-    ``error`` column saying why.
+    A record whose answer fails validation (also after one corrective retry) keeps its place,
+    with null output columns and the ``error`` column saying why.
     """
     assert node.output is not None
-    schema = json_schema_for(node.output)
+    output = node.output
+    schema = json_schema_for(output)
     max_tokens = TOKENS_PER_FIELD * len(node.output_fields) + 16
-    stats = OperatorStats(records_in=len(records))
-    ok, failed = split_failed(records)
-    stats.passed_through_errors = len(failed)
     empty = dict.fromkeys(node.output_fields)
-    out: dict[int, Record] = {i: {**r, **empty} for i, r in failed}
     instruction = map_instruction(node)
-    for done, (i, record) in enumerate(ok, start=1):
-        stats.evaluated += 1
+
+    def extract(record: Record) -> Outcome:
         text, cut = fit_to_context(render_fields(record, node.depends_on), model, max_tokens)
-        if cut:
-            stats.truncated += 1
-            stats.truncated_ids.append(str(record["record_id"]))
-        try:
-            completion = model.complete(
-                document_prompt(text, instruction), json_schema=schema, max_tokens=max_tokens
-            )
-            stats.usage += completion.usage
-            values = parse_json_output(completion, node.output).model_dump()
-            out[i] = {**record, **values}
-        except RecordFailure as exc:
-            out[i] = stats.fail({**record, **empty}, node.name, str(exc))
-        if progress:
-            progress(done, len(ok))
-    result = [out[i] for i in range(len(records))]
-    stats.records_out = len(result)
-    return OperatorResult(result, stats, strategy="direct", model=model.model_name)
+        values, usage = ask_json(
+            model, document_prompt(text, instruction), output, schema, max_tokens
+        )
+        return Outcome({**record, **values.model_dump()}, usage, cut)
+
+    out, stats = run_per_record(
+        records,
+        extract,
+        op_name=node.name,
+        concurrency=model.max_concurrency,
+        progress=progress,
+        on_failure=lambda r: {**r, **empty},
+    )
+    return OperatorResult(out, stats, strategy="direct", model=model.model_name)
 
 
 STRATEGIES = {"direct": direct_map}

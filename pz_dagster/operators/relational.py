@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from pz_dagster.operators.base import OperatorResult, OperatorStats, Record, split_failed
+from pz_dagster.errors import RecordFailure
+from pz_dagster.operators.base import OperatorResult, OperatorStats, Outcome, Record, run_per_record
 from pz_dagster.query.plan import Filter, Limit, Project
 
 
 def run_filter(node: Filter, records: list[Record]) -> OperatorResult:
     """Records that already carry an error pass through; a predicate that raises marks its record."""
     assert node.predicate is not None
-    stats = OperatorStats(records_in=len(records))
-    _, failed = split_failed(records)
-    stats.passed_through_errors = len(failed)
-    out = []
-    for r in records:
-        if r.get("error"):
-            out.append(r)
-            continue
-        stats.evaluated += 1
+    predicate = node.predicate
+
+    def test(record: Record) -> Outcome:
         try:
-            if node.predicate(dict(r)):
-                out.append(r)
+            keep = predicate(dict(record))
         except Exception as exc:  # user code: record the failure, keep the run going
-            out.append(stats.fail(r, node.name, f"predicate raised {type(exc).__name__}: {exc}"))
-    stats.records_out = len(out)
+            raise RecordFailure(f"predicate raised {type(exc).__name__}: {exc}") from None
+        return Outcome(record if keep else None)
+
+    out, stats = run_per_record(records, test, op_name=node.name, concurrency=1)
     return OperatorResult(out, stats, strategy="python")
 
 

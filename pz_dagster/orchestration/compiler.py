@@ -1,6 +1,7 @@
 """Compile a Dataset into Dagster definitions: one asset per plan node, partitioned by batch."""
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pz_dagster.errors import PlanError
+from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
 from pz_dagster.operators.base import OperatorResult, OperatorStats
 from pz_dagster.orchestration.metadata import operator_metadata
@@ -28,6 +30,10 @@ class OperatorConfig(dg.Config):
     """Run-config knobs of one operator asset (launchpad: ops.<asset>.config)."""
 
     strategy: str = Field(default="direct", description="Physical strategy of a semantic operator.")
+    use_cache: bool = Field(
+        default=True,
+        description="Answer repeated prompts from the response cache under the instance's storage.",
+    )
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,11 @@ def _log_progress(context: dg.AssetExecutionContext, name: str):
             step["next"] = done / total + 0.1
 
     return progress
+
+
+def response_cache(instance: dg.DagsterInstance) -> ResponseCache:
+    """The response cache that lives with the instance's storage (shared by its runs)."""
+    return ResponseCache(Path(instance.storage_directory()) / "pz_response_cache")
 
 
 def _source_asset(query: str, node: plan.DirectorySource, parts: dg.DynamicPartitionsDefinition):
@@ -118,13 +129,18 @@ def _operator_asset(query: str, node: plan.UnaryNode, parts: dg.DynamicPartition
         start = time.perf_counter()
         records = upstream.to_pylist()
         model = getattr(context.resources, MODEL_KEY).get_client() if semantic else None
-        result = run_operator(
-            node,
-            records,
-            model,
-            strategy=config.strategy,
-            progress=_log_progress(context, node.name),
-        )
+        with ExitStack() as cleanup:
+            if model is not None and config.use_cache:
+                cache = response_cache(context.instance)
+                cleanup.callback(cache.close)
+                model = CachedChatModel(model, cache)
+            result = run_operator(
+                node,
+                records,
+                model,
+                strategy=config.strategy,
+                progress=_log_progress(context, node.name),
+            )
         md = operator_metadata(node.kind, result, columns, time.perf_counter() - start)
         if result.stats.failures:
             context.log.warning(

@@ -62,6 +62,8 @@ def operator_metadata(
         "input_tokens": s.usage.input_tokens,
         "output_tokens": s.usage.output_tokens,
         "model_calls": s.usage.calls,
+        "cache_hits": s.usage.cache_hits,
+        "retries": s.usage.retries,
         "dollars": float(s.usage.dollars),
         "model_seconds": float(s.usage.seconds),
         "seconds": float(wall_seconds),

@@ -8,16 +8,19 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
+from pz_dagster.errors import ModelError
 from pz_dagster.models.base import ChatModel, Pricing
 from pz_dagster.models.local_llama import LocalLlamaClient
 from pz_dagster.models.openai_compat import OpenAICompatibleClient, StructuredOutput
+from pz_dagster.models.retry import RetryPolicy
 from pz_dagster.orchestration.store import RecordStore
 
 
 class ModelResource(dg.ConfigurableResource):
     """Base of the model resources: operator assets ask it for a ``ChatModel``."""
 
-    def get_client(self) -> ChatModel:
+    def get_client(self, model: str | None = None) -> ChatModel:
+        """The client for ``model`` (default: the resource's default model)."""
         raise NotImplementedError
 
 
@@ -49,58 +52,76 @@ class LocalLlamaModel(ModelResource):
         return self._client
 
 
+class ModelPrice(dg.Config):
+    input_per_mtok: float = Field(description="USD per 1M input tokens.")
+    output_per_mtok: float = Field(description="USD per 1M output tokens.")
+
+
 class OpenAICompatibleModel(ModelResource):
     """Any OpenAI-compatible chat endpoint: OpenAI, a vLLM server, a llama.cpp server.
 
-    Pass the key as ``dg.EnvVar("OPENAI_API_KEY")`` so that it never lands in run config.
+    Pass the key as ``dg.EnvVar("OPENAI_API_KEY")`` so that it never lands in run config, logs or
+    metadata.
+
+    >>> OpenAICompatibleModel(model="gpt-4o-mini", max_concurrency=32, rpm=500).model
+    'gpt-4o-mini'
     """
 
-    model: str = Field(description="Model name as the endpoint knows it.")
+    model: str = Field(description="Default model name as the endpoint knows it.")
+    models: list[str] = Field(
+        default_factory=list, description="Other models of the endpoint that operators may use."
+    )
     base_url: str | None = Field(default=None, description="Endpoint URL; empty means OpenAI.")
     api_key: str | None = Field(default=None, description="API key; use an EnvVar.")
-    context_tokens: int = Field(default=128_000, description="Context window of the model.")
-    input_price_per_mtok: float | None = Field(
-        default=None, description="USD per 1M input tokens; empty uses the built-in price table."
+    context_tokens: int = Field(default=128_000, description="Context window of the models.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per 1M tokens by model name; models not listed use the built-in table "
+        "(OpenAI list prices) or cost $0.",
     )
-    output_price_per_mtok: float | None = Field(
-        default=None, description="USD per 1M output tokens; empty uses the built-in price table."
-    )
+    max_concurrency: int = Field(default=8, description="Requests in flight at once per operator.")
+    rpm: int | None = Field(default=None, description="Requests-per-minute limit; empty: none.")
+    tpm: int | None = Field(default=None, description="Tokens-per-minute limit; empty: none.")
     timeout_s: float = Field(default=120.0, description="Per-request timeout in seconds.")
-    max_retries: int = Field(default=3, description="Retries on 429/5xx/timeouts, with backoff.")
+    max_retries: int = Field(default=4, description="Re-sends on 429/5xx/timeouts, with backoff.")
+    max_retry_seconds: float = Field(default=120.0, description="Give up retrying after this long.")
     structured_output: StructuredOutput = Field(
         default="auto",
         description="How the endpoint takes a JSON schema: json_schema (OpenAI, vLLM), json_object "
         "(llama-cpp-python's server), or auto (try the first, fall back to the second).",
     )
 
-    _client: OpenAICompatibleClient | None = PrivateAttr(default=None)
+    _clients: dict[str, OpenAICompatibleClient] = PrivateAttr(default_factory=dict)
 
-    def _build(self) -> OpenAICompatibleClient:
-        prices: dict[str, Pricing] | None = None
-        if self.input_price_per_mtok is not None or self.output_price_per_mtok is not None:
-            prices = {
-                self.model: Pricing(
-                    self.input_price_per_mtok or 0.0, self.output_price_per_mtok or 0.0
-                )
-            }
+    @property
+    def available_models(self) -> list[str]:
+        return list(dict.fromkeys([self.model, *self.models]))
+
+    def _build(self, model: str) -> OpenAICompatibleClient:
+        prices = {m: Pricing(p.input_per_mtok, p.output_per_mtok) for m, p in self.prices.items()}
         return OpenAICompatibleClient(
-            self.model,
+            model,
             base_url=self.base_url,
             api_key=self.api_key,
             context_tokens=self.context_tokens,
             prices=prices,
             timeout_s=self.timeout_s,
-            max_retries=self.max_retries,
+            retry=RetryPolicy(max_retries=self.max_retries, max_total_s=self.max_retry_seconds),
+            max_concurrency=self.max_concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
             structured_output=self.structured_output,
         )
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._client = self._build()
-
-    def get_client(self) -> ChatModel:
-        if self._client is None:
-            self._client = self._build()
-        return self._client
+    def get_client(self, model: str | None = None) -> ChatModel:
+        name = model or self.model
+        if name not in self.available_models:
+            raise ModelError(
+                f"model {name!r} is not configured; available: {self.available_models}"
+            )
+        if name not in self._clients:
+            self._clients[name] = self._build(name)
+        return self._clients[name]
 
 
 class RecordStoreResource(dg.ConfigurableResource):

@@ -1,0 +1,5 @@
+"""Test and benchmark helpers. ``OpenAISimulator`` is a simulator, not a model."""
+
+from pz_dagster.testing.simulator import ChatRequest, Fault, OpenAISimulator, SimulatedModel
+
+__all__ = ["ChatRequest", "Fault", "OpenAISimulator", "SimulatedModel"]

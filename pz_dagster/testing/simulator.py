@@ -1,0 +1,296 @@
+"""A loopback OpenAI-compatible *simulator* for tests and benchmarks.
+
+It is not a model. It speaks the chat-completions API on 127.0.0.1 with per-model latency,
+HTTP error rate, requests-per-minute limit and answer accuracy, so that tests can exercise
+retries, rate limits, validation failures and concurrency deterministically, and benchmarks can
+measure the client and the engine rather than a real model.
+
+Answers come from an *oracle*: a function of the request that returns the correct JSON answer
+(for example from a labeled dataset). With probability ``1 - accuracy`` the simulator returns a
+deliberately wrong but schema-valid answer instead. Without an oracle it returns a schema-valid
+placeholder. A *fault script* can force a given answer per request (HTTP status, delay, raw text).
+
+    >>> with OpenAISimulator({"sim-small": SimulatedModel(latency_s=0.01)}) as sim:
+    ...     sim.base_url.startswith("http://127.0.0.1:")
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SimulatedModel:
+    """Behaviour profile of one simulated model."""
+
+    latency_s: float = 0.0  # fixed time per call
+    seconds_per_output_token: float = 0.0
+    error_rate: float = 0.0  # fraction of calls answered with HTTP 500
+    rpm_limit: int | None = None  # requests per rolling minute before HTTP 429
+    accuracy: float = 1.0  # probability of the oracle's answer
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A forced answer for one request: an HTTP status, a delay before answering, raw text."""
+
+    status: int = 200
+    delay_s: float = 0.0
+    text: str | None = None
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    schema: dict[str, Any] | None
+    max_tokens: int | None
+    body: dict[str, Any] = field(repr=False, default_factory=dict)
+    authorization: str | None = field(repr=False, default=None)
+
+    @property
+    def prompt(self) -> str:
+        return "\n".join(str(m.get("content", "")) for m in self.messages)
+
+
+Oracle = Callable[[ChatRequest], Any]
+FaultScript = Callable[[ChatRequest, int], Fault | None]  # (request, call number) -> fault
+
+
+def placeholder(schema: dict[str, Any] | None) -> Any:
+    """A schema-valid value: first enum value, zero, false, "unknown", empty list, objects filled."""
+    if not schema:
+        return "ok"
+    if "enum" in schema:
+        return schema["enum"][0]
+    t = schema.get("type")
+    if t == "object":
+        return {k: placeholder(v) for k, v in schema.get("properties", {}).items()}
+    if t == "array":
+        return []
+    return {"string": "unknown", "integer": 0, "number": 0.0, "boolean": False}.get(t)
+
+
+def wrong_answer(correct: Any, schema: dict[str, Any] | None, rng: random.Random) -> Any:
+    """A schema-valid answer that differs from ``correct`` where the schema allows it."""
+    if isinstance(correct, dict) and schema and schema.get("type") == "object":
+        props = schema.get("properties", {})
+        out = dict(correct)
+        if props:
+            k = rng.choice(sorted(props))
+            out[k] = wrong_answer(correct.get(k), props[k], rng)
+        return out
+    if schema and "enum" in schema:
+        others = [v for v in schema["enum"] if v != correct]
+        return rng.choice(others) if others else correct
+    if isinstance(correct, bool):
+        return not correct
+    if isinstance(correct, str):
+        return correct[::-1] + "?" if correct else "wrong"
+    if isinstance(correct, (int, float)):
+        return correct + 1
+    return correct
+
+
+def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return (fmt.get("json_schema") or {}).get("schema")
+    if fmt.get("type") == "json_object":
+        return fmt.get("schema")
+    return None
+
+
+def approx_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class OpenAISimulator:
+    """Threaded HTTP server on 127.0.0.1 speaking ``/v1/chat/completions`` and ``/v1/models``."""
+
+    def __init__(
+        self,
+        models: dict[str, SimulatedModel],
+        *,
+        oracle: Oracle | None = None,
+        faults: FaultScript | None = None,
+        seed: int = 0,
+        port: int = 0,
+    ):
+        self.models = dict(models)
+        self.oracle = oracle
+        self.faults = faults
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._windows: dict[str, deque[float]] = {m: deque() for m in self.models}
+        self.calls: Counter[str] = Counter()  # by model
+        self.statuses: Counter[int] = Counter()
+        self.requests: list[ChatRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> OpenAISimulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> OpenAISimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- behaviour ---------------------------------------------------------------------
+
+    def _decide(self, req: ChatRequest) -> tuple[int, float, str | None]:
+        """(status, delay, body text) for one request; all randomness under one lock."""
+        profile = self.models.get(req.model)
+        with self._lock:
+            self.calls[req.model] += 1
+            self.requests.append(req)
+            n = self.calls[req.model]
+            if profile is None:
+                return 404, 0.0, None
+            fault = self.faults(req, n) if self.faults else None
+            if fault is not None:
+                return fault.status, fault.delay_s, fault.text
+            if profile.rpm_limit is not None:
+                now, window = time.monotonic(), self._windows[req.model]
+                while window and now - window[0] > 60:
+                    window.popleft()
+                if len(window) >= profile.rpm_limit:
+                    return 429, 0.0, None
+                window.append(now)
+            if profile.error_rate and self._rng.random() < profile.error_rate:
+                return 500, profile.latency_s, None
+            correct = self.oracle(req) if self.oracle else placeholder(req.schema)
+            answer = (
+                correct
+                if self._rng.random() < profile.accuracy
+                else wrong_answer(correct, req.schema, self._rng)
+            )
+        text = answer if isinstance(answer, str) and req.schema is None else json.dumps(answer)
+        delay = profile.latency_s + profile.seconds_per_output_token * approx_tokens(text)
+        return 200, delay, text
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        sim = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(data)
+                with sim._lock:
+                    sim.statuses[status] += 1
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [{"id": m, "object": "model"} for m in sim.models],
+                        },
+                    )
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError:
+                    self._send(400, {"error": {"message": "body is not JSON"}})
+                    return
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._send(404, {"error": {"message": "not found"}})
+                    return
+                req = ChatRequest(
+                    model=str(body.get("model")),
+                    messages=list(body.get("messages") or []),
+                    schema=_schema_of(body),
+                    max_tokens=body.get("max_tokens"),
+                    body=body,
+                    authorization=self.headers.get("Authorization"),
+                )
+                with sim._lock:
+                    sim.in_flight += 1
+                    sim.max_in_flight = max(sim.max_in_flight, sim.in_flight)
+                try:
+                    status, delay, text = sim._decide(req)
+                    if delay:
+                        time.sleep(delay)
+                finally:
+                    with sim._lock:
+                        sim.in_flight -= 1
+                if status != 200:
+                    messages = {
+                        404: f"model {req.model!r} not found",
+                        429: "rate limited",
+                        500: "simulated error",
+                    }
+                    self._send(
+                        status, {"error": {"message": messages.get(status, "simulated failure")}}
+                    )
+                    return
+                out_tokens = approx_tokens(text or "")
+                finish = "stop"
+                if req.max_tokens is not None and out_tokens > req.max_tokens:
+                    text, finish = (text or "")[: req.max_tokens * 4], "length"
+                    out_tokens = req.max_tokens
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-sim-{uuid.uuid4().hex[:12]}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": req.model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": finish,
+                                "message": {"role": "assistant", "content": text},
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": approx_tokens(req.prompt),
+                            "completion_tokens": out_tokens,
+                            "total_tokens": approx_tokens(req.prompt) + out_tokens,
+                        },
+                    },
+                )
+
+        return Handler

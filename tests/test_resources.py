@@ -1,0 +1,131 @@
+"""Model resources in Dagster runs: the response cache makes a re-materialization free, and the
+API key never reaches the event log or metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pz_dagster import Dataset, ModelError
+from pz_dagster.orchestration import OpenAICompatibleModel, RecordStore, build_definitions
+from pz_dagster.orchestration.batches import register_partitions
+from pz_dagster.orchestration.resources import ModelPrice
+from pz_dagster.testing import OpenAISimulator, SimulatedModel
+from tests.conftest import free_port
+
+SECRET = "sk-test-DO-NOT-LOG-7f3a9c"
+
+
+def query(folder: Path) -> Dataset:
+    return (
+        Dataset.from_directory(folder, batch_size=10)
+        .sem_filter("The email mentions Raptor", name="raptor")
+        .sem_map([{"name": "sender", "type": "str", "desc": "sender address"}], name="sender")
+    )
+
+
+def run_partition(defs, q, instance, run_config=None) -> str:
+    key = register_partitions(defs.resources["pz_store"].get_store(), q, instance)[0].key
+    result = defs.resolve_job_def(q.job.name).execute_in_process(
+        partition_key=key, instance=instance, run_config=run_config or {}
+    )
+    assert result.success
+    return result.run_id
+
+
+def metadata(instance, key: dg.AssetKey) -> dict:
+    rec = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records[0]
+    return {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+
+
+@pytest.fixture
+def priced_sim():
+    with OpenAISimulator({"sim-large": SimulatedModel(latency_s=0.01)}) as sim:
+        yield sim
+
+
+def model_resource(sim: OpenAISimulator, **kw) -> OpenAICompatibleModel:
+    return OpenAICompatibleModel(
+        model="sim-large",
+        base_url=sim.base_url,
+        prices={"sim-large": ModelPrice(input_per_mtok=10.0, output_per_mtok=30.0)},
+        **kw,
+    )
+
+
+def test_second_materialization_is_served_from_the_cache(mini_emails, tmp_path, priced_sim):
+    defs, q = build_definitions(
+        query(mini_emails),
+        "cached",
+        model=model_resource(priced_sim),
+        store_root=str(tmp_path / "store"),
+    )
+    with dg.instance_for_test() as instance:
+        run_partition(defs, q, instance)
+        first = metadata(instance, q.asset_key("raptor"))
+        calls_after_first = priced_sim.calls["sim-large"]
+        assert first["model_calls"] == 2 and first["cache_hits"] == 0 and first["dollars"] > 0
+        run_partition(defs, q, instance)
+        for name in ("raptor", "sender"):
+            again = metadata(instance, q.asset_key(name))
+            assert again["model_calls"] == 0 and again["dollars"] == 0.0
+            assert again["cache_hits"] == 2 and again["input_tokens"] == 0
+        assert priced_sim.calls["sim-large"] == calls_after_first
+        # Opting out of the cache calls the model again.
+        run_partition(
+            defs, q, instance, {"ops": {"cached__raptor": {"config": {"use_cache": False}}}}
+        )
+        assert metadata(instance, q.asset_key("raptor"))["model_calls"] == 2
+
+
+def test_api_key_never_reaches_logs_or_metadata(mini_emails, tmp_path, priced_sim, monkeypatch):
+    monkeypatch.setenv("PZ_TEST_API_KEY", SECRET)
+    model = model_resource(priced_sim, api_key=dg.EnvVar("PZ_TEST_API_KEY"))
+    defs, q = build_definitions(
+        query(mini_emails), "secret", model=model, store_root=str(tmp_path / "s")
+    )
+    with dg.instance_for_test() as instance:
+        run_id = run_partition(defs, q, instance)
+        assert priced_sim.requests[0].authorization == f"Bearer {SECRET}"  # the key was used
+        logs = instance.all_logs(run_id)
+        assert logs
+        text = "\n".join(str(e) for e in logs)
+        assert SECRET not in text
+        run = instance.get_run_by_id(run_id)
+        assert SECRET not in str(run.run_config) and SECRET not in str(run.tags)
+        for asset in q.assets:
+            assert SECRET not in str(metadata(instance, asset.key))
+
+
+def test_dead_endpoint_fails_the_asset_with_a_clear_message(mini_emails, tmp_path, monkeypatch):
+    monkeypatch.setenv("PZ_TEST_API_KEY", SECRET)
+    model = OpenAICompatibleModel(
+        model="m",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        api_key=dg.EnvVar("PZ_TEST_API_KEY"),
+        max_retries=1,
+        max_retry_seconds=5,
+    )
+    defs, q = build_definitions(
+        query(mini_emails), "dead", model=model, store_root=str(tmp_path / "s")
+    )
+    with dg.instance_for_test() as instance:
+        key = register_partitions(RecordStore(tmp_path / "s"), q, instance)[0].key
+        result = defs.resolve_job_def(q.job.name).execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        message = str(failure.event_specific_data.error)
+        assert "cannot reach the model endpoint" in message and SECRET not in message
+        assert SECRET not in "\n".join(str(e) for e in instance.all_logs(result.run_id))
+
+
+def test_resource_knows_its_models():
+    r = OpenAICompatibleModel(model="a", models=["b"], base_url="http://127.0.0.1:9/v1")
+    assert r.available_models == ["a", "b"]
+    assert r.get_client("b").model_name == "b"
+    with pytest.raises(ModelError, match="not configured"):
+        r.get_client("c")
