@@ -30,6 +30,8 @@ PRICES: dict[str, Pricing] = {
     "gpt-4.1": Pricing(2.00, 8.00),
     "gpt-4.1-mini": Pricing(0.40, 1.60),
     "gpt-4.1-nano": Pricing(0.10, 0.40),
+    "text-embedding-3-small": Pricing(0.02, 0.0),
+    "text-embedding-3-large": Pricing(0.13, 0.0),
 }
 FREE = Pricing()
 

@@ -60,8 +60,9 @@ class LocalLlamaClient:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         seed: int = 0,
+        prompt_cache_mb: int = 2048,
     ):
-        from llama_cpp import Llama  # heavy native import, kept off the package import path
+        from llama_cpp import Llama, LlamaRAMCache  # heavy native import, off the import path
 
         path = Path(model_path) if model_path else bundled_gguf_path()
         if not path.is_file():
@@ -70,6 +71,10 @@ class LocalLlamaClient:
         self._llm = Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
         )
+        if prompt_cache_mb > 0:
+            # KV states by prompt prefix: the next operator on the same document (document first,
+            # instruction after) resumes from the cached state instead of re-reading the document.
+            self._llm.set_cache(LlamaRAMCache(capacity_bytes=prompt_cache_mb << 20))
         self._n_ctx = n_ctx
         stat = path.stat()
         self._path_digest = f"{path.name}:{stat.st_size}"

@@ -3,16 +3,26 @@
 from pz_dagster.orchestration.compiler import CompiledQuery, OperatorConfig, compile_query
 from pz_dagster.orchestration.definitions import build_definitions, default_store_root
 from pz_dagster.orchestration.resources import (
+    EmbeddingResource,
+    LocalEmbeddingResource,
     LocalLlamaModel,
+    ModelPrice,
     ModelResource,
     OpenAICompatibleModel,
+    OpenAIEmbeddingResource,
     RecordIOManager,
     RecordStoreResource,
+    VLLMModel,
 )
 from pz_dagster.orchestration.store import RecordStore
 
 __all__ = [
     "CompiledQuery",
+    "EmbeddingResource",
+    "LocalEmbeddingResource",
+    "ModelPrice",
+    "OpenAIEmbeddingResource",
+    "VLLMModel",
     "LocalLlamaModel",
     "ModelResource",
     "OpenAICompatibleModel",

@@ -22,6 +22,7 @@ from pz_dagster.query.dataset import Dataset
 from pz_dagster.sources import changed_files, read_file
 
 MODEL_KEY = "pz_model"
+EMBEDDINGS_KEY = "pz_embeddings"
 STORE_KEY = "pz_store"
 IO_MANAGER_KEY = "pz_io_manager"
 
@@ -109,7 +110,9 @@ def _source_asset(query: str, node: plan.DirectorySource, parts: dg.DynamicParti
     return _source
 
 
-def _operator_asset(query: str, node: plan.UnaryNode, parts: dg.DynamicPartitionsDefinition):
+def _operator_asset(
+    query: str, node: plan.UnaryNode, parts: dg.DynamicPartitionsDefinition, pool: str | None
+):
     columns = plan.column_types(node)
     semantic = needs_model(node)
 
@@ -122,6 +125,7 @@ def _operator_asset(query: str, node: plan.UnaryNode, parts: dg.DynamicPartition
         group_name=query,
         kinds={"pz", "llm"} if semantic else {"pz", "python"},
         description=node.describe(),
+        pool=pool if semantic else None,
     )
     def _op(
         context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
@@ -157,8 +161,10 @@ def _operator_asset(query: str, node: plan.UnaryNode, parts: dg.DynamicPartition
     return _op
 
 
-def compile_query(dataset: Dataset, name: str) -> CompiledQuery:
+def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None) -> CompiledQuery:
     """Turn a Dataset into Dagster assets (one per plan node) sharing one dynamic partitioning.
+
+    ``model_pool`` puts the assets that call the model into a Dagster pool (for GPU engines).
 
     >>> q = compile_query(Dataset.from_directory("emails").sem_filter("about fraud"), "enron")
     >>> [k.to_user_string() for a in q.assets for k in a.keys]
@@ -176,7 +182,7 @@ def compile_query(dataset: Dataset, name: str) -> CompiledQuery:
         ) from None
     parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
     assets = [_source_asset(name, source, parts)]
-    assets += [_operator_asset(name, n, parts) for n in lineage[1:]]  # type: ignore[arg-type]
+    assets += [_operator_asset(name, n, parts, model_pool) for n in lineage[1:]]  # type: ignore[arg-type]
     job = dg.define_asset_job(
         f"{name}_job",
         selection=dg.AssetSelection.assets(*[a.key for a in assets]),

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from pz_dagster.orchestration.compiler import (
+    EMBEDDINGS_KEY,
     IO_MANAGER_KEY,
     MODEL_KEY,
     STORE_KEY,
@@ -15,10 +16,13 @@ from pz_dagster.orchestration.compiler import (
     compile_query,
 )
 from pz_dagster.orchestration.resources import (
+    EmbeddingResource,
+    LocalEmbeddingResource,
     LocalLlamaModel,
     ModelResource,
     RecordIOManager,
     RecordStoreResource,
+    VLLMModel,
 )
 from pz_dagster.orchestration.sensors import build_new_documents_sensor
 from pz_dagster.query.dataset import Dataset
@@ -37,6 +41,7 @@ def build_definitions(
     name: str,
     *,
     model: ModelResource | None = None,
+    embeddings: EmbeddingResource | None = None,
     store_root: str | None = None,
 ) -> tuple[dg.Definitions, CompiledQuery]:
     """Assets, job and new-documents sensor of a query, with its resources.
@@ -45,14 +50,18 @@ def build_definitions(
     >>> q.job.name
     'enron_job'
     """
-    compiled = compile_query(dataset, name)
+    model = model or LocalLlamaModel()
+    compiled = compile_query(
+        dataset, name, model_pool=model.pool if isinstance(model, VLLMModel) else None
+    )
     store = RecordStoreResource(root=store_root or default_store_root())
     defs = dg.Definitions(
         assets=compiled.assets,
         jobs=[compiled.job],
         sensors=[build_new_documents_sensor(compiled)],
         resources={
-            MODEL_KEY: model or LocalLlamaModel(),
+            MODEL_KEY: model,
+            EMBEDDINGS_KEY: embeddings or LocalEmbeddingResource(),
             STORE_KEY: store,
             IO_MANAGER_KEY: RecordIOManager(store=store),
         },

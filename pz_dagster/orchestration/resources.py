@@ -10,9 +10,11 @@ from pydantic import Field, PrivateAttr
 
 from pz_dagster.errors import ModelError
 from pz_dagster.models.base import ChatModel, Pricing
+from pz_dagster.models.embeddings import EmbeddingModel, LocalEmbeddingClient, OpenAIEmbeddingClient
 from pz_dagster.models.local_llama import LocalLlamaClient
 from pz_dagster.models.openai_compat import OpenAICompatibleClient, StructuredOutput
 from pz_dagster.models.retry import RetryPolicy
+from pz_dagster.models.vllm_engine import VLLMClient
 from pz_dagster.orchestration.store import RecordStore
 
 
@@ -35,20 +37,28 @@ class LocalLlamaModel(ModelResource):
         description="Path of a GGUF file; empty means the bundled SmolLM2-135M-Instruct.",
     )
     n_ctx: int = Field(default=4096, description="Context window in tokens.")
-    n_threads: int | None = Field(
-        default=None, description="CPU threads; empty lets llama.cpp choose."
+    n_threads: int | None = Field(default=None, description="CPU threads; empty: llama.cpp decides.")
+    prompt_cache_mb: int = Field(
+        default=2048,
+        description="RAM for KV states by prompt prefix, so later operators on the same document "
+        "skip re-reading it (within one process: the in-process executor); 0 turns it off.",
     )
 
     _client: LocalLlamaClient | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._client = LocalLlamaClient(self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads)
+        self.get_client()
 
-    def get_client(self) -> ChatModel:
+    def get_client(self, model: str | None = None) -> ChatModel:
         if self._client is None:
             self._client = LocalLlamaClient(
-                self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads
+                self.model_path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                prompt_cache_mb=self.prompt_cache_mb,
             )
+        if model not in (None, self._client.model_name):
+            raise ModelError(f"this resource serves {self._client.model_name!r}, not {model!r}")
         return self._client
 
 
@@ -122,6 +132,80 @@ class OpenAICompatibleModel(ModelResource):
         if name not in self._clients:
             self._clients[name] = self._build(name)
         return self._clients[name]
+
+
+class VLLMModel(ModelResource):
+    """vLLM in-process engine on a GPU. The engine loads once per process (when a step that needs
+    it starts); assets using it run under the Dagster pool ``pool`` so that two runs never load
+    models onto the same GPU at once (set the limit with ``dagster instance concurrency set gpu 1``
+    or in dagster.yaml).
+    """
+
+    model: str = Field(description="Hugging Face model id or local path vLLM can load.")
+    gpu_memory_utilization: float = Field(
+        default=0.9, description="Fraction of GPU memory for vLLM."
+    )
+    max_num_seqs: int = Field(default=64, description="Sequences decoded at once (batch size).")
+    max_model_len: int | None = Field(
+        default=None, description="Context length; empty: model's own."
+    )
+    dtype: str = Field(default="auto", description="Weights dtype (auto, float16, bfloat16).")
+    pool: str = Field(default="gpu", description="Dagster pool that serializes GPU use.")
+
+    _client: VLLMClient | None = PrivateAttr(default=None)
+
+    def get_client(self, model: str | None = None) -> ChatModel:
+        if model not in (None, self.model):
+            raise ModelError(f"this resource serves {self.model!r}, not {model!r}")
+        if self._client is None:
+            self._client = VLLMClient(
+                self.model,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                max_num_seqs=self.max_num_seqs,
+                max_model_len=self.max_model_len,
+                dtype=self.dtype,
+            )
+        return self._client
+
+
+class EmbeddingResource(dg.ConfigurableResource):
+    """Base of the embedding resources."""
+
+    def get_client(self) -> EmbeddingModel:
+        raise NotImplementedError
+
+
+class LocalEmbeddingResource(EmbeddingResource):
+    """The bundled all-MiniLM-L6-v2 (or another sentence-transformers folder) in this process."""
+
+    model_dir: str | None = Field(
+        default=None, description="Model folder; empty: the bundled MiniLM."
+    )
+    device: str = Field(default="cpu", description="torch device.")
+
+    _client: LocalEmbeddingClient | None = PrivateAttr(default=None)
+
+    def get_client(self) -> EmbeddingModel:
+        if self._client is None:
+            self._client = LocalEmbeddingClient(self.model_dir, device=self.device)
+        return self._client
+
+
+class OpenAIEmbeddingResource(EmbeddingResource):
+    """Embeddings from OpenAI or any OpenAI-compatible endpoint; key through an EnvVar."""
+
+    model: str = Field(default="text-embedding-3-small", description="Embedding model name.")
+    base_url: str | None = Field(default=None, description="Endpoint URL; empty means OpenAI.")
+    api_key: str | None = Field(default=None, description="API key; use an EnvVar.")
+
+    _client: OpenAIEmbeddingClient | None = PrivateAttr(default=None)
+
+    def get_client(self) -> EmbeddingModel:
+        if self._client is None:
+            self._client = OpenAIEmbeddingClient(
+                self.model, base_url=self.base_url, api_key=self.api_key
+            )
+        return self._client
 
 
 class RecordStoreResource(dg.ConfigurableResource):

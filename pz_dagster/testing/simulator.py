@@ -17,6 +17,7 @@ placeholder. A *fault script* can force a given answer per request (HTTP status,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -109,6 +110,25 @@ def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
     if fmt.get("type") == "json_object":
         return fmt.get("schema")
     return None
+
+
+def simulated_embeddings(body: dict[str, Any], dims: int = 16) -> dict[str, Any]:
+    """Deterministic bag-of-words vectors: texts sharing words get similar vectors."""
+    texts = body.get("input") or []
+    texts = [texts] if isinstance(texts, str) else texts
+    data = []
+    for i, text in enumerate(texts):
+        vec = [0.0] * dims
+        for word in str(text).lower().split():
+            vec[int(hashlib.sha256(word.encode()).hexdigest(), 16) % dims] += 1.0
+        data.append({"object": "embedding", "index": i, "embedding": vec})
+    tokens = sum(approx_tokens(str(t)) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def approx_tokens(text: str) -> int:
@@ -235,6 +255,9 @@ class OpenAISimulator:
                 except json.JSONDecodeError:
                     self._send(400, {"error": {"message": "body is not JSON"}})
                     return
+                if self.path.rstrip("/") == "/v1/embeddings":
+                    self._send(200, simulated_embeddings(body))
+                    return
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": "not found"}})
                     return
@@ -294,3 +317,26 @@ class OpenAISimulator:
                 )
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the simulator from the command line (so benchmarks can run it in its own process):
+    ``python -m pz_dagster.testing --model sim --latency 0.5 --port 8001``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        description="OpenAI-compatible simulator on 127.0.0.1 (not a model)"
+    )
+    ap.add_argument("--model", action="append", default=None, help="model name (repeatable)")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds per call")
+    ap.add_argument("--error-rate", type=float, default=0.0)
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args(argv)
+    profile = SimulatedModel(latency_s=args.latency, error_rate=args.error_rate)
+    sim = OpenAISimulator({m: profile for m in args.model or ["sim"]}, port=args.port)
+    print(sim.base_url, flush=True)
+    sim._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
