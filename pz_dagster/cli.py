@@ -116,13 +116,13 @@ def run(module: str, home: str | None, n_parts: int, verbose: bool) -> None:
         )
         for batch in chosen:
             start = time.perf_counter()
-            with console.status(f"partition {batch.key} ({len(batch.files)} documents)..."):
-                result = job.execute_in_process(
-                    partition_key=batch.key,
-                    instance=instance,
-                    run_config={} if verbose else QUIET_LOGS,
-                    raise_on_error=False,
-                )
+            console.print(f"partition {batch.key}: {len(batch.files)} documents...")
+            result = job.execute_in_process(
+                partition_key=batch.key,
+                instance=instance,
+                run_config={} if verbose else QUIET_LOGS,
+                raise_on_error=False,
+            )
             took = time.perf_counter() - start
             status = "[green]ok[/green]" if result.success else "[red]FAILED[/red]"
             console.print(f"partition {batch.key}: {status} in {took:.1f}s (run {result.run_id})")

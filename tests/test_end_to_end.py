@@ -118,6 +118,15 @@ def test_materialize_through_llama_cpp_server(mini_emails: Path, tmp_path: Path,
     with dg.instance_for_test() as instance:
         partition = materialize_once(defs, query, instance, store_root)
         check_run(instance, query, partition, store_root, "smollm2")
+        # The same partition again: every answer comes from the response cache.
+        again = defs.resolve_job_def(query.job.name).execute_in_process(
+            partition_key=partition, instance=instance
+        )
+        assert again.success
+        for name in ("mentions_raptor", "extract_sender"):
+            md = latest_metadata(instance, query.asset_key(name), partition)
+            assert md["model_calls"].value == 0 and md["dollars"].value == 0.0
+            assert md["cache_hits"].value == md["evaluated"].value
 
 
 def test_sensor_registers_each_batch_once(mini_emails: Path, tmp_path: Path):

@@ -1,7 +1,9 @@
 """Compile a Dataset into Dagster definitions: one asset per plan node, partitioned by batch."""
 
+import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,11 +11,12 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 from pydantic import Field
+from tqdm import tqdm
 
 from pz_dagster.errors import PlanError
 from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
-from pz_dagster.operators.base import OperatorResult, OperatorStats
+from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
 from pz_dagster.orchestration.metadata import operator_metadata
 from pz_dagster.orchestration.resources import RecordStoreResource
 from pz_dagster.orchestration.store import to_table
@@ -53,15 +56,28 @@ class CompiledQuery:
         return self.asset_key(self.dataset.node.name)
 
 
-def _log_progress(context: dg.AssetExecutionContext, name: str):
+@contextmanager
+def _progress(context: dg.AssetExecutionContext, name: str) -> Iterator[Progress]:
+    """Progress of one operator: a log line every 10% (the UI's run log) and, when the run is
+    in a terminal (``pz-dagster run``), a tqdm bar on stderr."""
     step = {"next": 0.0}
+    bar: tqdm | None = None
 
     def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty():
+            bar = tqdm(total=total, desc=name, unit="rec", leave=False)
+        if bar is not None:
+            bar.update(done - bar.n)
         if done / total >= step["next"] or done == total:
             context.log.info(f"{name}: {done}/{total} records")
             step["next"] = done / total + 0.1
 
-    return progress
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def response_cache(instance: dg.DagsterInstance) -> ResponseCache:
@@ -134,6 +150,7 @@ def _operator_asset(
         records = upstream.to_pylist()
         model = getattr(context.resources, MODEL_KEY).get_client() if semantic else None
         with ExitStack() as cleanup:
+            progress = cleanup.enter_context(_progress(context, node.name))
             if model is not None and config.use_cache:
                 cache = response_cache(context.instance)
                 cleanup.callback(cache.close)
@@ -143,7 +160,7 @@ def _operator_asset(
                 records,
                 model,
                 strategy=config.strategy,
-                progress=_log_progress(context, node.name),
+                progress=progress,
             )
         md = operator_metadata(node.kind, result, columns, time.perf_counter() - start)
         if result.stats.failures:

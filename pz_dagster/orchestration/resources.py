@@ -37,7 +37,9 @@ class LocalLlamaModel(ModelResource):
         description="Path of a GGUF file; empty means the bundled SmolLM2-135M-Instruct.",
     )
     n_ctx: int = Field(default=4096, description="Context window in tokens.")
-    n_threads: int | None = Field(default=None, description="CPU threads; empty: llama.cpp decides.")
+    n_threads: int | None = Field(
+        default=None, description="CPU threads; empty: llama.cpp decides."
+    )
     prompt_cache_mb: int = Field(
         default=2048,
         description="RAM for KV states by prompt prefix, so later operators on the same document "
