@@ -43,9 +43,10 @@ def sampling_params(vllm: Any, request: GenerationRequest) -> Any:
 
 
 class VLLMClient:
-    """Runs a model in this process with vLLM. Concurrent ``complete`` calls are gathered into
-    batches of up to ``max_num_seqs`` (the engine's own limit), which is where vLLM's throughput
-    comes from. One engine per process: build the client once (the Dagster resource does).
+    """Runs a model in this process with vLLM. Concurrent ``complete`` calls (an operator runs a
+    partition's records on ``max_batch_requests`` threads) are gathered into one engine call,
+    so a partition reaches vLLM as one batch and vLLM's scheduler decodes ``max_num_seqs`` of it
+    at a time. One engine per process: build the client once (the Dagster resource does).
 
     >>> client = VLLMClient("Qwen/Qwen2.5-1.5B-Instruct", gpu_memory_utilization=0.8)  # doctest: +SKIP
     """
@@ -58,13 +59,14 @@ class VLLMClient:
         max_num_seqs: int = 64,
         max_model_len: int | None = None,
         dtype: str = "auto",
-        batch_wait_s: float = 0.02,
+        max_batch_requests: int = 256,
+        batch_wait_s: float = 0.05,
         engine: Any = None,
         vllm_module: Any = None,
     ):
         self._model = model
         self._vllm = vllm_module
-        self._max_num_seqs = max_num_seqs
+        self._max_batch = max(1, max_batch_requests)
         if engine is None:
             self._vllm = self._vllm or import_vllm()
             kwargs: dict[str, Any] = {
@@ -93,7 +95,7 @@ class VLLMClient:
 
     @property
     def max_concurrency(self) -> int:
-        return self._max_num_seqs
+        return self._max_batch
 
     @property
     def cache_namespace(self) -> str:

@@ -147,7 +147,10 @@ class VLLMModel(ModelResource):
     gpu_memory_utilization: float = Field(
         default=0.9, description="Fraction of GPU memory for vLLM."
     )
-    max_num_seqs: int = Field(default=64, description="Sequences decoded at once (batch size).")
+    max_num_seqs: int = Field(default=64, description="Sequences vLLM decodes at once.")
+    max_batch_requests: int = Field(
+        default=256, description="Requests of a partition handed to the engine in one call."
+    )
     max_model_len: int | None = Field(
         default=None, description="Context length; empty: model's own."
     )
@@ -164,6 +167,7 @@ class VLLMModel(ModelResource):
                 self.model,
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 max_num_seqs=self.max_num_seqs,
+                max_batch_requests=self.max_batch_requests,
                 max_model_len=self.max_model_len,
                 dtype=self.dtype,
             )
