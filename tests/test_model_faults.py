@@ -192,3 +192,18 @@ def test_real_llama_server_structured_output(llama_server):
     )
     assert done.text.replace(" ", "") in ('{"answer":"YES"}', '{"answer":"NO"}')
     assert done.usage.input_tokens > 5 and done.usage.dollars == 0.0
+
+
+@pytest.mark.slow
+def test_real_llama_server_http_500_is_retried_then_recorded(llama_server):
+    # llama-cpp-python's server answers OpenAI's json_schema response_format with HTTP 500; forcing
+    # that form (no auto-fallback) gives a real server error to retry.
+    c = OpenAICompatibleClient(
+        "smollm2",
+        base_url=llama_server,
+        structured_output="json_schema",
+        retry=RetryPolicy(max_retries=2, initial_wait_s=0.01, max_wait_s=0.05),
+    )
+    with pytest.raises(RecordFailure, match="HTTP 500 after 3 attempt") as err:
+        c.complete(ASK, json_schema=YES_NO, max_tokens=8)
+    assert err.value.usage.retries == 2
