@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pz_dagster.errors import PlanError
 from pz_dagster.models.base import ChatModel
+from pz_dagster.operators import classify as classify_ops
 from pz_dagster.operators import filter as filter_ops
+from pz_dagster.operators import flat_map as flat_map_ops
 from pz_dagster.operators import map as map_ops
 from pz_dagster.operators import relational
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record
@@ -13,6 +15,16 @@ from pz_dagster.query import plan
 SEMANTIC_STRATEGIES = {
     plan.SemanticFilter: filter_ops.STRATEGIES,
     plan.SemanticMap: map_ops.STRATEGIES,
+    plan.SemanticClassify: classify_ops.STRATEGIES,
+    plan.SemanticFlatMap: flat_map_ops.STRATEGIES,
+}
+RELATIONAL = {
+    plan.Filter: relational.run_filter,
+    plan.Map: relational.run_map,
+    plan.Project: relational.run_project,
+    plan.Limit: relational.run_limit,
+    plan.Sort: relational.run_sort,
+    plan.Distinct: relational.run_distinct,
 }
 
 
@@ -38,12 +50,8 @@ def run_operator(
         if model is None:
             raise PlanError(f"{node.kind} {node.name!r} needs a model")
         return strategies[strategy](node, records, model, progress)  # type: ignore[operator]
-    if isinstance(node, plan.Filter):
-        return relational.run_filter(node, records)
-    if isinstance(node, plan.Project):
-        return relational.run_project(node, records)
-    if isinstance(node, plan.Limit):
-        return relational.run_limit(node, records)
+    if type(node) in RELATIONAL:
+        return RELATIONAL[type(node)](node, records)  # type: ignore[operator]
     raise PlanError(f"no physical operator for {type(node).__name__}")
 
 

@@ -52,9 +52,10 @@ class OperatorResult:
 
 @dataclass
 class Outcome:
-    """What one record's work produced: the record to emit (None: filtered out) and its cost."""
+    """What one record's work produced and its cost: the record to emit, None when it is
+    filtered out, or a list of records for one-to-many operators."""
 
-    record: Record | None
+    record: Record | list[Record] | None
     usage: Usage = field(default_factory=Usage)
     truncated: bool = False
 
@@ -87,7 +88,7 @@ def run_per_record(
     stats = OperatorStats(records_in=len(records))
     ok, failed = split_failed(records)
     stats.passed_through_errors = len(failed)
-    emitted: dict[int, Record | None] = {i: on_failure(r) for i, r in failed}
+    emitted: dict[int, Record | list[Record] | None] = {i: on_failure(r) for i, r in failed}
 
     def settle(i: int, record: Record, fn: Callable[[], Outcome]) -> None:
         stats.evaluated += 1
@@ -128,7 +129,13 @@ def run_per_record(
                     done_count += 1
                     if progress:
                         progress(done_count, len(ok))
-    out = [r for i in range(len(records)) if (r := emitted.get(i)) is not None]
+    out: list[Record] = []
+    for i in range(len(records)):
+        got = emitted.get(i)
+        if isinstance(got, list):
+            out.extend(got)
+        elif got is not None:
+            out.append(got)
     stats.records_out = len(out)
     return out, stats
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pz_dagster.errors import RecordFailure
+from pz_dagster.errors import PzError, RecordFailure
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Outcome, Record, run_per_record
-from pz_dagster.query.plan import Filter, Limit, Project
+from pz_dagster.query.plan import Distinct, Filter, Limit, Map, Project, Sort
 
 
 def run_filter(node: Filter, records: list[Record]) -> OperatorResult:
@@ -41,4 +41,62 @@ def run_limit(node: Limit, records: list[Record]) -> OperatorResult:
             out.append(r)
             kept += 1
     stats.records_out = len(out)
+    return OperatorResult(out, stats, strategy="relational")
+
+
+def run_map(node: Map, records: list[Record]) -> OperatorResult:
+    """New columns from a Python function; a function that raises or returns the wrong keys marks
+    its record (with null new columns)."""
+    assert node.fn is not None
+    fn, wanted = node.fn, [c for c, _ in node.output]
+    empty = dict.fromkeys(wanted)
+
+    def apply(record: Record) -> Outcome:
+        try:
+            values = fn(dict(record))
+        except Exception as exc:  # user code
+            raise RecordFailure(f"function raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(values, dict) or set(values) != set(wanted):
+            got = sorted(values) if isinstance(values, dict) else type(values).__name__
+            raise RecordFailure(f"function must return a dict with keys {wanted}, got {got}")
+        return Outcome({**record, **values})
+
+    out, stats = run_per_record(
+        records, apply, op_name=node.name, concurrency=1, on_failure=lambda r: {**r, **empty}
+    )
+    return OperatorResult(out, stats, strategy="python")
+
+
+def run_sort(node: Sort, records: list[Record]) -> OperatorResult:
+    """Stable sort by the columns, nulls last in either direction; records with an error go last.
+
+    One stable pass per column, last column first, gives the multi-column order."""
+    ordered = [r for r in records if not r.get("error")]
+    failed = [r for r in records if r.get("error")]
+    try:
+        for col in reversed(node.by):
+            present = [r for r in ordered if r.get(col) is not None]
+            present.sort(key=lambda r, col=col: r[col], reverse=node.descending)
+            ordered = present + [r for r in ordered if r.get(col) is None]
+    except TypeError as exc:
+        raise PzError(
+            f"sort {node.name!r}: values of {list(node.by)} cannot be compared ({exc})"
+        ) from None
+    stats = OperatorStats(records_in=len(records), evaluated=len(ordered), records_out=len(records))
+    stats.passed_through_errors = len(failed)
+    return OperatorResult(ordered + failed, stats, strategy="relational")
+
+
+def run_distinct(node: Distinct, records: list[Record]) -> OperatorResult:
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        if r.get("error"):
+            out.append(r)
+            continue
+        key = repr(tuple(r.get(c) for c in node.on))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    stats = OperatorStats(records_in=len(records), evaluated=len(records), records_out=len(out))
     return OperatorResult(out, stats, strategy="relational")

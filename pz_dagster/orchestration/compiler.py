@@ -20,7 +20,7 @@ from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
 from pz_dagster.orchestration.metadata import operator_metadata
 from pz_dagster.orchestration.resources import RecordStoreResource
 from pz_dagster.orchestration.store import to_table
-from pz_dagster.query import plan
+from pz_dagster.query import plan, rewrites
 from pz_dagster.query.dataset import Dataset
 from pz_dagster.sources import changed_files, read_file
 
@@ -43,7 +43,8 @@ class OperatorConfig(dg.Config):
 @dataclass(frozen=True)
 class CompiledQuery:
     name: str
-    dataset: Dataset
+    dataset: Dataset  # as declared
+    plan: plan.PlanNode  # after the logical rewrites: what the assets run
     partitions_def: dg.DynamicPartitionsDefinition
     assets: list[dg.AssetsDefinition]
     job: Any  # what dg.define_asset_job returns (its class is not public API)
@@ -53,7 +54,8 @@ class CompiledQuery:
 
     @property
     def output_key(self) -> dg.AssetKey:
-        return self.asset_key(self.dataset.node.name)
+        """The asset holding the query's result (the last operator of the optimized plan)."""
+        return self.asset_key(self.plan.name)
 
 
 @contextmanager
@@ -187,7 +189,8 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
     >>> [k.to_user_string() for a in q.assets for k in a.keys]
     ['enron/documents', 'enron/sem_filter_1']
     """
-    lineage = dataset.node.lineage()
+    optimized = rewrites.optimize(dataset.node)
+    lineage = optimized.lineage()
     source = lineage[0]
     if not isinstance(source, plan.DirectorySource):
         raise PlanError(f"a query must start from a directory source, got {type(source).__name__}")
@@ -205,4 +208,4 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
         selection=dg.AssetSelection.assets(*[a.key for a in assets]),
         description=f"Run query {name!r} on one document batch.",
     )
-    return CompiledQuery(name, dataset, parts, assets, job)
+    return CompiledQuery(name, dataset, optimized, parts, assets, job)

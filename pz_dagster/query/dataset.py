@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pz_dagster.errors import PlanError
-from pz_dagster.query import plan
+from pz_dagster.query import plan, rewrites
 from pz_dagster.query.schema import FieldSpec, output_model
 
 FieldsArg = type[BaseModel] | Iterable[Mapping[str, Any] | FieldSpec]
@@ -102,6 +102,90 @@ class Dataset:
 
     sem_add_columns = sem_map
 
+    def sem_classify(
+        self,
+        instruction: str,
+        classes: Sequence[str],
+        *,
+        output: str = "label",
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Label each record with one of ``classes`` (column ``output``)."""
+        if isinstance(classes, str):
+            raise PlanError("classes must be a list of labels, not one string")
+        return Dataset(
+            plan.SemanticClassify(
+                name=self._name("sem_classify", name),
+                input=self._node,
+                output=output,
+                classes=tuple(classes),
+                instruction=instruction,
+                depends_on=_as_tuple(depends_on),
+            )
+        )
+
+    def sem_flat_map(
+        self,
+        fields: FieldsArg,
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        max_items: int = 20,
+        name: str | None = None,
+    ) -> Dataset:
+        """Zero or more records per record, each with the item ``fields`` (e.g. every person named)."""
+        node_name = self._name("sem_flat_map", name)
+        model = output_model(fields, model_name=f"{node_name.title().replace('_', '')}Item")
+        return Dataset(
+            plan.SemanticFlatMap(
+                name=node_name,
+                input=self._node,
+                output=model,
+                max_items=max_items,
+                depends_on=_as_tuple(depends_on),
+            )
+        )
+
+    def map(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        output: Mapping[str, Any],
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Add the columns of ``output`` ({name: type}) computed by ``fn(record) -> dict``."""
+        if not isinstance(output, Mapping):
+            raise PlanError("map output must be a mapping of new column names to types")
+        return Dataset(
+            plan.Map(
+                name=self._name("map", name),
+                input=self._node,
+                fn=fn,
+                output=tuple(output.items()),
+                depends_on=_as_tuple(depends_on),
+            )
+        )
+
+    def sort(
+        self, by: str | Sequence[str], *, descending: bool = False, name: str | None = None
+    ) -> Dataset:
+        """Order each partition's records by ``by``."""
+        return Dataset(
+            plan.Sort(
+                name=self._name("sort", name),
+                input=self._node,
+                by=_as_tuple(by),
+                descending=descending,
+            )
+        )
+
+    def distinct(self, on: str | Sequence[str], *, name: str | None = None) -> Dataset:
+        """Keep the first record of each distinct value of ``on``, per partition."""
+        return Dataset(
+            plan.Distinct(name=self._name("distinct", name), input=self._node, on=_as_tuple(on))
+        )
+
     def filter(
         self,
         predicate: Callable[[dict[str, Any]], bool],
@@ -129,9 +213,19 @@ class Dataset:
         """The first ``n`` records of each partition."""
         return Dataset(plan.Limit(name=self._name("limit", name), input=self._node, n=n))
 
+    def optimized(self) -> Dataset:
+        """The same query after the always-safe logical rewrites (see ``query.rewrites``)."""
+        return Dataset(rewrites.optimize(self._node))
+
     def explain(self) -> str:
-        """The logical plan, printable."""
-        return plan.explain(self._node)
+        """The declared plan and, where the rewrites change it, the plan that will run."""
+        declared = plan.explain(self._node)
+        optimized = rewrites.optimize(self._node)
+        if optimized == self._node:
+            return f"plan (no rewrite applies):\n{declared}"
+        return (
+            f"declared plan:\n{declared}\n\noptimized plan (what runs):\n{plan.explain(optimized)}"
+        )
 
     def __repr__(self) -> str:
         return f"Dataset(\n{self.explain()}\n)"

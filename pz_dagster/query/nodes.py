@@ -1,0 +1,151 @@
+"""Base classes of the logical plan: immutable nodes, each checked when it is built.
+
+A node knows its parent and the columns (with types) it outputs, so a wrong column name fails
+at declaration time, before any model call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pz_dagster.errors import PlanError
+from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name
+
+SOURCE_COLUMNS = (RECORD_ID, "filename", "contents", ERROR)
+Columns = tuple[tuple[str, Any], ...]  # (name, Python type) pairs
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    """Base of every logical node. ``name`` becomes the Dagster asset name."""
+
+    kind: ClassVar[str] = "node"
+    # Does the node call a model? Semantic nodes are the expensive ones rewrites move work away from.
+    semantic: ClassVar[bool] = False
+    name: str
+
+    @property
+    def parent(self) -> PlanNode | None:
+        return None
+
+    @property
+    def schema(self) -> Columns:
+        """(column, type) pairs of the node's output, record_id first and error last."""
+        raise NotImplementedError
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.schema)
+
+    @property
+    def reads(self) -> tuple[str, ...] | None:
+        """Columns the node reads; None when it cannot say (an opaque Python callable)."""
+        return ()
+
+    @property
+    def adds(self) -> tuple[str, ...]:
+        """Columns the node adds to its input's."""
+        return ()
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def lineage(self) -> list[PlanNode]:
+        """Nodes from the source down to this one."""
+        chain: list[PlanNode] = []
+        node: PlanNode | None = self
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        return chain[::-1]
+
+    def _check_name(self) -> None:
+        try:
+            check_column_name(self.name)
+        except PlanError:
+            raise PlanError(
+                f"invalid operator name {self.name!r}: it becomes a Dagster asset name, so use "
+                "letters, digits and underscores"
+            ) from None
+
+
+@dataclass(frozen=True)
+class DirectorySource(PlanNode):
+    """Text-like files of a folder; document batches of it become Dagster partitions."""
+
+    kind: ClassVar[str] = "source"
+    path: str = ""
+    batch_size: int = 25
+
+    def __post_init__(self) -> None:
+        self._check_name()
+        if not self.path:
+            raise PlanError("a directory source needs a path")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise PlanError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+    @property
+    def schema(self) -> Columns:
+        return tuple((c, str) for c in SOURCE_COLUMNS)
+
+    def describe(self) -> str:
+        return f"DirectorySource(path={Path(self.path).as_posix()!r}, batch_size={self.batch_size})"
+
+
+@dataclass(frozen=True)
+class UnaryNode(PlanNode):
+    input: PlanNode | None = None
+
+    @property
+    def parent(self) -> PlanNode:
+        assert self.input is not None
+        return self.input
+
+    @property
+    def schema(self) -> Columns:
+        return self.parent.schema
+
+    def with_input(self, new_input: PlanNode) -> UnaryNode:
+        """The same operator over another input (re-validated), for plan rewrites."""
+        return replace(self, input=new_input)
+
+    def _check_parent(self) -> None:
+        if not isinstance(self.input, PlanNode):
+            raise PlanError(f"{type(self).__name__} {self.name!r} needs an input node")
+        self._check_name()
+
+    def _check_columns(self, cols: tuple[str, ...], what: str) -> None:
+        unknown = [c for c in cols if c not in self.parent.columns]
+        if unknown:
+            raise PlanError(
+                f"{type(self).__name__} {self.name!r}: unknown column(s) {unknown} in {what}; "
+                f"available columns are {list(self.parent.columns)}"
+            )
+
+    def _add_columns(self, added: Columns) -> Columns:
+        clash = [c for c, _ in added if c in self.parent.columns]
+        if clash:
+            raise PlanError(
+                f"{self.kind} {self.name!r}: output column(s) {clash} already exist upstream; rename them"
+            )
+        body = tuple((c, t) for c, t in self.parent.schema if c != ERROR)
+        return (*body, *added, (ERROR, str))
+
+
+def default_depends_on(columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c for c in columns if c not in (RECORD_ID, ERROR))
+
+
+def callable_fingerprint(fn: Callable[..., Any]) -> str:
+    """A stable identity for a Python callable: its qualified name and source text."""
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        src = repr(fn)
+    name = getattr(fn, "__qualname__", type(fn).__name__)
+    return f"{name}:{hashlib.sha256(src.encode()).hexdigest()[:12]}"

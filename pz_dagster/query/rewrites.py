@@ -1,0 +1,95 @@
+"""Logical rewrites that are always safe. Each pass takes a plan and returns an equivalent one;
+``optimize`` applies them until nothing changes. Node names (so Dagster asset keys) are kept;
+only the order of operators, hence the asset dependencies, changes.
+
+- ``push_down_filters``: a Python filter runs before the semantic operators above it when it
+  does not read what they add, so the model never sees records the filter drops.
+- ``push_down_limits``: a limit runs before one-to-one operators (semantic map, classify,
+  Python map, project), so the model is called only for records that survive the limit.
+- ``order_semantic_filters``: adjacent semantic filters run cheapest-per-record-dropped first
+  (rank = cost / (1 - selectivity)), with estimates from the optimizer or from priors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pz_dagster.query.nodes import PlanNode, UnaryNode
+from pz_dagster.query.relational import Filter, Limit, Map, Project
+from pz_dagster.query.semantic import SemanticClassify, SemanticFilter, SemanticMap
+
+# (cost per record, selectivity) of a node; the default prior makes every semantic filter alike,
+# so their declared order stands until observations say otherwise.
+Estimate = Callable[[PlanNode], tuple[float, float]]
+
+
+def prior_estimate(node: PlanNode) -> tuple[float, float]:
+    return (1.0, 0.5)
+
+
+def _rebuild(node: PlanNode, rewrite: Callable[[PlanNode], PlanNode]) -> PlanNode:
+    """Apply ``rewrite`` below ``node`` first, then at it."""
+    if not isinstance(node, UnaryNode):
+        return rewrite(node)
+    below = _rebuild(node.parent, rewrite)
+    here = node if below is node.parent else node.with_input(below)
+    return rewrite(here)
+
+
+def _can_pass(filter_node: Filter, op: PlanNode) -> bool:
+    if isinstance(op, SemanticFilter):
+        return True  # adds nothing, changes no record: the filter sees the same dicts
+    if isinstance(op, (SemanticMap, SemanticClassify)):
+        reads = filter_node.reads
+        return reads is not None and not set(reads) & set(op.adds)
+    return False
+
+
+def push_down_filters(node: PlanNode) -> PlanNode:
+    def swap(n: PlanNode) -> PlanNode:
+        if isinstance(n, Filter) and _can_pass(n, n.parent):
+            op = n.parent
+            assert isinstance(op, UnaryNode)
+            return op.with_input(push_down_filters(n.with_input(op.parent)))
+        return n
+
+    return _rebuild(node, swap)
+
+
+_ONE_TO_ONE = (SemanticMap, SemanticClassify, Map, Project)
+
+
+def push_down_limits(node: PlanNode) -> PlanNode:
+    def swap(n: PlanNode) -> PlanNode:
+        if isinstance(n, Limit) and isinstance(n.parent, _ONE_TO_ONE):
+            op = n.parent
+            return op.with_input(push_down_limits(n.with_input(op.parent)))
+        return n
+
+    return _rebuild(node, swap)
+
+
+def order_semantic_filters(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
+    def rank(n: PlanNode) -> float:
+        cost, selectivity = estimate(n)
+        return cost / max(1.0 - selectivity, 1e-9)
+
+    def swap(n: PlanNode) -> PlanNode:
+        p = n.parent
+        if isinstance(n, SemanticFilter) and isinstance(p, SemanticFilter) and rank(n) < rank(p):
+            reads_ok = set(n.depends_on) <= set(p.parent.columns)
+            if reads_ok:
+                return p.with_input(order_semantic_filters(n.with_input(p.parent), estimate))
+        return n
+
+    return _rebuild(node, swap)
+
+
+def optimize(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
+    """Apply every pass until the plan stops changing."""
+    for _ in range(100):
+        new = order_semantic_filters(push_down_limits(push_down_filters(node)), estimate)
+        if new == node:
+            return new
+        node = new
+    return node

@@ -1,0 +1,243 @@
+"""The operator set through Dagster materialization (simulator answers where a test needs a
+controlled answer, the bundled model otherwise), declaration errors and plan rewrites."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pz_dagster import Dataset, PlanError, SchemaError
+from pz_dagster.orchestration import (
+    LocalLlamaModel,
+    OpenAICompatibleModel,
+    RecordStore,
+    build_definitions,
+)
+from pz_dagster.orchestration.batches import register_partitions
+from pz_dagster.query import plan, rewrites
+from pz_dagster.testing import ChatRequest, OpenAISimulator, SimulatedModel
+
+EMAILS = {
+    "a.txt": "From: ken@enron.com\nSubject: Raptor\n\nPeople: Andrew Fastow, Ben Glisan\nThe Raptor hedge is underwater.",
+    "b.txt": "From: sue@enron.com\nSubject: Picnic\n\nPeople: Sue Smith\nThe company picnic is on Saturday.",
+    "c.txt": "From: tim@enron.com\nSubject: Chewco\n\nPeople: Michael Kopper, Andrew Fastow\nChewco needs a new investor.",
+    "d.txt": "From: amy@enron.com\nSubject: Lunch\n\nPeople: nobody\nShort note.",
+}
+
+
+def document_of(req: ChatRequest) -> str:
+    m = re.search(r'Document:\n"""\n(.*?)\n"""', req.prompt, re.S)
+    return m.group(1) if m else ""
+
+
+def oracle(req: ChatRequest):
+    """Correct answers for the tests' emails, read off the document in the prompt."""
+    doc = document_of(req)
+    props = (req.schema or {}).get("properties", {})
+    scheme = any(w in doc for w in ("Raptor", "Chewco"))
+    if "answer" in props:
+        return {"answer": "YES" if scheme else "NO"}
+    if "label" in props:
+        return {"label": "fraud" if scheme else "other"}
+    if "items" in props:
+        line = re.search(r"People: (.*)", doc)
+        names = [] if not line or line.group(1) == "nobody" else line.group(1).split(", ")
+        return {"items": [{"person": n} for n in names]}
+    if "sender" in props:
+        return {"sender": re.search(r"From: (\S+)", doc).group(1)}
+    return None
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    d = tmp_path / "emails"
+    d.mkdir()
+    for name, text in EMAILS.items():
+        (d / name).write_text(text)
+    return d
+
+
+@pytest.fixture
+def sim():
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as s:
+        yield s
+
+
+def materialize(ds: Dataset, name: str, model, tmp_path: Path) -> tuple[dict, list[dict]]:
+    """Run the query's one partition; return {asset: metadata} and the output records."""
+    store = tmp_path / f"store-{name}"
+    defs, q = build_definitions(ds, name, model=model, store_root=str(store))
+    with dg.instance_for_test() as instance:
+        key = register_partitions(RecordStore(store), q, instance)[0].key
+        assert (
+            defs.resolve_job_def(q.job.name)
+            .execute_in_process(partition_key=key, instance=instance)
+            .success
+        )
+        md = {}
+        for a in q.assets:
+            rec = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=a.key), limit=1
+            ).records[0]
+            md[a.key.path[-1]] = {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+        rows = RecordStore(store).read(q.output_key.path, key).to_pylist()
+    return md, rows
+
+
+def sim_model(sim: OpenAISimulator) -> OpenAICompatibleModel:
+    return OpenAICompatibleModel(model="sim", base_url=sim.base_url, max_concurrency=4)
+
+
+def test_classify_flat_map_and_relational_operators_materialize(folder, sim, tmp_path):
+    ds = (
+        Dataset.from_directory(folder)
+        .sem_classify(
+            "Does the email discuss a fraudulent scheme?", ["fraud", "other"], output="topic"
+        )
+        .filter(lambda r: r["topic"] == "fraud", depends_on="topic", name="only_fraud")
+        .sem_flat_map(
+            [{"name": "person", "type": "str", "desc": "a person the email names"}], name="people"
+        )
+        .map(
+            lambda r: {"surname": r["person"].split()[-1]},
+            {"surname": str},
+            depends_on="person",
+            name="surname",
+        )
+        .distinct("person", name="unique_people")
+        .sort("surname", name="by_surname")
+        .project(["person", "surname", "parent_record_id"], name="result")
+    )
+    md, rows = materialize(ds, "ops", sim_model(sim), tmp_path)
+    assert [(r["person"], r["surname"], r["parent_record_id"]) for r in rows] == [
+        ("Andrew Fastow", "Fastow", "a.txt"),
+        ("Ben Glisan", "Glisan", "a.txt"),
+        ("Michael Kopper", "Kopper", "c.txt"),
+    ]
+    assert rows[0]["record_id"] == "a.txt#1" and all(r["error"] is None for r in rows)
+    assert md["sem_classify_1"]["model_calls"] == 4 and md["only_fraud"]["records_out"] == 2
+    assert md["people"]["model_calls"] == 2 and md["people"]["records_out"] == 4
+    assert md["unique_people"]["records_out"] == 3
+
+
+def test_relational_filter_declared_after_a_semantic_filter_runs_before_it(folder, sim, tmp_path):
+    ds = (
+        Dataset.from_directory(folder)
+        .sem_filter("The email refers to a fraudulent scheme", depends_on="contents", name="fraud")
+        .filter(lambda r: "ken@" not in r["contents"], depends_on="contents", name="not_from_ken")
+        .sem_map([{"name": "sender", "type": "str", "desc": "sender address"}], name="sender")
+    )
+    assert [n.name for n in ds.optimized().node.lineage()] == [
+        "documents",
+        "not_from_ken",
+        "fraud",
+        "sender",
+    ]
+    assert "optimized plan (what runs)" in ds.explain()
+    md, rows = materialize(ds, "pushdown", sim_model(sim), tmp_path)
+    assert md["not_from_ken"]["records_in"] == 4 and md["not_from_ken"]["records_out"] == 3
+    assert md["fraud"]["model_calls"] == 3  # the model never saw the email the filter drops
+    assert [(r["record_id"], r["sender"]) for r in rows] == [("c.txt", "tim@enron.com")]
+
+
+@pytest.mark.slow
+def test_classify_and_flat_map_on_the_bundled_model(folder, tmp_path):
+    ds = (
+        Dataset.from_directory(folder)
+        .sem_classify(
+            "What is the email about?", ["fraud", "social"], output="topic", depends_on="contents"
+        )
+        .sem_flat_map(
+            [{"name": "person", "type": "str", "desc": "a person named"}],
+            depends_on="contents",
+            max_items=3,
+            name="people",
+        )
+    )
+    md, rows = materialize(ds, "tiny", LocalLlamaModel(n_ctx=2048), tmp_path)
+    assert md["sem_classify_1"]["model_calls"] == 4 and md["sem_classify_1"]["failures"] == 0
+    assert {r["topic"] for r in rows if not r["error"]} <= {"fraud", "social"}
+    assert md["people"]["evaluated"] == 4 and isinstance(md["people"]["output_tokens"], int)
+    assert all(r["parent_record_id"] in EMAILS for r in rows)
+
+
+def emails() -> Dataset:
+    return Dataset.from_directory("/d")
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: emails().sem_classify("", ["a", "b"]), "non-empty instruction"),
+        (lambda: emails().sem_classify("topic?", ["a"]), "at least two classes"),
+        (lambda: emails().sem_classify("topic?", ["a", "a"]), "distinct"),
+        (lambda: emails().sem_classify("topic?", "ab"), "list of labels"),
+        (lambda: emails().sem_classify("topic?", ["a", "b"], output="contents"), "already exist"),
+        (lambda: emails().sem_classify("topic?", ["a", "b"], depends_on="body"), "unknown column"),
+        (
+            lambda: emails().sem_flat_map([{"name": "p", "type": "dict", "desc": "x"}]),
+            "unknown type",
+        ),
+        (
+            lambda: emails().sem_flat_map([{"name": "p", "type": "str", "desc": "x"}], max_items=0),
+            "max_items",
+        ),
+        (
+            lambda: emails().sem_flat_map([{"name": "filename", "type": "str", "desc": "x"}]),
+            "already exist",
+        ),
+        (lambda: emails().map(lambda r: {}, {}), "needs output columns"),
+        (lambda: emails().map("len", {"n": int}), "callable"),
+        (lambda: emails().map(lambda r: {}, {"n": int}, depends_on="nope"), "unknown column"),
+        (lambda: emails().sort([]), "at least one column"),
+        (lambda: emails().sort("nope"), "unknown column"),
+        (lambda: emails().distinct("nope"), "unknown column"),
+    ],
+)
+def test_declaration_errors(build, message):
+    with pytest.raises((PlanError, SchemaError), match=message):
+        build()
+
+
+SENDER = [{"name": "sender", "type": "str", "desc": "sender"}]
+
+
+def names(ds: Dataset) -> list[str]:
+    return [n.name for n in rewrites.optimize(ds.node).lineage()][1:]
+
+
+def test_filter_pushdown_respects_what_operators_add():
+    base = emails().sem_map(SENDER, name="m")
+    # reads only source columns: moves below the map
+    assert names(base.filter(lambda r: True, depends_on="contents", name="f")) == ["f", "m"]
+    # reads the map's output: stays
+    assert names(base.filter(lambda r: True, depends_on="sender", name="f")) == ["m", "f"]
+    # cannot say what it reads: stays above a map, but passes a semantic filter (which adds nothing)
+    assert names(base.filter(lambda r: True, name="f")) == ["m", "f"]
+    assert names(emails().sem_filter("x", name="s").filter(lambda r: True, name="f")) == ["f", "s"]
+    # never past a limit
+    assert names(emails().limit(2, name="l").filter(lambda r: True, name="f")) == ["l", "f"]
+
+
+def test_limit_pushdown_and_filter_ordering():
+    ds = (
+        emails()
+        .sem_map(SENDER, name="m")
+        .sem_classify("t?", ["a", "b"], name="c")
+        .limit(3, name="l")
+    )
+    assert names(ds) == ["l", "m", "c"]
+    assert names(emails().sem_filter("x", name="s").limit(3, name="l")) == ["s", "l"]
+    two = (
+        emails()
+        .sem_filter("expensive", name="slow")
+        .sem_filter("cheap and selective", name="quick")
+    )
+    estimates = {"slow": (10.0, 0.5), "quick": (1.0, 0.1)}
+    reordered = rewrites.optimize(two.node, lambda n: estimates.get(n.name, (1.0, 0.5)))
+    assert [n.name for n in reordered.lineage()][1:] == ["quick", "slow"]
+    assert names(two) == ["slow", "quick"]  # equal priors keep the declared order
+    assert isinstance(rewrites.optimize(two.node), plan.SemanticFilter)
