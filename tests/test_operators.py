@@ -241,3 +241,29 @@ def test_limit_pushdown_and_filter_ordering():
     assert [n.name for n in reordered.lineage()][1:] == ["quick", "slow"]
     assert names(two) == ["slow", "quick"]  # equal priors keep the declared order
     assert isinstance(rewrites.optimize(two.node), plan.SemanticFilter)
+
+
+def test_long_documents_are_read_in_chunks_not_cut(tmp_path, sim):
+    from pz_dagster.models import OpenAICompatibleClient
+    from pz_dagster.operators import run_operator
+    from pz_dagster.operators.prompts import split_to_context
+
+    filler = "\n".join(f"Line {i}: routine trading update for the west desk." for i in range(150))
+    long_doc = f"From: x@enron.com\nSubject: update\n\n{filler}\nPS: the Raptor structures need more capital."
+    client = OpenAICompatibleClient("sim", base_url=sim.base_url, context_tokens=700)
+    chunks = split_to_context(long_doc, client, 16)
+    assert len(chunks) > 3 and all(len(c) <= (700 - 16 - 350) * 3 for c in chunks)
+    assert chunks[0].startswith("From:") and chunks[-1].endswith("more capital.")
+    assert all(
+        a[-100:] in long_doc and b[:50] in a + b for a, b in zip(chunks, chunks[1:], strict=False)
+    )
+
+    records = [
+        {"record_id": "long", "filename": "long", "contents": long_doc, "error": None},
+        {"record_id": "short", "filename": "short", "contents": "Lunch?", "error": None},
+    ]
+    node = Dataset.from_directory("/d").sem_filter("mentions Raptor", depends_on="contents").node
+    result = run_operator(node, records, client)
+    assert [r["record_id"] for r in result.records] == ["long"]  # found in the last chunk
+    assert result.stats.chunked == 1 and result.stats.truncated == 0
+    assert result.stats.usage.calls == len(chunks) + 1

@@ -31,6 +31,7 @@ class OperatorStats:
     failures: int = 0  # records this operator failed on (kept, with the error column set)
     passed_through_errors: int = 0  # records that arrived with an error and were kept as they were
     truncated: int = 0  # records whose text was cut to fit the model's context (logged)
+    chunked: int = 0  # records too long for one prompt, read in several chunks
     usage: Usage = field(default_factory=Usage)
     failure_examples: list[str] = field(default_factory=list)
     truncated_ids: list[str] = field(default_factory=list)
@@ -58,6 +59,7 @@ class Outcome:
     record: Record | list[Record] | None
     usage: Usage = field(default_factory=Usage)
     truncated: bool = False
+    chunks: int = 1
 
 
 def split_failed(
@@ -103,6 +105,8 @@ def run_per_record(
         if outcome.truncated:
             stats.truncated += 1
             stats.truncated_ids.append(str(record.get("record_id")))
+        if outcome.chunks > 1:
+            stats.chunked += 1
         emitted[i] = outcome.record
 
     if concurrency <= 1 or len(ok) <= 1:

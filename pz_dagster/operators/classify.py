@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, create_model
 
-from pz_dagster.models.base import ChatModel, json_schema_for
+from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
     Outcome,
@@ -15,7 +15,7 @@ from pz_dagster.operators.base import (
     ask_json,
     run_per_record,
 )
-from pz_dagster.operators.prompts import document_prompt, fit_to_context, render_fields
+from pz_dagster.operators.prompts import document_prompt, render_fields, split_to_context
 from pz_dagster.query.plan import SemanticClassify
 
 CLASSIFY_EXTRA_TOKENS = 16
@@ -42,11 +42,16 @@ def direct_classify(
     )
 
     def classify(record: Record) -> Outcome:
-        text, cut = fit_to_context(render_fields(record, node.depends_on), model, max_tokens)
-        answer, usage = ask_json(
-            model, document_prompt(text, instruction), answer_model, schema, max_tokens
-        )
-        return Outcome({**record, node.output: answer.label}, usage, cut)  # type: ignore[attr-defined]
+        # A long document is labelled chunk by chunk; the most frequent label wins (first on ties).
+        chunks = split_to_context(render_fields(record, node.depends_on), model, max_tokens)
+        usage, labels = Usage(), []
+        for chunk in chunks:
+            prompt = document_prompt(chunk, instruction)
+            answer, spent = ask_json(model, prompt, answer_model, schema, max_tokens)
+            usage += spent
+            labels.append(answer.label)  # type: ignore[attr-defined]
+        label = max(dict.fromkeys(labels), key=labels.count)
+        return Outcome({**record, node.output: label}, usage, chunks=len(chunks))
 
     out, stats = run_per_record(
         records,

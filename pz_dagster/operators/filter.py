@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from pz_dagster.models.base import ChatModel, json_schema_for
+from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
     Outcome,
@@ -15,7 +15,7 @@ from pz_dagster.operators.base import (
     ask_json,
     run_per_record,
 )
-from pz_dagster.operators.prompts import document_prompt, fit_to_context, render_fields
+from pz_dagster.operators.prompts import document_prompt, render_fields, split_to_context
 from pz_dagster.query.plan import SemanticFilter
 
 
@@ -38,7 +38,8 @@ def filter_instruction(predicate: str) -> str:
 def direct_filter(
     node: SemanticFilter, records: list[Record], model: ChatModel, progress: Progress | None = None
 ) -> OperatorResult:
-    """One prompt per record; the answer is decoded as ``{"answer": "YES" | "NO"}``.
+    """One prompt per record (per chunk of a long one); the answer is decoded as
+    ``{"answer": "YES" | "NO"}``.
 
     A record whose answer cannot be had or parsed is neither kept nor dropped silently: it is
     passed on with its ``error`` column set and counted as a failure.
@@ -46,16 +47,18 @@ def direct_filter(
     instruction = filter_instruction(node.predicate)
 
     def judge(record: Record) -> Outcome:
-        text, cut = fit_to_context(render_fields(record, node.depends_on), model, FILTER_MAX_TOKENS)
-        answer, usage = ask_json(
-            model,
-            document_prompt(text, instruction),
-            FilterAnswer,
-            FILTER_SCHEMA,
-            FILTER_MAX_TOKENS,
-        )
-        keep = answer.answer == "YES"  # type: ignore[attr-defined]
-        return Outcome(record if keep else None, usage, cut)
+        # A long document is read chunk by chunk; it passes as soon as one chunk does.
+        text = render_fields(record, node.depends_on)
+        chunks = split_to_context(text, model, FILTER_MAX_TOKENS)
+        usage, keep = Usage(), False
+        for chunk in chunks:
+            prompt = document_prompt(chunk, instruction)
+            answer, spent = ask_json(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
+            usage += spent
+            if answer.answer == "YES":  # type: ignore[attr-defined]
+                keep = True
+                break
+        return Outcome(record if keep else None, usage, chunks=len(chunks))
 
     out, stats = run_per_record(
         records, judge, op_name=node.name, concurrency=model.max_concurrency, progress=progress

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, create_model
 
-from pz_dagster.models.base import ChatModel, json_schema_for
+from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
     Outcome,
@@ -14,7 +14,7 @@ from pz_dagster.operators.base import (
     run_per_record,
 )
 from pz_dagster.operators.map import TOKENS_PER_FIELD
-from pz_dagster.operators.prompts import document_prompt, fit_to_context, render_fields
+from pz_dagster.operators.prompts import document_prompt, render_fields, split_to_context
 from pz_dagster.query.plan import PARENT_ID, SemanticFlatMap
 from pz_dagster.query.schema import describe_fields
 
@@ -46,11 +46,17 @@ def direct_flat_map(
     empty = dict.fromkeys(node.output_fields)
 
     def expand(record: Record) -> Outcome:
-        text, cut = fit_to_context(render_fields(record, node.depends_on), model, max_tokens)
-        answer, usage = ask_json(
-            model, document_prompt(text, instruction), answer_model, schema, max_tokens
-        )
-        items = [item.model_dump() for item in answer.items]  # type: ignore[attr-defined]
+        # A long document is read chunk by chunk; items are the union, in order, without repeats.
+        chunks = split_to_context(render_fields(record, node.depends_on), model, max_tokens)
+        usage, items = Usage(), []
+        for chunk in chunks:
+            prompt = document_prompt(chunk, instruction)
+            answer, spent = ask_json(model, prompt, answer_model, schema, max_tokens)
+            usage += spent
+            for item in answer.items:  # type: ignore[attr-defined]
+                if (value := item.model_dump()) not in items:
+                    items.append(value)
+        items = items[: node.max_items]
         out = [
             {
                 **record,
@@ -60,7 +66,7 @@ def direct_flat_map(
             }
             for i, item in enumerate(items, start=1)
         ]
-        return Outcome(out or None, usage, cut)
+        return Outcome(out or None, usage, chunks=len(chunks))
 
     out, stats = run_per_record(
         records,

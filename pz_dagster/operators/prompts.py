@@ -23,23 +23,52 @@ def render_fields(record: dict[str, Any], depends_on: Sequence[str]) -> str:
     return "\n".join(f"{c}: {record.get(c, '')}" for c in depends_on)
 
 
-def fit_to_context(text: str, model: ChatModel, max_tokens: int) -> tuple[str, bool]:
-    """Cut ``text`` so the prompt fits the model's context; says whether it cut.
+CHUNK_OVERLAP_CHARS = 200
 
-    Chunking instead of cutting is a strategy of its own; here the cut is counted and logged.
-    """
-    budget = model.context_tokens - max_tokens - PROMPT_OVERHEAD_TOKENS
+
+def _budget_chars(text: str, model: ChatModel, max_tokens: int) -> int | None:
+    """Characters of ``text`` that fit the prompt budget, or None when all of it fits."""
+    budget = max(model.context_tokens - max_tokens - PROMPT_OVERHEAD_TOKENS, 64)
     counter = getattr(model, "count_tokens", None)
     if counter is None:
-        limit = max(budget, 0) * CHARS_PER_TOKEN
-        return (text, False) if len(text) <= limit else (text[:limit], True)
-    if counter(text) <= budget:
-        return text, False
-    # Shrink by the measured ratio until it fits (two or three rounds at most).
-    cut = text
-    while cut and counter(cut) > budget:
-        cut = cut[: int(len(cut) * budget / max(counter(cut), 1) * 0.95)]
-    return cut, True
+        limit = budget * CHARS_PER_TOKEN
+        return None if len(text) <= limit else limit
+    tokens = counter(text)
+    if tokens <= budget:
+        return None
+    # The document's own characters-per-token ratio, with a margin for uneven density.
+    return max(int(len(text) * budget / tokens * 0.9), 256)
+
+
+def split_to_context(text: str, model: ChatModel, max_tokens: int) -> list[str]:
+    """The text in chunks that each fit the model's context (one chunk when it all fits).
+
+    Chunks end at a paragraph or line break where one is near, and overlap a little so that a
+    sentence cut at a boundary is whole in one of them.
+    """
+    size = _budget_chars(text, model, max_tokens)
+    if size is None:
+        return [text]
+    chunks, start = [], 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            window = text[start + size // 2 : end]
+            brk = max(window.rfind("\n\n"), window.rfind("\n"))
+            if brk >= 0:
+                end = start + size // 2 + brk + 1
+        chunks.append(text[start:end])
+        if end >= len(text):
+            break
+        start = max(end - CHUNK_OVERLAP_CHARS, start + 1)
+    return chunks
+
+
+def fit_to_context(text: str, model: ChatModel, max_tokens: int) -> tuple[str, bool]:
+    """The first context-sized part of ``text`` and whether anything was left out (counted and
+    logged by the operator as ``truncated``)."""
+    chunks = split_to_context(text, model, max_tokens)
+    return chunks[0], len(chunks) > 1
 
 
 def document_prompt(document: str, instruction: str) -> list[Message]:

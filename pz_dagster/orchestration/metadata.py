@@ -59,6 +59,7 @@ def operator_metadata(
         "failures": s.failures,
         "passed_through_errors": s.passed_through_errors,
         "truncated": s.truncated,
+        "chunked": s.chunked,
         "input_tokens": s.usage.input_tokens,
         "output_tokens": s.usage.output_tokens,
         "model_calls": s.usage.calls,
