@@ -128,8 +128,16 @@ def run(module: str, home: str | None, n_parts: int, verbose: bool) -> None:
             console.print(f"partition {batch.key}: {status} in {took:.1f}s (run {result.run_id})")
             failed |= not result.success
             _print_summary(query, instance, batch.key)
+        if query.summary_job is not None:
+            console.print("aggregating over every materialized batch...")
+            summary = defs.resolve_job_def(query.summary_job.name).execute_in_process(
+                instance=instance, run_config={} if verbose else QUIET_LOGS, raise_on_error=False
+            )
+            failed |= not summary.success
     store = _store(defs)
-    _print_results(query, store, [b.key for b in chosen])
+    _print_results(
+        query, store, [None] if query.summary_job is not None else [b.key for b in chosen]
+    )
     console.print(
         f"\nDagster home: {home_path}  (see the runs: DAGSTER_HOME={home_path} dagster dev -w workspace.yaml)"
     )
@@ -168,7 +176,7 @@ def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition
     console.print(table)
 
 
-def _print_results(query: CompiledQuery, store: RecordStore, partitions: list[str]) -> None:
+def _print_results(query: CompiledQuery, store: RecordStore, partitions: list[str | None]) -> None:
     out_path = query.output_key.path
     rows = []
     for p in partitions:

@@ -48,6 +48,13 @@ def oracle(req: ChatRequest):
         return {"items": [{"person": n} for n in names]}
     if "sender" in props:
         return {"sender": re.search(r"From: (\S+)", doc).group(1)}
+    if "summary" in props:
+        entries = re.findall(r"^\[\d+\] (.*)$", doc, re.M)
+        total = sum(
+            int(m.group(1)) if (m := re.search(r'"summary": ?"(\d+) subjects', e)) else 1
+            for e in entries
+        )
+        return {"summary": f"{total} subjects"}
     return None
 
 
@@ -267,3 +274,67 @@ def test_long_documents_are_read_in_chunks_not_cut(tmp_path, sim):
     assert [r["record_id"] for r in result.records] == ["long"]  # found in the last chunk
     assert result.stats.chunked == 1 and result.stats.truncated == 0
     assert result.stats.usage.calls == len(chunks) + 1
+
+
+def run_all(ds: Dataset, name: str, model, tmp_path: Path) -> tuple[dict, list[dict]]:
+    """Materialize every batch partition, then the summary job; return its output and metadata."""
+    store = tmp_path / f"store-{name}"
+    defs, q = build_definitions(ds, name, model=model, store_root=str(store))
+    with dg.instance_for_test() as instance:
+        batches = register_partitions(RecordStore(store), q, instance)
+        assert len(batches) == 2
+        for b in batches:
+            assert (
+                defs.resolve_job_def(q.job.name)
+                .execute_in_process(partition_key=b.key, instance=instance)
+                .success
+            )
+        assert (
+            defs.resolve_job_def(q.summary_job.name).execute_in_process(instance=instance).success
+        )
+        rec = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=q.output_key), limit=1
+        ).records[0]
+        md = {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+        rows = RecordStore(store).read(q.output_key.path, None).to_pylist()
+    return md, rows
+
+
+def test_grouped_aggregate_over_all_partitions(folder, sim, tmp_path):
+    ds = (
+        Dataset.from_directory(folder, batch_size=2)
+        .sem_classify(
+            "Does the email discuss a fraudulent scheme?", ["fraud", "other"], output="topic"
+        )
+        .groupby("topic")
+        .agg(n=("count", None), name="per_topic")
+    )
+    defs, q = build_definitions(ds, "agg", store_root=str(tmp_path / "unused"))
+    by_key = {a.key.path[-1]: a for a in q.assets}
+    assert (
+        by_key["per_topic"].partitions_def is None
+        and by_key["sem_classify_1"].partitions_def is not None
+    )
+    assert q.summary_job is not None and q.output_key.path[-1] == "per_topic"
+    md, rows = run_all(ds, "agg", sim_model(sim), tmp_path)
+    assert sorted((r["topic"], r["n"]) for r in rows) == [("fraud", 2), ("other", 2)]
+    assert md["records_in"] == 4 and md["records_out"] == 2
+
+
+def test_semantic_aggregate_is_hierarchical_past_the_context(folder, sim, tmp_path):
+    ds = Dataset.from_directory(folder, batch_size=2).sem_agg(
+        "How many subjects are there?",
+        [{"name": "summary", "type": "str", "desc": "N subjects"}],
+        depends_on="contents",
+        name="summary",
+    )
+    small = OpenAICompatibleModel(model="sim", base_url=sim.base_url, context_tokens=560)
+    md, rows = run_all(ds, "semagg", small, tmp_path)
+    assert rows == [{"record_id": "all", "summary": "4 subjects", "error": None}]
+    assert md["strategy"].startswith("hierarchical") and md["model_calls"] > 1
+    md_big, rows_big = run_all(ds, "semagg_big", sim_model(sim), tmp_path)
+    assert (
+        rows_big[0]["summary"] == "4 subjects"
+        and md_big["strategy"] == "direct"
+        and md_big["model_calls"] == 1
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pz_dagster.errors import PlanError
 from pz_dagster.models.base import ChatModel
+from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
 from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
@@ -17,6 +18,7 @@ SEMANTIC_STRATEGIES = {
     plan.SemanticMap: map_ops.STRATEGIES,
     plan.SemanticClassify: classify_ops.STRATEGIES,
     plan.SemanticFlatMap: flat_map_ops.STRATEGIES,
+    plan.SemanticAggregate: aggregate_ops.STRATEGIES,
 }
 RELATIONAL = {
     plan.Filter: relational.run_filter,
@@ -25,6 +27,7 @@ RELATIONAL = {
     plan.Limit: relational.run_limit,
     plan.Sort: relational.run_sort,
     plan.Distinct: relational.run_distinct,
+    plan.Aggregate: aggregate_ops.run_aggregate,
 }
 
 

@@ -26,7 +26,7 @@ def render_fields(record: dict[str, Any], depends_on: Sequence[str]) -> str:
 CHUNK_OVERLAP_CHARS = 200
 
 
-def _budget_chars(text: str, model: ChatModel, max_tokens: int) -> int | None:
+def budget_chars(text: str, model: ChatModel, max_tokens: int) -> int | None:
     """Characters of ``text`` that fit the prompt budget, or None when all of it fits."""
     budget = max(model.context_tokens - max_tokens - PROMPT_OVERHEAD_TOKENS, 64)
     counter = getattr(model, "count_tokens", None)
@@ -46,7 +46,7 @@ def split_to_context(text: str, model: ChatModel, max_tokens: int) -> list[str]:
     Chunks end at a paragraph or line break where one is near, and overlap a little so that a
     sentence cut at a boundary is whole in one of them.
     """
-    size = _budget_chars(text, model, max_tokens)
+    size = budget_chars(text, model, max_tokens)
     if size is None:
         return [text]
     chunks, start = [], 0

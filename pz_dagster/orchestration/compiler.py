@@ -47,7 +47,8 @@ class CompiledQuery:
     plan: plan.PlanNode  # after the logical rewrites: what the assets run
     partitions_def: dg.DynamicPartitionsDefinition
     assets: list[dg.AssetsDefinition]
-    job: Any  # what dg.define_asset_job returns (its class is not public API)
+    job: Any  # what dg.define_asset_job returns (its class is not public API): per batch
+    summary_job: Any = None  # the unpartitioned assets after an aggregation, over all batches
 
     def asset_key(self, node_name: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, node_name])
@@ -129,14 +130,26 @@ def _source_asset(query: str, node: plan.DirectorySource, parts: dg.DynamicParti
 
 
 def _operator_asset(
-    query: str, node: plan.UnaryNode, parts: dg.DynamicPartitionsDefinition, pool: str | None
+    query: str,
+    node: plan.UnaryNode,
+    parts: dg.DynamicPartitionsDefinition | None,
+    pool: str | None,
+    *,
+    reads_all_partitions: bool = False,
 ):
+    """One operator's asset. ``parts`` None makes it unpartitioned; ``reads_all_partitions``
+    makes it read every partition of its (partitioned) input."""
     columns = plan.column_types(node)
     semantic = needs_model(node)
+    mapping = dg.AllPartitionMapping() if reads_all_partitions else None
 
     @dg.asset(
         key=dg.AssetKey([query, node.name]),
-        ins={"upstream": dg.AssetIn(key=dg.AssetKey([query, node.parent.name]))},
+        ins={
+            "upstream": dg.AssetIn(
+                key=dg.AssetKey([query, node.parent.name]), partition_mapping=mapping
+            )
+        },
         partitions_def=parts,
         io_manager_key=IO_MANAGER_KEY,
         required_resource_keys={MODEL_KEY} if semantic else set(),
@@ -202,10 +215,26 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
         ) from None
     parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
     assets = [_source_asset(name, source, parts)]
-    assets += [_operator_asset(name, n, parts, model_pool) for n in lineage[1:]]  # type: ignore[arg-type]
+    partitioned = True
+    global_assets = []
+    for n in lineage[1:]:
+        assert isinstance(n, plan.UnaryNode)
+        starts_global = partitioned and isinstance(n, plan.GlobalNode)
+        partitioned = partitioned and not starts_global
+        asset = _operator_asset(
+            name, n, parts if partitioned else None, model_pool, reads_all_partitions=starts_global
+        )
+        (assets if partitioned else global_assets).append(asset)
     job = dg.define_asset_job(
         f"{name}_job",
         selection=dg.AssetSelection.assets(*[a.key for a in assets]),
         description=f"Run query {name!r} on one document batch.",
     )
-    return CompiledQuery(name, dataset, optimized, parts, assets, job)
+    summary_job = None
+    if global_assets:
+        summary_job = dg.define_asset_job(
+            f"{name}_summary_job",
+            selection=dg.AssetSelection.assets(*[a.key for a in global_assets]),
+            description=f"Aggregate query {name!r} over every materialized batch.",
+        )
+    return CompiledQuery(name, dataset, optimized, parts, assets + global_assets, job, summary_job)

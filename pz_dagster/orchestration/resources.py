@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from pz_dagster.errors import ModelError
+from pz_dagster.errors import ModelError, SourceError
 from pz_dagster.models.base import ChatModel, Pricing
 from pz_dagster.models.embeddings import EmbeddingModel, LocalEmbeddingClient, OpenAIEmbeddingClient
 from pz_dagster.models.local_llama import LocalLlamaClient
@@ -239,5 +239,25 @@ class RecordIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pa.Table:
-        partition = context.partition_key if context.has_partition_key else None
-        return self.store.get_store().read(context.asset_key.path, partition)
+        """One partition's table; for an unpartitioned asset reading a partitioned one, every
+        materialized partition concatenated (missing ones are named in a warning)."""
+        store = self.store.get_store()
+        path = context.asset_key.path
+        if not context.has_asset_partitions:
+            return store.read(path, None)
+        keys = list(context.asset_partition_keys)
+        if len(keys) == 1:
+            return store.read(path, keys[0])
+        present = [k for k in keys if store.partition_path(path, k).exists()]
+        missing = [k for k in keys if k not in present]
+        if missing:
+            context.log.warning(
+                f"{context.asset_key.to_user_string()}: {len(missing)} of {len(keys)} partitions are "
+                f"not materialized yet and are not included: {', '.join(missing[:10])}"
+            )
+        tables = [store.read(path, k) for k in present]
+        if not tables:
+            raise SourceError(
+                f"no partition of {context.asset_key.to_user_string()} is materialized yet"
+            )
+        return pa.concat_tables(tables, promote_options="default")

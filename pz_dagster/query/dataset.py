@@ -217,6 +217,25 @@ class Dataset:
         """The same query after the always-safe logical rewrites (see ``query.rewrites``)."""
         return Dataset(rewrites.optimize(self._node))
 
+    def agg(self, *, name: str | None = None, **aggs: tuple[str, str | None]) -> Dataset:
+        """Aggregate over every partition: ``agg(n=("count", None), total=("sum", "amount"))``."""
+        return self.groupby().agg(name=name, **aggs)
+
+    def sem_agg(
+        self,
+        instruction: str,
+        fields: FieldsArg,
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """A model answers ``instruction`` over all records (every partition) with ``fields``."""
+        return self.groupby().sem_agg(instruction, fields, depends_on=depends_on, name=name)
+
+    def groupby(self, *cols: str) -> GroupBy:
+        """Group records by columns before ``agg`` / ``sem_agg``."""
+        return GroupBy(self, tuple(cols))
+
     def explain(self) -> str:
         """The declared plan and, where the rewrites change it, the plan that will run."""
         declared = plan.explain(self._node)
@@ -229,3 +248,53 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"Dataset(\n{self.explain()}\n)"
+
+
+class GroupBy:
+    """``Dataset.groupby(cols)``: the aggregations of a grouped dataset.
+
+    >>> ds = Dataset.from_directory("emails").sem_classify("Topic?", ["fraud", "other"], output="topic")
+    >>> ds.groupby("topic").agg(n=("count", None)).columns
+    ('record_id', 'topic', 'n', 'error')
+    """
+
+    def __init__(self, dataset: Dataset, cols: tuple[str, ...]):
+        self._ds = dataset
+        self._cols = cols
+
+    def agg(self, *, name: str | None = None, **aggs: tuple[str, str | None]) -> Dataset:
+        specs = []
+        for out, spec in aggs.items():
+            if not isinstance(spec, tuple) or len(spec) != 2:
+                raise PlanError(
+                    f"aggregate {out!r} must be (function, column), e.g. ('sum', 'amount')"
+                )
+            specs.append(plan.AggSpec(out, spec[0], spec[1]))
+        ds = self._ds
+        return Dataset(
+            plan.Aggregate(
+                name=ds._name("agg", name), input=ds.node, group_by=self._cols, aggs=tuple(specs)
+            )
+        )
+
+    def sem_agg(
+        self,
+        instruction: str,
+        fields: FieldsArg,
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        ds = self._ds
+        node_name = ds._name("sem_agg", name)
+        model = output_model(fields, model_name=f"{node_name.title().replace('_', '')}Output")
+        return Dataset(
+            plan.SemanticAggregate(
+                name=node_name,
+                input=ds.node,
+                group_by=self._cols,
+                instruction=instruction,
+                output=model,
+                depends_on=_as_tuple(depends_on),
+            )
+        )

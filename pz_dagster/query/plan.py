@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pz_dagster.query.aggregate import Aggregate, AggSpec, GlobalNode, SemanticAggregate
 from pz_dagster.query.nodes import (
     SOURCE_COLUMNS,
     DirectorySource,
@@ -26,6 +27,10 @@ from pz_dagster.query.semantic import (
 
 __all__ = [
     "PARENT_ID",
+    "AggSpec",
+    "Aggregate",
+    "GlobalNode",
+    "SemanticAggregate",
     "SOURCE_COLUMNS",
     "DirectorySource",
     "Distinct",
