@@ -111,6 +111,13 @@ def run(module: str, home: str | None, n_parts: int, verbose: bool) -> None:
     with dg.DagsterInstance.get() as instance:
         batches = register_partitions(_store(defs), query, instance)
         chosen = batches if n_parts == 0 else batches[:n_parts]
+        if query.reference_job is not None:
+            console.print("reading the tables the query joins with...")
+            ref = defs.resolve_job_def(query.reference_job.name).execute_in_process(
+                instance=instance, run_config={} if verbose else QUIET_LOGS, raise_on_error=False
+            )
+            if not ref.success:
+                raise click.ClickException("reading the joined tables failed; rerun with --verbose")
         console.print(
             f"query [bold]{query.name}[/bold]: {len(batches)} batch(es) registered, running {len(chosen)}"
         )

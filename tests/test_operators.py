@@ -38,6 +38,9 @@ def oracle(req: ChatRequest):
     doc = document_of(req)
     props = (req.schema or {}).get("properties", {})
     scheme = any(w in doc for w in ("Raptor", "Chewco"))
+    if "answer" in props and "Record B:" in req.prompt:
+        scheme_name = re.search(r"Record B:\n(?:.*\n)*?name: (\w+)", req.prompt)
+        return {"answer": "YES" if scheme_name and scheme_name.group(1) in doc else "NO"}
     if "answer" in props:
         return {"answer": "YES" if scheme else "NO"}
     if "label" in props:
@@ -337,4 +340,86 @@ def test_semantic_aggregate_is_hierarchical_past_the_context(folder, sim, tmp_pa
         rows_big[0]["summary"] == "4 subjects"
         and md_big["strategy"] == "direct"
         and md_big["model_calls"] == 1
+    )
+
+
+def test_join_documents_with_a_duckdb_table(folder, sim, tmp_path):
+    import duckdb
+
+    db = tmp_path / "ref.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table schemes (name varchar, kind varchar, risk integer)")
+        con.execute(
+            "insert into schemes values ('Raptor', 'hedge', 9), ('Chewco', 'SPE', 7), ('Picnic', 'social', 0)"
+        )
+    schemes = Dataset.from_duckdb(db, "schemes", name="schemes").filter(
+        lambda r: r["risk"] > 0, depends_on="risk", name="risky"
+    )
+    ds = (
+        Dataset.from_directory(folder, batch_size=2)
+        .sem_join(
+            schemes,
+            "The email discusses this scheme",
+            depends_on="contents",
+            right_depends_on=["name", "kind"],
+            name="mentions",
+        )
+        .project(["name", "risk"], name="result")
+    )
+    store = tmp_path / "store-join"
+    defs, q = build_definitions(ds, "join", model=sim_model(sim), store_root=str(store))
+    keys = {a.key.path[-1]: a for a in q.assets}
+    assert keys["schemes"].partitions_def is None and keys["risky"].partitions_def is None
+    assert keys["mentions"].partitions_def is q.partitions_def
+    assert {k.path[-1] for k in keys["mentions"].dependency_keys} == {"documents", "risky"}
+    with dg.instance_for_test() as instance:
+        assert (
+            defs.resolve_job_def(q.reference_job.name).execute_in_process(instance=instance).success
+        )
+        rows = []
+        for b in register_partitions(RecordStore(store), q, instance):
+            assert (
+                defs.resolve_job_def(q.job.name)
+                .execute_in_process(partition_key=b.key, instance=instance)
+                .success
+            )
+            rows += RecordStore(store).read(q.output_key.path, b.key).to_pylist()
+        rec = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=q.asset_key("mentions")), limit=2
+        ).records
+        calls = sum(r.asset_materialization.metadata["model_calls"].value for r in rec)
+    assert sorted((r["record_id"], r["name"], r["risk"]) for r in rows) == [
+        ("a.txt|schemes#1", "Raptor", 9),
+        ("c.txt|schemes#2", "Chewco", 7),
+    ]
+    assert (
+        calls == 4 * 2
+    )  # every email against the two risky schemes, none against the filtered one
+
+
+def test_join_and_table_declaration_errors():
+    table = Dataset.from_records(
+        [{"name": "Raptor", "risk": 9}, {"name": "Chewco", "risk": None}], name="t"
+    )
+    assert table.columns == ("record_id", "name", "risk", "error")
+    assert dict(table.node.schema)["risk"] is int
+    with pytest.raises(PlanError, match="no records"):
+        Dataset.from_records([])
+    with pytest.raises(PlanError, match="non-empty predicate"):
+        emails().sem_join(table, " ")
+    with pytest.raises(PlanError, match="unknown right column"):
+        emails().sem_join(table, "x", right_depends_on="kind")
+    with pytest.raises(PlanError, match="must be a table"):
+        emails().sem_join(Dataset.from_directory("/other", name="docs2"), "x")
+    with pytest.raises(PlanError, match="cannot read"):
+        Dataset.from_duckdb("/nonexistent/x.duckdb", "t")
+    joined = emails().sem_join(table, "x", name="j")
+    assert joined.columns == (
+        "record_id",
+        "filename",
+        "contents",
+        "right_record_id",
+        "name",
+        "risk",
+        "error",
     )

@@ -8,6 +8,7 @@ from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
 from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
+from pz_dagster.operators import join as join_ops
 from pz_dagster.operators import map as map_ops
 from pz_dagster.operators import relational
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record
@@ -19,6 +20,7 @@ SEMANTIC_STRATEGIES = {
     plan.SemanticClassify: classify_ops.STRATEGIES,
     plan.SemanticFlatMap: flat_map_ops.STRATEGIES,
     plan.SemanticAggregate: aggregate_ops.STRATEGIES,
+    plan.SemanticJoin: join_ops.STRATEGIES,
 }
 RELATIONAL = {
     plan.Filter: relational.run_filter,
@@ -42,6 +44,7 @@ def run_operator(
     *,
     strategy: str = "direct",
     progress: Progress | None = None,
+    right: list[Record] | None = None,
 ) -> OperatorResult:
     """Run one logical node on a partition's records with the named physical strategy."""
     if needs_model(node):
@@ -52,6 +55,10 @@ def run_operator(
             )
         if model is None:
             raise PlanError(f"{node.kind} {node.name!r} needs a model")
+        if isinstance(node, plan.SemanticJoin):
+            if right is None:
+                raise PlanError(f"sem_join {node.name!r} needs the right side's records")
+            return strategies[strategy](node, records, right, model, progress)  # type: ignore[operator]
         return strategies[strategy](node, records, model, progress)  # type: ignore[operator]
     if type(node) in RELATIONAL:
         return RELATIONAL[type(node)](node, records)  # type: ignore[operator]

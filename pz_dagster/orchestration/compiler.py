@@ -49,6 +49,7 @@ class CompiledQuery:
     assets: list[dg.AssetsDefinition]
     job: Any  # what dg.define_asset_job returns (its class is not public API): per batch
     summary_job: Any = None  # the unpartitioned assets after an aggregation, over all batches
+    reference_job: Any = None  # the unpartitioned tables the query joins with
 
     def asset_key(self, node_name: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, node_name])
@@ -143,23 +144,20 @@ def _operator_asset(
     semantic = needs_model(node)
     mapping = dg.AllPartitionMapping() if reads_all_partitions else None
 
-    @dg.asset(
-        key=dg.AssetKey([query, node.name]),
-        ins={
-            "upstream": dg.AssetIn(
-                key=dg.AssetKey([query, node.parent.name]), partition_mapping=mapping
-            )
-        },
-        partitions_def=parts,
-        io_manager_key=IO_MANAGER_KEY,
-        required_resource_keys={MODEL_KEY} if semantic else set(),
-        group_name=query,
-        kinds={"pz", "llm"} if semantic else {"pz", "python"},
-        description=node.describe(),
-        pool=pool if semantic else None,
-    )
-    def _op(
-        context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
+    ins = {
+        "upstream": dg.AssetIn(
+            key=dg.AssetKey([query, node.parent.name]), partition_mapping=mapping
+        )
+    }
+    if isinstance(node, plan.SemanticJoin):
+        assert node.right is not None
+        ins["right"] = dg.AssetIn(key=dg.AssetKey([query, node.right.name]))
+
+    def run(
+        context: dg.AssetExecutionContext,
+        config: OperatorConfig,
+        upstream: pa.Table,
+        right: pa.Table | None = None,
     ) -> dg.Output:
         start = time.perf_counter()
         records = upstream.to_pylist()
@@ -176,6 +174,7 @@ def _operator_asset(
                 model,
                 strategy=config.strategy,
                 progress=progress,
+                right=right.to_pylist() if right is not None else None,
             )
         md = operator_metadata(node.kind, result, columns, time.perf_counter() - start)
         if result.stats.failures:
@@ -185,12 +184,80 @@ def _operator_asset(
             )
         if result.stats.truncated:
             context.log.warning(
-                f"{node.name}: {result.stats.truncated} record(s) were cut to fit the model's context: "
-                f"{', '.join(result.stats.truncated_ids[:10])}"
+                f"{node.name}: {result.stats.truncated} record(s) were cut to fit the model's "
+                f"context: {', '.join(result.stats.truncated_ids[:10])}"
             )
         return dg.Output(to_table(result.records, columns), metadata=md)
 
+    decorate = dg.asset(
+        key=dg.AssetKey([query, node.name]),
+        ins=ins,
+        partitions_def=parts,
+        io_manager_key=IO_MANAGER_KEY,
+        required_resource_keys={MODEL_KEY} if semantic else set(),
+        group_name=query,
+        kinds={"pz", "llm"} if semantic else {"pz", "python"},
+        description=node.describe(),
+        pool=pool if semantic else None,
+    )
+    if "right" in ins:
+
+        @decorate
+        def _join(
+            context: dg.AssetExecutionContext,
+            config: OperatorConfig,
+            upstream: pa.Table,
+            right: pa.Table,
+        ) -> dg.Output:
+            return run(context, config, upstream, right)
+
+        return _join
+
+    @decorate
+    def _op(
+        context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
+    ) -> dg.Output:
+        return run(context, config, upstream)
+
     return _op
+
+
+def _table_asset(query: str, node: plan.TableSource):
+    columns = plan.column_types(node)
+
+    @dg.asset(
+        key=dg.AssetKey([query, node.name]),
+        io_manager_key=IO_MANAGER_KEY,
+        group_name=query,
+        kinds={"pz", "duckdb"} if node.database else {"pz", "python"},
+        description=node.describe(),
+    )
+    def _table(context: dg.AssetExecutionContext) -> dg.Output:
+        start = time.perf_counter()
+        records = node.read()
+        n = len(records)
+        stats = OperatorStats(records_in=n, records_out=n, evaluated=n)
+        result = OperatorResult(records, stats, strategy="read")
+        seconds = time.perf_counter() - start
+        md = operator_metadata(node.kind, result, columns, seconds, with_selectivity=False)
+        return dg.Output(to_table(records, columns), metadata=md)
+
+    return _table
+
+
+def _reference_assets(
+    query: str, optimized: plan.PlanNode, pool: str | None
+) -> list[dg.AssetsDefinition]:
+    """Unpartitioned assets of every join's right side (a table and the operators on it)."""
+    out = []
+    for n in optimized.lineage():
+        if isinstance(n, plan.SemanticJoin):
+            assert n.right is not None
+            right = rewrites.optimize(n.right).lineage()
+            assert isinstance(right[0], plan.TableSource)
+            out.append(_table_asset(query, right[0]))
+            out += [_operator_asset(query, r, None, pool) for r in right[1:]]  # type: ignore[arg-type]
+    return out
 
 
 def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None) -> CompiledQuery:
@@ -230,6 +297,14 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
         selection=dg.AssetSelection.assets(*[a.key for a in assets]),
         description=f"Run query {name!r} on one document batch.",
     )
+    reference = _reference_assets(name, optimized, model_pool)
+    reference_job = None
+    if reference:
+        reference_job = dg.define_asset_job(
+            f"{name}_reference_job",
+            selection=dg.AssetSelection.assets(*[a.key for a in reference]),
+            description=f"Read the tables query {name!r} joins with (run before the batches).",
+        )
     summary_job = None
     if global_assets:
         summary_job = dg.define_asset_job(
@@ -237,4 +312,13 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
             selection=dg.AssetSelection.assets(*[a.key for a in global_assets]),
             description=f"Aggregate query {name!r} over every materialized batch.",
         )
-    return CompiledQuery(name, dataset, optimized, parts, assets + global_assets, job, summary_job)
+    return CompiledQuery(
+        name,
+        dataset,
+        optimized,
+        parts,
+        reference + assets + global_assets,
+        job,
+        summary_job,
+        reference_job,
+    )

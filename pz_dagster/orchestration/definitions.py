@@ -57,7 +57,7 @@ def build_definitions(
     store = RecordStoreResource(root=store_root or default_store_root())
     defs = dg.Definitions(
         assets=compiled.assets,
-        jobs=[j for j in (compiled.job, compiled.summary_job) if j is not None],
+        jobs=[j for j in (compiled.reference_job, compiled.job, compiled.summary_job) if j],
         sensors=[build_new_documents_sensor(compiled)],
         resources={
             MODEL_KEY: model,

@@ -48,6 +48,23 @@ class Dataset:
         """Documents of a folder (.txt .eml .md .html .json .jsonl .csv); batches become partitions."""
         return cls(plan.DirectorySource(name=name, path=str(path), batch_size=batch_size))
 
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]], *, name: str = "table") -> Dataset:
+        """An unpartitioned table of records given in Python (e.g. reference data to join with)."""
+        return cls(plan.TableSource.from_records(name, [dict(r) for r in records]))
+
+    @classmethod
+    def from_pandas(cls, df: Any, *, name: str = "table") -> Dataset:
+        """An unpartitioned table from a pandas DataFrame (its rows, read now)."""
+        return cls.from_records(df.to_dict(orient="records"), name=name)
+
+    @classmethod
+    def from_duckdb(
+        cls, database: str | Path, table_or_sql: str, *, name: str = "table"
+    ) -> Dataset:
+        """An unpartitioned table read from a DuckDB file (read-only) each time it materializes."""
+        return cls(plan.TableSource.from_duckdb(name, str(database), table_or_sql))
+
     @property
     def node(self) -> plan.PlanNode:
         return self._node
@@ -217,6 +234,35 @@ class Dataset:
         """The same query after the always-safe logical rewrites (see ``query.rewrites``)."""
         return Dataset(rewrites.optimize(self._node))
 
+    def sem_join(
+        self,
+        right: Dataset,
+        predicate: str,
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        right_depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Pairs of records (this, right) for which ``predicate`` holds; ``right`` is a table."""
+        if not isinstance(right, Dataset):
+            raise PlanError("sem_join needs a Dataset to join with")
+        taken = {n.name for n in self._node.lineage()}
+        clash = sorted(taken & {n.name for n in right.node.lineage()})
+        if clash:
+            raise PlanError(
+                f"sem_join: operator names {clash} appear on both sides; rename one side's"
+            )
+        return Dataset(
+            plan.SemanticJoin(
+                name=self._name("sem_join", name),
+                input=self._node,
+                right=right.node,
+                predicate=predicate,
+                depends_on=_as_tuple(depends_on),
+                right_depends_on=_as_tuple(right_depends_on),
+            )
+        )
+
     def agg(self, *, name: str | None = None, **aggs: tuple[str, str | None]) -> Dataset:
         """Aggregate over every partition: ``agg(n=("count", None), total=("sum", "amount"))``."""
         return self.groupby().agg(name=name, **aggs)
@@ -261,6 +307,35 @@ class GroupBy:
     def __init__(self, dataset: Dataset, cols: tuple[str, ...]):
         self._ds = dataset
         self._cols = cols
+
+    def sem_join(
+        self,
+        right: Dataset,
+        predicate: str,
+        *,
+        depends_on: str | Sequence[str] | None = None,
+        right_depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Pairs of records (this, right) for which ``predicate`` holds; ``right`` is a table."""
+        if not isinstance(right, Dataset):
+            raise PlanError("sem_join needs a Dataset to join with")
+        taken = {n.name for n in self._node.lineage()}
+        clash = sorted(taken & {n.name for n in right.node.lineage()})
+        if clash:
+            raise PlanError(
+                f"sem_join: operator names {clash} appear on both sides; rename one side's"
+            )
+        return Dataset(
+            plan.SemanticJoin(
+                name=self._name("sem_join", name),
+                input=self._node,
+                right=right.node,
+                predicate=predicate,
+                depends_on=_as_tuple(depends_on),
+                right_depends_on=_as_tuple(right_depends_on),
+            )
+        )
 
     def agg(self, *, name: str | None = None, **aggs: tuple[str, str | None]) -> Dataset:
         specs = []

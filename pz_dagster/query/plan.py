@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pz_dagster.query.aggregate import Aggregate, AggSpec, GlobalNode, SemanticAggregate
+from pz_dagster.query.join import SemanticJoin, TableSource
 from pz_dagster.query.nodes import (
     SOURCE_COLUMNS,
     DirectorySource,
@@ -42,6 +43,8 @@ __all__ = [
     "SemanticClassify",
     "SemanticFilter",
     "SemanticFlatMap",
+    "SemanticJoin",
+    "TableSource",
     "SemanticMap",
     "SemanticNode",
     "Sort",

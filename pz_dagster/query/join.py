@@ -1,0 +1,192 @@
+"""Reference tables and the semantic join.
+
+A ``TableSource`` is an unpartitioned input (a DuckDB table or query, or records given in
+Python such as a DataFrame's). ``SemanticJoin`` pairs each record of a partitioned dataset with
+each record of such a table for which a natural-language predicate holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import duckdb
+
+from pz_dagster.errors import PlanError, SourceError
+from pz_dagster.query.nodes import Columns, PlanNode, UnaryNode, default_depends_on
+from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name
+
+_DUCKDB_TYPES = {
+    "VARCHAR": str,
+    "BIGINT": int,
+    "INTEGER": int,
+    "SMALLINT": int,
+    "HUGEINT": int,
+    "DOUBLE": float,
+    "FLOAT": float,
+    "REAL": float,
+    "BOOLEAN": bool,
+}
+
+
+@dataclass(frozen=True)
+class TableSource(PlanNode):
+    """An unpartitioned table: ``records`` given in Python, or ``sql`` run on a DuckDB file when
+    the asset materializes (read-only, so it never takes DuckDB's writer lock)."""
+
+    kind: ClassVar[str] = "table"
+    fields: Columns = ()
+    records: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
+    database: str | None = None
+    sql: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_name()
+        if (self.database is None) != (self.sql is None):
+            raise PlanError(f"table {self.name!r}: a DuckDB table needs both database and sql")
+        if not self.fields:
+            raise PlanError(f"table {self.name!r} has no columns")
+        for c, _ in self.fields:
+            if c not in (RECORD_ID, ERROR):
+                check_column_name(c)
+
+    @classmethod
+    def from_records(cls, name: str, records: Sequence[dict[str, Any]]) -> TableSource:
+        if not records:
+            raise PlanError(f"table {name!r} has no records")
+        seen: dict[str, Any] = {}  # column -> type of its first non-null value (None: none yet)
+        for r in records:
+            for k, v in r.items():
+                if v is not None and seen.get(k) is None:
+                    seen[k] = type(v) if type(v) in (str, int, float, bool) else str
+                seen.setdefault(k, None)
+        types = {k: t or str for k, t in seen.items()}
+        rows = tuple(
+            {
+                **{k: r.get(k) for k in types},
+                RECORD_ID: str(r.get(RECORD_ID, f"{name}#{i}")),
+                ERROR: None,
+            }
+            for i, r in enumerate(records, start=1)
+        )
+        cols = [(k, t) for k, t in types.items() if k not in (RECORD_ID, ERROR)]
+        return cls(name=name, fields=((RECORD_ID, str), *cols, (ERROR, str)), records=rows)
+
+    @classmethod
+    def from_duckdb(cls, name: str, database: str, sql: str) -> TableSource:
+        try:
+            with duckdb.connect(database, read_only=True) as con:
+                described = con.execute(
+                    f"DESCRIBE {sql}"
+                    if sql.lstrip().lower().startswith("select")
+                    else f'DESCRIBE SELECT * FROM "{sql}"'
+                ).fetchall()
+        except duckdb.Error as exc:
+            raise PlanError(f"table {name!r}: cannot read {sql!r} from {database}: {exc}") from None
+        cols = [(row[0], _DUCKDB_TYPES.get(str(row[1]).upper(), str)) for row in described]
+        cols = [(c, t) for c, t in cols if c not in (RECORD_ID, ERROR)]
+        query = sql if sql.lstrip().lower().startswith("select") else f'SELECT * FROM "{sql}"'
+        return cls(
+            name=name, fields=((RECORD_ID, str), *cols, (ERROR, str)), database=database, sql=query
+        )
+
+    @property
+    def schema(self) -> Columns:
+        return self.fields
+
+    def read(self) -> list[dict[str, Any]]:
+        """The table's records now (record_id from the data, or the row number)."""
+        if self.database is None:
+            return [dict(r) for r in self.records]
+        try:
+            with duckdb.connect(self.database, read_only=True) as con:
+                cur = con.execute(self.sql)
+                names = [d[0] for d in cur.description]
+                rows = cur.fetchall()
+        except duckdb.Error as exc:
+            raise SourceError(
+                f"table {self.name!r}: cannot read from {self.database}: {exc}"
+            ) from None
+        out = []
+        for i, row in enumerate(rows, start=1):
+            rec = dict(zip(names, row, strict=True))
+            out.append({**rec, RECORD_ID: str(rec.get(RECORD_ID, f"{self.name}#{i}")), ERROR: None})
+        return out
+
+    def describe(self) -> str:
+        where = (
+            f"DuckDB {self.database}: {self.sql}"
+            if self.database
+            else f"{len(self.records)} records"
+        )
+        return f"TableSource({where})"
+
+
+@dataclass(frozen=True)
+class SemanticJoin(UnaryNode):
+    """Pairs of (record of the input, record of ``right``) for which ``predicate`` holds.
+
+    The right side must be unpartitioned (a TableSource and operators on it); each left
+    partition is joined with all of it. Right columns that clash with left ones get ``right_``.
+    """
+
+    kind: ClassVar[str] = "sem_join"
+    semantic: ClassVar[bool] = True
+    right: PlanNode | None = None
+    predicate: str = ""
+    depends_on: tuple[str, ...] = ()
+    right_depends_on: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._check_parent()
+        if not isinstance(self.right, PlanNode):
+            raise PlanError(f"sem_join {self.name!r} needs a right dataset")
+        if not isinstance(self.right.lineage()[0], TableSource):
+            raise PlanError(
+                f"sem_join {self.name!r}: the right side must be a table (Dataset.from_records / "
+                "from_duckdb / from_pandas); joining two document folders is not supported yet"
+            )
+        if not isinstance(self.predicate, str) or not self.predicate.strip():
+            raise PlanError(f"sem_join {self.name!r} needs a non-empty predicate")
+        if not self.depends_on:
+            object.__setattr__(self, "depends_on", default_depends_on(self.parent.columns))
+        self._check_columns(self.depends_on, "depends_on")
+        if not self.right_depends_on:
+            object.__setattr__(self, "right_depends_on", default_depends_on(self.right.columns))
+        unknown = [c for c in self.right_depends_on if c not in self.right.columns]
+        if unknown:
+            raise PlanError(
+                f"sem_join {self.name!r}: unknown right column(s) {unknown}; "
+                f"available: {list(self.right.columns)}"
+            )
+        left_names = {self.right_name(c) for c, _ in self.right.schema if c not in (ERROR,)}
+        if len(left_names) != len([c for c, _ in self.right.schema if c != ERROR]):
+            raise PlanError(f"sem_join {self.name!r}: right column names clash after prefixing")
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return self.depends_on
+
+    def right_name(self, col: str) -> str:
+        assert self.right is not None
+        return f"right_{col}" if col in self.parent.columns else col
+
+    @property
+    def adds(self) -> tuple[str, ...]:
+        assert self.right is not None
+        return tuple(self.right_name(c) for c, _ in self.right.schema if c != ERROR)
+
+    @property
+    def schema(self) -> Columns:
+        assert self.right is not None
+        body = tuple((c, t) for c, t in self.parent.schema if c != ERROR)
+        right = tuple((self.right_name(c), t) for c, t in self.right.schema if c != ERROR)
+        return (*body, *right, (ERROR, str))
+
+    def describe(self) -> str:
+        assert self.right is not None
+        return (
+            f"SemanticJoin({self.predicate!r} with {self.right.name}, depends_on="
+            f"{list(self.depends_on)} / {list(self.right_depends_on)})"
+        )
