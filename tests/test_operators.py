@@ -51,6 +51,8 @@ def oracle(req: ChatRequest):
         return {"items": [{"person": n} for n in names]}
     if "sender" in props:
         return {"sender": re.search(r"From: (\S+)", doc).group(1)}
+    if "relevance" in props:
+        return {"relevance": 10 if "Raptor" in doc else 2}
     if "summary" in props:
         entries = re.findall(r"^\[\d+\] (.*)$", doc, re.M)
         total = sum(
@@ -421,5 +423,59 @@ def test_join_and_table_declaration_errors():
         "right_record_id",
         "name",
         "risk",
+        "error",
+    )
+
+
+def test_topk_over_all_partitions_with_embeddings_and_rerank(folder, sim, tmp_path):
+    from pz_dagster.orchestration import OpenAIEmbeddingResource
+
+    ds = Dataset.from_directory(folder, batch_size=2).sem_topk(
+        "the Raptor hedge is underwater", k=2, candidates=3, depends_on="contents", name="best"
+    )
+    store = tmp_path / "store-topk"
+    defs, q = build_definitions(
+        ds,
+        "topk",
+        model=sim_model(sim),
+        store_root=str(store),
+        embeddings=OpenAIEmbeddingResource(model="emb", base_url=sim.base_url),
+    )
+    assert {a.key.path[-1]: a.partitions_def is None for a in q.assets} == {
+        "documents": False,
+        "best": True,
+    }
+    with dg.instance_for_test() as instance:
+        for b in register_partitions(RecordStore(store), q, instance):
+            assert (
+                defs.resolve_job_def(q.job.name)
+                .execute_in_process(partition_key=b.key, instance=instance)
+                .success
+            )
+        assert (
+            defs.resolve_job_def(q.summary_job.name).execute_in_process(instance=instance).success
+        )
+        rec = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=q.output_key), limit=1
+        ).records[0]
+        md = {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+    rows = RecordStore(store).read(q.output_key.path, None).to_pylist()
+    assert [(r["record_id"], r["rank"]) for r in rows][0] == ("a.txt", 1)
+    assert rows[0]["relevance"] == 10 and len(rows) == 2 and rows[1]["relevance"] == 2
+    assert md["model_calls"] == 1 + 3  # one embedding call, then only the 3 candidates are rated
+    assert -1.0 <= rows[0]["similarity"] <= 1.0
+
+
+def test_topk_declaration_errors():
+    with pytest.raises(PlanError, match="non-empty criterion"):
+        emails().sem_topk("", 3)
+    with pytest.raises(PlanError, match="positive integer"):
+        emails().sem_topk("fraud", 0)
+    with pytest.raises(PlanError, match="must be >= k"):
+        emails().sem_topk("fraud", 5, candidates=2)
+    assert emails().retrieve("fraud", 3).columns[-4:] == (
+        "similarity",
+        "relevance",
+        "rank",
         "error",
     )

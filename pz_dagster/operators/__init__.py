@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pz_dagster.errors import PlanError
 from pz_dagster.models.base import ChatModel
+from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
 from pz_dagster.operators import filter as filter_ops
@@ -11,6 +12,7 @@ from pz_dagster.operators import flat_map as flat_map_ops
 from pz_dagster.operators import join as join_ops
 from pz_dagster.operators import map as map_ops
 from pz_dagster.operators import relational
+from pz_dagster.operators import topk as topk_ops
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record
 from pz_dagster.query import plan
 
@@ -21,6 +23,7 @@ SEMANTIC_STRATEGIES = {
     plan.SemanticFlatMap: flat_map_ops.STRATEGIES,
     plan.SemanticAggregate: aggregate_ops.STRATEGIES,
     plan.SemanticJoin: join_ops.STRATEGIES,
+    plan.SemanticTopK: topk_ops.STRATEGIES,
 }
 RELATIONAL = {
     plan.Filter: relational.run_filter,
@@ -45,6 +48,7 @@ def run_operator(
     strategy: str = "direct",
     progress: Progress | None = None,
     right: list[Record] | None = None,
+    embedder: EmbeddingModel | None = None,
 ) -> OperatorResult:
     """Run one logical node on a partition's records with the named physical strategy."""
     if needs_model(node):
@@ -55,6 +59,8 @@ def run_operator(
             )
         if model is None:
             raise PlanError(f"{node.kind} {node.name!r} needs a model")
+        if isinstance(node, plan.SemanticTopK):
+            return strategies[strategy](node, records, model, embedder, progress)  # type: ignore[operator]
         if isinstance(node, plan.SemanticJoin):
             if right is None:
                 raise PlanError(f"sem_join {node.name!r} needs the right side's records")

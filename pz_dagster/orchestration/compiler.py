@@ -153,6 +153,11 @@ def _operator_asset(
         assert node.right is not None
         ins["right"] = dg.AssetIn(key=dg.AssetKey([query, node.right.name]))
 
+    needs_embeddings = isinstance(node, plan.SemanticTopK)
+    resource_keys = ({MODEL_KEY} if semantic else set()) | (
+        {EMBEDDINGS_KEY} if needs_embeddings else set()
+    )
+
     def run(
         context: dg.AssetExecutionContext,
         config: OperatorConfig,
@@ -175,6 +180,11 @@ def _operator_asset(
                 strategy=config.strategy,
                 progress=progress,
                 right=right.to_pylist() if right is not None else None,
+                embedder=(
+                    getattr(context.resources, EMBEDDINGS_KEY).get_client()
+                    if needs_embeddings
+                    else None
+                ),
             )
         md = operator_metadata(node.kind, result, columns, time.perf_counter() - start)
         if result.stats.failures:
@@ -194,7 +204,7 @@ def _operator_asset(
         ins=ins,
         partitions_def=parts,
         io_manager_key=IO_MANAGER_KEY,
-        required_resource_keys={MODEL_KEY} if semantic else set(),
+        required_resource_keys=resource_keys,
         group_name=query,
         kinds={"pz", "llm"} if semantic else {"pz", "python"},
         description=node.describe(),

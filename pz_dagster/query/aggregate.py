@@ -144,3 +144,59 @@ class SemanticAggregate(GlobalNode):
         fields = ", ".join(f"{n}: {t}" for n, t, _ in describe_fields(self.output))
         by = f" by {list(self.group_by)}" if self.group_by else ""
         return f"SemanticAggregate({self.instruction!r} -> [{fields}]{by}, all partitions)"
+
+
+@dataclass(frozen=True)
+class SemanticTopK(GlobalNode):
+    """The ``k`` records that best match ``criterion`` over every partition: embedding search
+    picks ``candidates`` records, a model rates each against the criterion, the best k stay.
+
+    Adds ``similarity`` (cosine), ``relevance`` (the model's 0-10 rating) and ``rank`` (1 = best).
+    """
+
+    kind: ClassVar[str] = "sem_topk"
+    semantic: ClassVar[bool] = True
+    criterion: str = ""
+    k: int = 10
+    candidates: int = 0
+    depends_on: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._check_parent()
+        if self.group_by:
+            raise PlanError(
+                f"sem_topk {self.name!r}: grouping is not supported; filter per group first"
+            )
+        if not isinstance(self.criterion, str) or not self.criterion.strip():
+            raise PlanError(f"sem_topk {self.name!r} needs a non-empty criterion")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise PlanError(f"sem_topk {self.name!r}: k must be a positive integer")
+        if not self.candidates:
+            object.__setattr__(self, "candidates", 3 * self.k)
+        if self.candidates < self.k:
+            raise PlanError(f"sem_topk {self.name!r}: candidates ({self.candidates}) must be >= k")
+        if not self.depends_on:
+            object.__setattr__(self, "depends_on", default_depends_on(self.parent.columns))
+        self._check_columns(self.depends_on, "depends_on")
+        clash = [c for c in ("similarity", "relevance", "rank") if c in self.parent.columns]
+        if clash:
+            raise PlanError(f"sem_topk {self.name!r}: column(s) {clash} already exist upstream")
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return self.depends_on
+
+    @property
+    def adds(self) -> tuple[str, ...]:
+        return ("similarity", "relevance", "rank")
+
+    @property
+    def schema(self) -> Columns:
+        body = tuple((c, t) for c, t in self.parent.schema if c != ERROR)
+        return (*body, ("similarity", float), ("relevance", int), ("rank", int), (ERROR, str))
+
+    def describe(self) -> str:
+        return (
+            f"SemanticTopK({self.criterion!r}, k={self.k}, embedding search over {self.candidates} "
+            f"candidates + model rerank, all partitions)"
+        )

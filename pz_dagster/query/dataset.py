@@ -263,6 +263,30 @@ class Dataset:
             )
         )
 
+    def sem_topk(
+        self,
+        criterion: str,
+        k: int = 10,
+        *,
+        candidates: int | None = None,
+        depends_on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """The k best matches of ``criterion`` over every partition (embedding search, then a
+        model reranks ``candidates`` of them, default 3k)."""
+        return Dataset(
+            plan.SemanticTopK(
+                name=self._name("sem_topk", name),
+                input=self._node,
+                criterion=criterion,
+                k=k,
+                candidates=candidates or 0,
+                depends_on=_as_tuple(depends_on),
+            )
+        )
+
+    retrieve = sem_topk
+
     def agg(self, *, name: str | None = None, **aggs: tuple[str, str | None]) -> Dataset:
         """Aggregate over every partition: ``agg(n=("count", None), total=("sum", "amount"))``."""
         return self.groupby().agg(name=name, **aggs)

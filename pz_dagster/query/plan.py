@@ -1,13 +1,20 @@
 """The logical plan: every node type, printing and column types in one namespace.
 
-Nodes live in ``nodes`` (base and sources), ``semantic`` and ``relational``.
+Nodes live in ``nodes`` (base and sources), ``semantic``, ``relational``, ``aggregate``
+(global: over every partition) and ``join`` (tables and the semantic join).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pz_dagster.query.aggregate import Aggregate, AggSpec, GlobalNode, SemanticAggregate
+from pz_dagster.query.aggregate import (
+    Aggregate,
+    AggSpec,
+    GlobalNode,
+    SemanticAggregate,
+    SemanticTopK,
+)
 from pz_dagster.query.join import SemanticJoin, TableSource
 from pz_dagster.query.nodes import (
     SOURCE_COLUMNS,
@@ -44,6 +51,7 @@ __all__ = [
     "SemanticFilter",
     "SemanticFlatMap",
     "SemanticJoin",
+    "SemanticTopK",
     "TableSource",
     "SemanticMap",
     "SemanticNode",
