@@ -479,3 +479,14 @@ def test_topk_declaration_errors():
         "rank",
         "error",
     )
+
+
+def test_projection_pushdown_drops_unread_columns_before_the_model():
+    ds = emails().sem_map(SENDER, depends_on="contents", name="m").project(["sender"], name="out")
+    assert names(ds) == ["out_early", "m", "out"]
+    early = rewrites.optimize(ds.node).lineage()[1]
+    assert early.columns == ("record_id", "contents", "error")
+    # nothing to drop when the operator reads every column it keeps
+    assert names(
+        emails().sem_map(SENDER, name="m").project(["sender", "filename"], name="out")
+    ) == ["m", "out"]

@@ -6,6 +6,8 @@ only the order of operators, hence the asset dependencies, changes.
   does not read what they add, so the model never sees records the filter drops.
 - ``push_down_limits``: a limit runs before one-to-one operators (semantic map, classify,
   Python map, project), so the model is called only for records that survive the limit.
+- ``push_down_projections``: columns a projection drops are dropped before the semantic
+  operator below it when that operator does not read them (an early projection is added).
 - ``order_semantic_filters``: adjacent semantic filters run cheapest-per-record-dropped first
   (rank = cost / (1 - selectivity)), with estimates from the optimizer or from priors.
 """
@@ -16,7 +18,8 @@ from collections.abc import Callable
 
 from pz_dagster.query.nodes import PlanNode, UnaryNode
 from pz_dagster.query.relational import Filter, Limit, Map, Project
-from pz_dagster.query.semantic import SemanticClassify, SemanticFilter, SemanticMap
+from pz_dagster.query.schema import ERROR, RECORD_ID
+from pz_dagster.query.semantic import SemanticClassify, SemanticFilter, SemanticMap, SemanticNode
 
 # (cost per record, selectivity) of a node; the default prior makes every semantic filter alike,
 # so their declared order stands until observations say otherwise.
@@ -69,6 +72,29 @@ def push_down_limits(node: PlanNode) -> PlanNode:
     return _rebuild(node, swap)
 
 
+def push_down_projections(node: PlanNode) -> PlanNode:
+    def narrow(n: PlanNode) -> PlanNode:
+        op = n.parent
+        if not (
+            isinstance(n, Project) and isinstance(op, SemanticNode) and isinstance(op, UnaryNode)
+        ):
+            return n
+        if isinstance(op.parent, Project):
+            return n  # already narrowed
+        needed = (set(n.keep) - set(op.adds)) | set(op.reads)
+        below = op.parent.columns
+        keep = tuple(c for c in below if c in needed and c not in (RECORD_ID, ERROR))
+        if len(keep) + 2 >= len(below) or not keep:
+            return n  # would drop nothing (or everything): no gain
+        name = f"{n.name}_early"
+        if any(x.name == name for x in n.lineage()):
+            return n
+        early = Project(name=name, input=op.parent, keep=keep)
+        return n.with_input(op.with_input(early))
+
+    return _rebuild(node, narrow)
+
+
 def order_semantic_filters(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
     def rank(n: PlanNode) -> float:
         cost, selectivity = estimate(n)
@@ -88,7 +114,8 @@ def order_semantic_filters(node: PlanNode, estimate: Estimate = prior_estimate) 
 def optimize(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
     """Apply every pass until the plan stops changing."""
     for _ in range(100):
-        new = order_semantic_filters(push_down_limits(push_down_filters(node)), estimate)
+        new = push_down_limits(push_down_filters(node))
+        new = order_semantic_filters(push_down_projections(new), estimate)
         if new == node:
             return new
         node = new
