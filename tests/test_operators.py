@@ -490,3 +490,44 @@ def test_projection_pushdown_drops_unread_columns_before_the_model():
     assert names(
         emails().sem_map(SENDER, name="m").project(["sender", "filename"], name="out")
     ) == ["m", "out"]
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: emails().agg(), "at least one aggregate"),
+        (lambda: emails().agg(n=("median", "contents")), "unknown function"),
+        (lambda: emails().agg(total=("sum", None)), "needs a column"),
+        (lambda: emails().agg(total=("sum", "amount")), "unknown column"),
+        (lambda: emails().agg(n="count"), r"must be \(function, column\)"),
+        (lambda: emails().groupby("nope").agg(n=("count", None)), "unknown column"),
+        (lambda: emails().groupby("filename").agg(filename=("count", None)), "also a group_by"),
+        (lambda: emails().groupby("record_id").agg(n=("count", None)), "cannot group by"),
+        (lambda: emails().sem_agg("", SENDER), "non-empty instruction"),
+        (
+            lambda: emails().sem_agg("who?", [{"name": "x", "type": "set", "desc": "d"}]),
+            "unknown type",
+        ),
+        (lambda: emails().sem_agg("who?", SENDER, depends_on="nope"), "unknown column"),
+        (
+            lambda: (
+                emails()
+                .groupby("filename")
+                .sem_agg("who?", [{"name": "filename", "type": "str", "desc": "d"}])
+            ),
+            "group_by columns",
+        ),
+    ],
+)
+def test_aggregate_declaration_errors(build, message):
+    with pytest.raises((PlanError, SchemaError), match=message):
+        build()
+
+
+def test_dataframe_source():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"name": ["Raptor", "Chewco"], "risk": [9, 7]})
+    table = Dataset.from_pandas(df, name="schemes")
+    assert table.columns == ("record_id", "name", "risk", "error")
+    assert dict(table.node.schema)["risk"] is int
+    assert [(r["record_id"], r["risk"]) for r in table.node.read()] == [("schemes#1", 9), ("schemes#2", 7)]
