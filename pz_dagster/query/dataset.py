@@ -332,35 +332,6 @@ class GroupBy:
         self._ds = dataset
         self._cols = cols
 
-    def sem_join(
-        self,
-        right: Dataset,
-        predicate: str,
-        *,
-        depends_on: str | Sequence[str] | None = None,
-        right_depends_on: str | Sequence[str] | None = None,
-        name: str | None = None,
-    ) -> Dataset:
-        """Pairs of records (this, right) for which ``predicate`` holds; ``right`` is a table."""
-        if not isinstance(right, Dataset):
-            raise PlanError("sem_join needs a Dataset to join with")
-        taken = {n.name for n in self._node.lineage()}
-        clash = sorted(taken & {n.name for n in right.node.lineage()})
-        if clash:
-            raise PlanError(
-                f"sem_join: operator names {clash} appear on both sides; rename one side's"
-            )
-        return Dataset(
-            plan.SemanticJoin(
-                name=self._name("sem_join", name),
-                input=self._node,
-                right=right.node,
-                predicate=predicate,
-                depends_on=_as_tuple(depends_on),
-                right_depends_on=_as_tuple(right_depends_on),
-            )
-        )
-
     def agg(self, *, name: str | None = None, **aggs: tuple[str, str | None]) -> Dataset:
         specs = []
         for out, spec in aggs.items():
