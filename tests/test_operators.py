@@ -530,4 +530,64 @@ def test_dataframe_source():
     table = Dataset.from_pandas(df, name="schemes")
     assert table.columns == ("record_id", "name", "risk", "error")
     assert dict(table.node.schema)["risk"] is int
-    assert [(r["record_id"], r["risk"]) for r in table.node.read()] == [("schemes#1", 9), ("schemes#2", 7)]
+    assert [(r["record_id"], r["risk"]) for r in table.node.read()] == [
+        ("schemes#1", 9),
+        ("schemes#2", 7),
+    ]
+
+
+def batched_oracle(req: ChatRequest):
+    props = (req.schema or {}).get("properties", {})
+    if "answers" in props:
+        docs = re.split(r"^\[\d+\]\n", document_of(req), flags=re.M)[1:]
+        return {"answers": ["YES" if ("Raptor" in d or "Chewco" in d) else "NO" for d in docs]}
+    return oracle(req)
+
+
+def test_batched_filter_strategy_answers_groups_and_falls_back(tmp_path):
+    from pz_dagster.models import OpenAICompatibleClient
+    from pz_dagster.operators import run_operator
+    from pz_dagster.testing import Fault
+
+    records = [
+        {
+            "record_id": f"r{i}",
+            "filename": "f",
+            "contents": f"Email {i} about {'Raptor' if i % 3 == 0 else 'lunch'}",
+            "error": None,
+        }
+        for i in range(20)
+    ]
+    node = Dataset.from_directory("/d").sem_filter("mentions a scheme", depends_on="contents").node
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=batched_oracle) as s:
+        client = OpenAICompatibleClient("sim", base_url=s.base_url, max_concurrency=4)
+        batched = run_operator(node, records, client, strategy="batched")
+        direct = run_operator(node, records, client, strategy="direct")
+        assert s.calls["sim"] == 3 + 20  # 20 records in groups of 8: 3 requests; direct: 20
+    assert [r["record_id"] for r in batched.records] == [r["record_id"] for r in direct.records]
+    assert [r["record_id"] for r in batched.records] == [
+        "r0",
+        "r3",
+        "r6",
+        "r9",
+        "r12",
+        "r15",
+        "r18",
+    ]
+    assert batched.stats.usage.calls == 3 and batched.strategy.startswith("batched")
+
+    wrong_length = Fault(text='{"answers": ["YES"]}')
+    faults = lambda req, call: (
+        wrong_length if "answers" in (req.schema or {}).get("properties", {}) else None
+    )  # noqa: E731
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=batched_oracle, faults=faults) as s:
+        client = OpenAICompatibleClient("sim", base_url=s.base_url, max_concurrency=2)
+        fallback = run_operator(node, records[:8], client, strategy="batched")
+    assert [r["record_id"] for r in fallback.records] == [
+        "r0",
+        "r3",
+        "r6",
+    ] and fallback.stats.failures == 0
+    assert (
+        fallback.stats.usage.calls == 2 + 8
+    )  # group answer and its corrective retry, then per record

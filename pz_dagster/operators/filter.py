@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
 
+from pz_dagster.errors import RecordFailure
 from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
+    OperatorStats,
     Outcome,
     Progress,
     Record,
     ask_json,
     run_per_record,
+    split_failed,
 )
-from pz_dagster.operators.prompts import document_prompt, render_fields, split_to_context
+from pz_dagster.operators.prompts import (
+    budget_chars,
+    document_prompt,
+    render_fields,
+    split_to_context,
+)
 from pz_dagster.query.plan import SemanticFilter
 
 
@@ -66,4 +76,98 @@ def direct_filter(
     return OperatorResult(out, stats, strategy="direct", model=model.model_name)
 
 
-STRATEGIES = {"direct": direct_filter}
+BATCH_RECORDS = 8
+
+
+@dataclass
+class GroupResult:
+    verdicts: list[tuple[int, Record | None, str | None]]  # (index, kept record or None, error)
+    usage: Usage
+    cut: bool
+
+
+def group_answer_model(n: int) -> type[BaseModel]:
+    return create_model(
+        "GroupAnswer", answers=(list[Literal["YES", "NO"]], Field(min_length=n, max_length=n))
+    )
+
+
+def batched_filter(
+    node: SemanticFilter, records: list[Record], model: ChatModel, progress: Progress | None = None
+) -> OperatorResult:
+    """Up to ``BATCH_RECORDS`` records per prompt, answered as a list of YES/NO: fewer requests,
+    and the instruction is paid once per group. A group whose answer does not validate (also
+    after the corrective retry) falls back to one prompt per record, so it costs calls, never
+    records. Records longer than their share of the context are cut (counted as truncated)."""
+    ok, failed = split_failed(records)
+    ok_ids = {i: r.get("record_id") for i, r in ok}
+    stats = OperatorStats(records_in=len(records), passed_through_errors=len(failed))
+    emitted: dict[int, Record | None] = dict(failed)
+    groups = [ok[i : i + BATCH_RECORDS] for i in range(0, len(ok), BATCH_RECORDS)]
+    instruction_one = filter_instruction(node.predicate)
+
+    def judge_one(record: Record) -> tuple[bool, Usage]:
+        text = split_to_context(render_fields(record, node.depends_on), model, FILTER_MAX_TOKENS)[0]
+        prompt = document_prompt(text, instruction_one)
+        one, usage = ask_json(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
+        return one.answer == "YES", usage  # type: ignore[attr-defined]
+
+    def judge_group(group: list[tuple[int, Record]]) -> GroupResult:
+        texts = [render_fields(r, node.depends_on) for _, r in group]
+        max_tokens = 8 * len(group) + 16
+        share = budget_chars("\n\n".join(texts), model, max_tokens)
+        if share is not None:
+            texts = [t[: max(share // len(group), 200)] for t in texts]
+        docs = "\n\n".join(f"[{k}]\n{t}" for k, t in enumerate(texts, start=1))
+        instruction = (
+            f"Condition: {node.predicate.strip()}\nFor each of the {len(group)} numbered documents "
+            'above, does it satisfy the condition? Reply {"answers": [...]} with one "YES" or "NO" '
+            "per document, in order."
+        )
+        answer_model = group_answer_model(len(group))
+        schema = json_schema_for(answer_model)
+        try:
+            answer, usage = ask_json(
+                model, document_prompt(docs, instruction), answer_model, schema, max_tokens
+            )
+        except RecordFailure as exc:  # fall back to one prompt per record
+            usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
+            verdicts: list[tuple[int, Record | None, str | None]] = []
+            for i, record in group:
+                try:
+                    keep, spent = judge_one(record)
+                    usage += spent
+                    verdicts.append((i, record if keep else None, None))
+                except RecordFailure as again:
+                    if isinstance(again.usage, Usage):
+                        usage += again.usage
+                    verdicts.append((i, record, str(again)))
+            return GroupResult(verdicts, usage, cut=False)
+        kept = [
+            (i, r if v == "YES" else None, None)
+            for (i, r), v in zip(group, answer.answers, strict=True)
+        ]  # type: ignore[attr-defined]
+        return GroupResult(kept, usage, cut=share is not None)
+
+    done = 0
+    workers = max(1, min(model.max_concurrency, len(groups)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for result in pool.map(judge_group, groups):
+            stats.usage += result.usage
+            for i, record, error in result.verdicts:
+                stats.evaluated += 1
+                if result.cut:
+                    stats.truncated += 1
+                    stats.truncated_ids.append(str(ok_ids[i]))
+                emitted[i] = stats.fail(record, node.name, error) if error and record else record
+                done += 1
+                if progress:
+                    progress(done, len(ok))
+    out = [r for i in range(len(records)) if (r := emitted.get(i)) is not None]
+    stats.records_out = len(out)
+    return OperatorResult(
+        out, stats, strategy=f"batched ({BATCH_RECORDS} per prompt)", model=model.model_name
+    )
+
+
+STRATEGIES = {"direct": direct_filter, "batched": batched_filter}
