@@ -577,9 +577,10 @@ def test_batched_filter_strategy_answers_groups_and_falls_back(tmp_path):
     assert batched.stats.usage.calls == 3 and batched.strategy.startswith("batched")
 
     wrong_length = Fault(text='{"answers": ["YES"]}')
-    faults = lambda req, call: (
-        wrong_length if "answers" in (req.schema or {}).get("properties", {}) else None
-    )  # noqa: E731
+
+    def faults(req, call):
+        return wrong_length if "answers" in (req.schema or {}).get("properties", {}) else None
+
     with OpenAISimulator({"sim": SimulatedModel()}, oracle=batched_oracle, faults=faults) as s:
         client = OpenAICompatibleClient("sim", base_url=s.base_url, max_concurrency=2)
         fallback = run_operator(node, records[:8], client, strategy="batched")
