@@ -135,14 +135,18 @@ def test_sensor_registers_each_batch_once(mini_emails: Path, tmp_path: Path):
     )
     sensor = defs.resolve_sensor_def("raptor_new_documents")
     with dg.instance_for_test() as instance:
+        cursor: list[str | None] = [None]
 
-        def tick():
+        def tick():  # what the daemon does: evaluate, apply the requests, keep the cursor
             with dg.build_sensor_context(
-                instance=instance, resources={"pz_store": defs.resources["pz_store"]}
+                instance=instance,
+                resources={"pz_store": defs.resources["pz_store"]},
+                cursor=cursor[0],
             ) as ctx:
                 result = sensor(ctx)
             for req in result.dynamic_partitions_requests or []:
                 instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+            cursor[0] = result.cursor or cursor[0]
             return result
 
         first = tick()
@@ -157,6 +161,13 @@ def test_sensor_registers_each_batch_once(mini_emails: Path, tmp_path: Path):
             and third.run_requests[0].partition_key != first.run_requests[0].partition_key
         )
         assert len(instance.get_dynamic_partitions("raptor_batches")) == 2
+        # A batch registered outside the sensor (pz-dagster register) and never run is requested.
+        (mini_emails / "f_cli.txt").write_text("From: y@enron.com\n\nFat Boy")
+        cli_batch = register_partitions(RecordStore(tmp_path / "s"), query, instance)
+        assert len(cli_batch) == 3
+        fourth = tick()
+        assert len(fourth.run_requests) == 1 and not fourth.dynamic_partitions_requests
+        assert tick().skip_reason.skip_message == "no new documents"
 
 
 def test_dagster_asset_materialize_cli_one_partition(

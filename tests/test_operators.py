@@ -592,3 +592,59 @@ def test_batched_filter_strategy_answers_groups_and_falls_back(tmp_path):
     assert (
         fallback.stats.usage.calls == 2 + 8
     )  # group answer and its corrective retry, then per record
+
+
+def test_join_reads_the_optimized_right_side():
+    right = (
+        Dataset.from_records([{"name": "Raptor"}, {"name": ""}], name="schemes")
+        .sem_map(
+            [{"name": "category", "type": "str", "desc": "kind"}],
+            depends_on="name",
+            name="categorize",
+        )
+        .filter(lambda r: bool(r["name"]), depends_on="name", name="named")
+    )
+    q = compile_query_for(emails().sem_join(right, "mentions it", name="j"))
+    keys = {a.key.path[-1]: a for a in q.assets}
+    # the filter runs before the map on the right side, and the join reads the map's output
+    assert {k.path[-1] for k in keys["categorize"].dependency_keys} == {"named"}
+    assert {k.path[-1] for k in keys["j"].dependency_keys} == {"documents", "categorize"}
+
+
+def compile_query_for(ds: Dataset):
+    from pz_dagster.orchestration import compile_query
+
+    return compile_query(ds, "q")
+
+
+def test_operator_names_are_unique_across_join_sides():
+    a = Dataset.from_records([{"name": "Raptor"}])
+    b = Dataset.from_records([{"name": "Chewco"}])
+    with pytest.raises(PlanError, match="appear on both sides"):
+        emails().sem_join(a, "x").sem_join(b, "y")
+    joined = emails().sem_join(a.filter(lambda r: True), "x")
+    assert (
+        joined.filter(lambda r: True).node.name == "filter_2"
+    )  # the right side's filter_1 is taken
+
+
+def test_values_are_typed_per_record(tmp_path):
+    import datetime
+
+    import duckdb
+
+    from pz_dagster.operators import run_operator
+
+    mixed = Dataset.from_records([{"amount": 1}, {"amount": 2.5}], name="t")
+    assert dict(mixed.node.schema)["amount"] is float and [
+        r["amount"] for r in mixed.node.read()
+    ] == [1.0, 2.5]
+    db = tmp_path / "d.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select DATE '2001-10-16' as day, 1.5::DECIMAL(4,1) as x")
+    rows = Dataset.from_duckdb(db, "t").node.read()
+    assert rows[0]["day"] == str(datetime.date(2001, 10, 16)) and rows[0]["x"] == "1.5"
+    node = emails().map(lambda r: {"n": r["contents"]}, {"n": int}).node
+    recs = [{"record_id": "a", "filename": "a", "contents": "12", "error": None}]
+    out = run_operator(node, recs, None)
+    assert out.records[0]["n"] is None and "wrong type" in out.records[0]["error"]

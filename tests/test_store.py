@@ -52,3 +52,12 @@ def test_two_processes_write_partitions_at_once(tmp_path: Path):
             "select count(*), count(distinct split_part(record_id, '-', 2) || split_part(record_id, '-', 1)) from \"q__op\""
         ).fetchone()
     assert (total, parts) == (2 * 8 * 50, 16)
+
+
+def test_a_half_written_file_does_not_break_the_view(tmp_path: Path):
+    store = RecordStore(tmp_path)
+    store.write(["q", "op"], "p1", to_table([{"record_id": "r1", "n": 1}], COLUMNS))
+    (tmp_path / "q" / "op" / ".tmp-abc.partial").write_bytes(b"PAR1 half")  # a writer died here
+    store.refresh_view(["q", "op"])
+    with store.connect() as con:
+        assert con.execute('select count(*) from "q__op"').fetchone()[0] == 1

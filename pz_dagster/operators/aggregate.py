@@ -124,14 +124,18 @@ def _reduce(
         joined = "\n\n".join(f"[{i}] {t}" for i, t in enumerate(texts, start=1))
         budget = budget_chars(joined, model, max_tokens)
         packs = [texts] if budget is None else _pack(texts, budget)
-        if len(packs) == 1:  # fits (a lone oversized text was cut to the budget by _pack)
-            answer, spent = _ask(node, packs[0], model, output, max_tokens, partial)
-            return answer, usage + spent, level
-        answers = []
-        for pack in packs:
-            answer, spent = _ask(node, pack, model, output, max_tokens, partial)
-            usage += spent
-            answers.append(answer.model_dump_json())
+        try:
+            if len(packs) == 1:  # fits (a lone oversized text was cut to the budget by _pack)
+                answer, spent = _ask(node, packs[0], model, output, max_tokens, partial)
+                return answer, usage + spent, level
+            answers = []
+            for pack in packs:
+                answer, spent = _ask(node, pack, model, output, max_tokens, partial)
+                usage += spent
+                answers.append(answer.model_dump_json())
+        except RecordFailure as exc:  # keep what the earlier calls cost
+            failed = exc.usage if isinstance(exc.usage, Usage) else Usage()
+            raise RecordFailure(str(exc), usage + failed) from None
         texts, partial = answers, True
     raise RecordFailure(
         f"partial answers did not fit the model's context after {MAX_LEVELS} levels", usage

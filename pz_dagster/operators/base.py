@@ -165,6 +165,34 @@ def parse_json_output(completion: Completion, model: type[BaseModel]) -> BaseMod
         ) from None
 
 
+class Tally:
+    """Adds up what one record's several model calls cost; a failure on a later call carries
+    the whole sum, so earlier calls are not lost from the books.
+
+    >>> Tally().usage.calls
+    0
+    """
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    def ask(
+        self,
+        model: ChatModel,
+        messages: list[Message],
+        output: type[BaseModel],
+        schema: dict[str, Any],
+        max_tokens: int,
+    ) -> BaseModel:
+        try:
+            answer, spent = ask_json(model, messages, output, schema, max_tokens)
+        except RecordFailure as exc:
+            spent = exc.usage if isinstance(exc.usage, Usage) else Usage()
+            raise RecordFailure(str(exc), self.usage + spent) from None
+        self.usage += spent
+        return answer
+
+
 def ask_json(
     model: ChatModel,
     messages: list[Message],

@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, create_model
 
-from pz_dagster.models.base import ChatModel, Usage, json_schema_for
+from pz_dagster.models.base import ChatModel, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
     Outcome,
     Progress,
     Record,
-    ask_json,
+    Tally,
     run_per_record,
 )
 from pz_dagster.operators.prompts import document_prompt, render_fields, split_to_context
@@ -44,14 +44,13 @@ def direct_classify(
     def classify(record: Record) -> Outcome:
         # A long document is labelled chunk by chunk; the most frequent label wins (first on ties).
         chunks = split_to_context(render_fields(record, node.depends_on), model, max_tokens)
-        usage, labels = Usage(), []
+        tally, labels = Tally(), []
         for chunk in chunks:
             prompt = document_prompt(chunk, instruction)
-            answer, spent = ask_json(model, prompt, answer_model, schema, max_tokens)
-            usage += spent
+            answer = tally.ask(model, prompt, answer_model, schema, max_tokens)
             labels.append(answer.label)  # type: ignore[attr-defined]
         label = max(dict.fromkeys(labels), key=labels.count)
-        return Outcome({**record, node.output: label}, usage, chunks=len(chunks))
+        return Outcome({**record, node.output: label}, tally.usage, chunks=len(chunks))
 
     out, stats = run_per_record(
         records,

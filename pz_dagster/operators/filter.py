@@ -16,6 +16,7 @@ from pz_dagster.operators.base import (
     Outcome,
     Progress,
     Record,
+    Tally,
     ask_json,
     run_per_record,
     split_failed,
@@ -60,15 +61,14 @@ def direct_filter(
         # A long document is read chunk by chunk; it passes as soon as one chunk does.
         text = render_fields(record, node.depends_on)
         chunks = split_to_context(text, model, FILTER_MAX_TOKENS)
-        usage, keep = Usage(), False
+        tally, keep = Tally(), False
         for chunk in chunks:
             prompt = document_prompt(chunk, instruction)
-            answer, spent = ask_json(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
-            usage += spent
+            answer = tally.ask(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
             if answer.answer == "YES":  # type: ignore[attr-defined]
                 keep = True
                 break
-        return Outcome(record if keep else None, usage, chunks=len(chunks))
+        return Outcome(record if keep else None, tally.usage, chunks=len(chunks))
 
     out, stats = run_per_record(
         records, judge, op_name=node.name, concurrency=model.max_concurrency, progress=progress
@@ -107,10 +107,20 @@ def batched_filter(
     instruction_one = filter_instruction(node.predicate)
 
     def judge_one(record: Record) -> tuple[bool, Usage]:
-        text = split_to_context(render_fields(record, node.depends_on), model, FILTER_MAX_TOKENS)[0]
-        prompt = document_prompt(text, instruction_one)
-        one, usage = ask_json(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
-        return one.answer == "YES", usage  # type: ignore[attr-defined]
+        tally = Tally()
+        for chunk in split_to_context(
+            render_fields(record, node.depends_on), model, FILTER_MAX_TOKENS
+        ):
+            one = tally.ask(
+                model,
+                document_prompt(chunk, instruction_one),
+                FilterAnswer,
+                FILTER_SCHEMA,
+                FILTER_MAX_TOKENS,
+            )
+            if one.answer == "YES":  # type: ignore[attr-defined]
+                return True, tally.usage
+        return False, tally.usage
 
     def judge_group(group: list[tuple[int, Record]]) -> GroupResult:
         texts = [render_fields(r, node.depends_on) for _, r in group]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, create_model
 
-from pz_dagster.models.base import ChatModel, Usage, json_schema_for
+from pz_dagster.models.base import ChatModel, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
     Outcome,
     Progress,
     Record,
-    ask_json,
+    Tally,
     run_per_record,
 )
 from pz_dagster.operators.map import TOKENS_PER_FIELD
@@ -48,11 +48,10 @@ def direct_flat_map(
     def expand(record: Record) -> Outcome:
         # A long document is read chunk by chunk; items are the union, in order, without repeats.
         chunks = split_to_context(render_fields(record, node.depends_on), model, max_tokens)
-        usage, items = Usage(), []
+        tally, items = Tally(), []
         for chunk in chunks:
             prompt = document_prompt(chunk, instruction)
-            answer, spent = ask_json(model, prompt, answer_model, schema, max_tokens)
-            usage += spent
+            answer = tally.ask(model, prompt, answer_model, schema, max_tokens)
             for item in answer.items:  # type: ignore[attr-defined]
                 if (value := item.model_dump()) not in items:
                     items.append(value)
@@ -66,7 +65,7 @@ def direct_flat_map(
             }
             for i, item in enumerate(items, start=1)
         ]
-        return Outcome(out or None, usage, chunks=len(chunks))
+        return Outcome(out or None, tally.usage, chunks=len(chunks))
 
     out, stats = run_per_record(
         records,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pz_dagster.models.base import ChatModel, Usage
+from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import (
     OperatorResult,
     Outcome,
     Progress,
     Record,
-    ask_json,
+    Tally,
     run_per_record,
 )
 from pz_dagster.operators.filter import FILTER_MAX_TOKENS, FILTER_SCHEMA, FilterAnswer
@@ -34,7 +34,7 @@ def nested_loop_join(
         text, cut = fit_to_context(
             render_fields(left, node.depends_on), model, FILTER_MAX_TOKENS + 400
         )
-        usage, joined = Usage(), []
+        tally, joined = Tally(), []
         for r in usable:
             instruction = (
                 f"{instruction_head}{render_fields(r, node.right_depends_on)[:1500]}\n"
@@ -42,14 +42,13 @@ def nested_loop_join(
                 'Reply {"answer": "YES"} or {"answer": "NO"}.'
             )
             prompt = document_prompt(text, instruction)
-            answer, spent = ask_json(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
-            usage += spent
+            answer = tally.ask(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
             if answer.answer == "YES":  # type: ignore[attr-defined]
                 extra = {node.right_name(c): r.get(c) for c in right_cols}
                 joined.append(
                     {**left, **extra, "record_id": f"{left['record_id']}|{r['record_id']}"}
                 )
-        return Outcome(joined or None, usage, cut)
+        return Outcome(joined or None, tally.usage, cut)
 
     out, stats = run_per_record(
         records, pair_up, op_name=node.name, concurrency=model.max_concurrency, progress=progress

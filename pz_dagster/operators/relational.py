@@ -5,6 +5,7 @@ from __future__ import annotations
 from pz_dagster.errors import PzError, RecordFailure
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Outcome, Record, run_per_record
 from pz_dagster.query.plan import Distinct, Filter, Limit, Map, Project, Sort
+from pz_dagster.query.schema import coerce_value
 
 
 def run_filter(node: Filter, records: list[Record]) -> OperatorResult:
@@ -31,16 +32,11 @@ def run_project(node: Project, records: list[Record]) -> OperatorResult:
 
 
 def run_limit(node: Limit, records: list[Record]) -> OperatorResult:
-    """The first n healthy records; records carrying an error are kept so none vanish unseen."""
-    stats = OperatorStats(records_in=len(records), evaluated=len(records))
-    out, kept = [], 0
-    for r in records:
-        if r.get("error"):
-            out.append(r)
-        elif kept < node.n:
-            out.append(r)
-            kept += 1
-    stats.records_out = len(out)
+    """The first n records, those carrying an error included (they count toward n), so that a
+    limit gives the same records before or after a one-to-one operator that flags failures."""
+    out = records[: node.n]
+    stats = OperatorStats(records_in=len(records), evaluated=len(records), records_out=len(out))
+    stats.passed_through_errors = sum(1 for r in out if r.get("error"))
     return OperatorResult(out, stats, strategy="relational")
 
 
@@ -59,7 +55,11 @@ def run_map(node: Map, records: list[Record]) -> OperatorResult:
         if not isinstance(values, dict) or set(values) != set(wanted):
             got = sorted(values) if isinstance(values, dict) else type(values).__name__
             raise RecordFailure(f"function must return a dict with keys {wanted}, got {got}")
-        return Outcome({**record, **values})
+        try:
+            typed = {c: coerce_value(values[c], t) for c, t in node.output}
+        except TypeError as exc:
+            raise RecordFailure(f"function returned a value of the wrong type: {exc}") from None
+        return Outcome({**record, **typed})
 
     out, stats = run_per_record(
         records, apply, op_name=node.name, concurrency=1, on_failure=lambda r: {**r, **empty}

@@ -55,6 +55,11 @@ class CompiledQuery:
         return dg.AssetKey([self.name, node_name])
 
     @property
+    def batch_output_key(self) -> dg.AssetKey:
+        """The last per-batch asset: a batch is done when it is materialized."""
+        return [a.key for a in self.assets if a.partitions_def is not None][-1]
+
+    @property
     def output_key(self) -> dg.AssetKey:
         """The asset holding the query's result (the last operator of the optimized plan)."""
         return self.asset_key(self.plan.name)
@@ -186,7 +191,12 @@ def _operator_asset(
                     else None
                 ),
             )
-        md = operator_metadata(node.kind, result, columns, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        # A global operator (agg, top-k) has no per-record selectivity to learn from.
+        with_selectivity = not isinstance(node, plan.GlobalNode)
+        md = operator_metadata(
+            node.kind, result, columns, seconds, with_selectivity=with_selectivity
+        )
         if result.stats.failures:
             context.log.warning(
                 f"{node.name}: {result.stats.failures} record(s) failed and are kept with the error "
@@ -263,7 +273,7 @@ def _reference_assets(
     for n in optimized.lineage():
         if isinstance(n, plan.SemanticJoin):
             assert n.right is not None
-            right = rewrites.optimize(n.right).lineage()
+            right = n.right.lineage()  # already optimized with the plan
             assert isinstance(right[0], plan.TableSource)
             out.append(_table_asset(query, right[0]))
             out += [_operator_asset(query, r, None, pool) for r in right[1:]]  # type: ignore[arg-type]

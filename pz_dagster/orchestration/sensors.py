@@ -1,5 +1,7 @@
 """Sensors: new files in a query's source folder become partitions and runs."""
 
+import json
+
 import dagster as dg
 
 from pz_dagster.orchestration.batches import pending_batches
@@ -11,8 +13,9 @@ from pz_dagster.query.plan import DirectorySource
 def build_new_documents_sensor(
     query: CompiledQuery, minimum_interval_seconds: int = 60
 ) -> dg.SensorDefinition:
-    """Batch new files of the source folder, add one dynamic partition per batch and request one
-    run per partition (run key = partition key, so a batch never runs twice from the sensor).
+    """Batch new files of the source folder, add one dynamic partition per batch and request a
+    run for every batch not materialized yet (run key = partition key, so the sensor requests a
+    batch once, and batches registered by ``pz-dagster register`` are not forgotten).
 
     Batch manifests are the durable state: a batch saved by a tick that died before adding its
     partition is added by the next tick.
@@ -29,12 +32,20 @@ def build_new_documents_sensor(
     def _sensor(
         context: dg.SensorEvaluationContext, pz_store: RecordStoreResource
     ) -> dg.SensorResult:
-        _, new_keys = pending_batches(pz_store.get_store(), query, context.instance)
-        if not new_keys:
+        batches, new_keys = pending_batches(pz_store.get_store(), query, context.instance)
+        # Every batch neither materialized nor requested before gets a run, also batches
+        # registered elsewhere (the CLI). The cursor remembers what was requested.
+        requested = set(json.loads(context.cursor)) if context.cursor else set()
+        done = context.instance.get_materialized_partitions(query.batch_output_key)
+        todo = [b.key for b in batches if b.key not in done and b.key not in requested]
+        if not todo:
             return dg.SensorResult(skip_reason="no new documents")
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=k, run_key=k) for k in new_keys],
-            dynamic_partitions_requests=[query.partitions_def.build_add_request(new_keys)],
+            cursor=json.dumps(sorted(requested | set(todo))),
+            run_requests=[dg.RunRequest(partition_key=k, run_key=k) for k in todo],
+            dynamic_partitions_requests=(
+                [query.partitions_def.build_add_request(new_keys)] if new_keys else []
+            ),
         )
 
     return _sensor

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from pz_dagster.errors import PlanError
 from pz_dagster.query import plan, rewrites
+from pz_dagster.query.nodes import all_nodes
 from pz_dagster.query.schema import FieldSpec, output_model
 
 FieldsArg = type[BaseModel] | Iterable[Mapping[str, Any] | FieldSpec]
@@ -74,7 +75,7 @@ class Dataset:
         return self._node.columns
 
     def _name(self, kind: str, name: str | None) -> str:
-        taken = {n.name for n in self._node.lineage()}
+        taken = {n.name for n in all_nodes(self._node)}
         if name is not None:
             if name in taken:
                 raise PlanError(f"an operator named {name!r} already exists in this query")
@@ -246,8 +247,8 @@ class Dataset:
         """Pairs of records (this, right) for which ``predicate`` holds; ``right`` is a table."""
         if not isinstance(right, Dataset):
             raise PlanError("sem_join needs a Dataset to join with")
-        taken = {n.name for n in self._node.lineage()}
-        clash = sorted(taken & {n.name for n in right.node.lineage()})
+        taken = {n.name for n in all_nodes(self._node)}
+        clash = sorted(taken & {n.name for n in all_nodes(right.node)})
         if clash:
             raise PlanError(
                 f"sem_join: operator names {clash} appear on both sides; rename one side's"

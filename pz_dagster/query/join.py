@@ -15,7 +15,7 @@ import duckdb
 
 from pz_dagster.errors import PlanError, SourceError
 from pz_dagster.query.nodes import Columns, PlanNode, UnaryNode, default_depends_on
-from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name
+from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name, coerce_value
 
 _DUCKDB_TYPES = {
     "VARCHAR": str,
@@ -28,6 +28,16 @@ _DUCKDB_TYPES = {
     "REAL": float,
     "BOOLEAN": bool,
 }
+
+
+def _widest(kinds: set[type]) -> Any:
+    """One column type for the Python types seen: int and float widen to float, a single simple
+    type stays, anything else is text."""
+    if kinds in ({int, float}, {float}):
+        return float
+    if len(kinds) == 1 and next(iter(kinds)) in (str, int, bool):
+        return next(iter(kinds))
+    return str
 
 
 @dataclass(frozen=True)
@@ -55,16 +65,16 @@ class TableSource(PlanNode):
     def from_records(cls, name: str, records: Sequence[dict[str, Any]]) -> TableSource:
         if not records:
             raise PlanError(f"table {name!r} has no records")
-        seen: dict[str, Any] = {}  # column -> type of its first non-null value (None: none yet)
+        seen: dict[str, set[type]] = {}  # column -> the types of its non-null values
         for r in records:
             for k, v in r.items():
-                if v is not None and seen.get(k) is None:
-                    seen[k] = type(v) if type(v) in (str, int, float, bool) else str
-                seen.setdefault(k, None)
-        types = {k: t or str for k, t in seen.items()}
+                kinds = seen.setdefault(k, set())
+                if v is not None:
+                    kinds.add(type(v))
+        types = {k: _widest(kinds) for k, kinds in seen.items()}
         rows = tuple(
             {
-                **{k: r.get(k) for k in types},
+                **{k: coerce_value(r.get(k), types[k]) for k in types},
                 RECORD_ID: str(r.get(RECORD_ID, f"{name}#{i}")),
                 ERROR: None,
             }
@@ -108,10 +118,13 @@ class TableSource(PlanNode):
             raise SourceError(
                 f"table {self.name!r}: cannot read from {self.database}: {exc}"
             ) from None
+        types = dict(self.fields)
         out = []
         for i, row in enumerate(rows, start=1):
-            rec = dict(zip(names, row, strict=True))
-            out.append({**rec, RECORD_ID: str(rec.get(RECORD_ID, f"{self.name}#{i}")), ERROR: None})
+            # DATE, DECIMAL, TIMESTAMP... arrive as Python objects: stored as their text.
+            rec = {k: coerce_value(v, types.get(k, str)) for k, v in zip(names, row, strict=True)}
+            rid = str(rec.get(RECORD_ID, f"{self.name}#{i}"))
+            out.append({**rec, RECORD_ID: rid, ERROR: None})
         return out
 
     def describe(self) -> str:

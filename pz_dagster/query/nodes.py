@@ -137,6 +137,17 @@ class UnaryNode(PlanNode):
         return (*body, *added, (ERROR, str))
 
 
+def all_nodes(node: PlanNode) -> list[PlanNode]:
+    """Every node of a plan: the lineage and, for joins, the right side's nodes."""
+    out: list[PlanNode] = []
+    for n in node.lineage():
+        out.append(n)
+        right = getattr(n, "right", None)
+        if isinstance(right, PlanNode):
+            out.extend(all_nodes(right))
+    return out
+
+
 def default_depends_on(columns: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for c in columns if c not in (RECORD_ID, ERROR))
 

@@ -108,7 +108,7 @@ class Project(UnaryNode):
 
 @dataclass(frozen=True)
 class Limit(UnaryNode):
-    """The first ``n`` records of each partition (in record order)."""
+    """The first ``n`` records of each partition (in record order; flagged records count)."""
 
     kind: ClassVar[str] = "limit"
     n: int = 0

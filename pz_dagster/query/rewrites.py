@@ -15,7 +15,9 @@ only the order of operators, hence the asset dependencies, changes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
+from pz_dagster.query.join import SemanticJoin
 from pz_dagster.query.nodes import PlanNode, UnaryNode
 from pz_dagster.query.relational import Filter, Limit, Map, Project
 from pz_dagster.query.schema import ERROR, RECORD_ID
@@ -111,8 +113,21 @@ def order_semantic_filters(node: PlanNode, estimate: Estimate = prior_estimate) 
     return _rebuild(node, swap)
 
 
+def optimize_join_inputs(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
+    """The right side of every join, optimized too (the passes above only walk parents)."""
+
+    def right(n: PlanNode) -> PlanNode:
+        if isinstance(n, SemanticJoin) and n.right is not None:
+            better = optimize(n.right, estimate)
+            return n if better == n.right else replace(n, right=better)
+        return n
+
+    return _rebuild(node, right)
+
+
 def optimize(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
     """Apply every pass until the plan stops changing."""
+    node = optimize_join_inputs(node, estimate)
     for _ in range(100):
         new = push_down_limits(push_down_filters(node))
         new = order_semantic_filters(push_down_projections(new), estimate)

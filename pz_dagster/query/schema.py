@@ -108,3 +108,22 @@ def describe_fields(model: type[BaseModel]) -> list[tuple[str, str, str]]:
         type_name = getattr(ann, "__name__", None) if not hasattr(ann, "__args__") else str(ann)
         out.append((name, type_name or str(ann), info.description or ""))
     return out
+
+
+def coerce_value(value: Any, typ: Any) -> Any:
+    """``value`` as a column of type ``typ`` stores it: ints widen to float, anything becomes
+    text for a str column; a value that does not fit (text for an int column) raises TypeError."""
+    if value is None or typ is Any:
+        return value
+    if typ is str:
+        return value if isinstance(value, str) else str(value)
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ is bool and isinstance(value, bool):
+        return value
+    if getattr(typ, "__origin__", None) is list and isinstance(value, list):
+        (item,) = typ.__args__
+        return [coerce_value(v, item) for v in value]
+    raise TypeError(f"{value!r} is not a {getattr(typ, '__name__', typ)}")
