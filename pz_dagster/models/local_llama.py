@@ -44,6 +44,26 @@ def bundled_gguf_path() -> Path:
     return path
 
 
+def _prompt_cache(capacity_bytes: int) -> Any:
+    """llama-cpp-python's RAM cache of KV states, with the memory it really holds counted.
+
+    Its own accounting counts only the llama.cpp state, not the copy of the logits array each
+    saved state carries (n_batch x n_vocab floats, about 100 MB for SmolLM2), so a "2 GB" cache
+    grew until the process was killed for lack of memory.
+    """
+    from llama_cpp import LlamaRAMCache
+
+    class AccountedRAMCache(LlamaRAMCache):
+        @property
+        def cache_size(self) -> int:
+            return sum(
+                s.llama_state_size + s.scores.nbytes + s.input_ids.nbytes
+                for s in self.cache_state.values()
+            )
+
+    return AccountedRAMCache(capacity_bytes=capacity_bytes)
+
+
 class LocalLlamaClient:
     """Runs a GGUF in this process with llama.cpp. JSON output is decoded under a grammar built
     from the schema, so the model cannot return malformed JSON (it can still be wrong).
@@ -60,9 +80,9 @@ class LocalLlamaClient:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         seed: int = 0,
-        prompt_cache_mb: int = 2048,
+        prompt_cache_mb: int = 4096,
     ):
-        from llama_cpp import Llama, LlamaRAMCache  # heavy native import, off the import path
+        from llama_cpp import Llama  # heavy native import, kept off the package import path
 
         path = Path(model_path) if model_path else bundled_gguf_path()
         if not path.is_file():
@@ -74,7 +94,7 @@ class LocalLlamaClient:
         if prompt_cache_mb > 0:
             # KV states by prompt prefix: the next operator on the same document (document first,
             # instruction after) resumes from the cached state instead of re-reading the document.
-            self._llm.set_cache(LlamaRAMCache(capacity_bytes=prompt_cache_mb << 20))
+            self._llm.set_cache(_prompt_cache(prompt_cache_mb << 20))
         self._n_ctx = n_ctx
         stat = path.stat()
         self._path_digest = f"{path.name}:{stat.st_size}"

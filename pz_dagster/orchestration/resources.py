@@ -42,7 +42,7 @@ class LocalLlamaModel(ModelResource):
         default=None, description="CPU threads; empty: llama.cpp decides."
     )
     prompt_cache_mb: int = Field(
-        default=2048,
+        default=4096,
         description="RAM for KV states by prompt prefix, so later operators on the same document "
         "skip re-reading it (within one process: the in-process executor); 0 turns it off.",
     )
