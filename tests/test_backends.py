@@ -161,3 +161,12 @@ def test_openai_compatible_embeddings():
         )
     assert cosine(e.vectors[0], e.vectors[1]) > cosine(e.vectors[0], e.vectors[2])
     assert abs(cosine(e.vectors[0], e.vectors[0]) - 1.0) < 1e-9 and e.usage.input_tokens > 0
+
+
+def test_openai_embeddings_are_sent_in_bounded_requests():
+    from pz_dagster.models import embeddings
+
+    texts = [f"text {i}" for i in range(embeddings.BATCH_INPUTS + 10)] + [""]
+    with OpenAISimulator({"emb": SimulatedModel()}) as sim:
+        e = OpenAIEmbeddingClient("emb", base_url=sim.base_url).embed(texts)
+        assert len(e.vectors) == len(texts) and e.usage.calls == 2

@@ -112,23 +112,45 @@ class OpenAIEmbeddingClient:
         return self._model
 
     def embed(self, texts: list[str]) -> Embeddings:
+        """Embeddings of ``texts``, sent in requests of at most ``BATCH_INPUTS`` inputs and about
+        ``BATCH_CHARS`` characters (endpoints cap both); empty texts are sent as one space."""
         start = time.perf_counter()
-        try:
-            resp = self._retry.call(
-                lambda: self._client.embeddings.create(model=self._model, input=texts)
-            )
-        except openai.APIError as exc:
-            raise ModelError(
-                f"embedding endpoint failed for {self._model!r}: {type(exc).__name__}"
-            ) from None
-        tokens = resp.usage.prompt_tokens if resp.usage else 0
-        vectors = [_unit(list(d.embedding)) for d in sorted(resp.data, key=lambda d: d.index)]
-        return Embeddings(
-            vectors,
-            Usage(
-                input_tokens=tokens,
-                seconds=time.perf_counter() - start,
-                dollars=self._pricing.dollars(tokens, 0),
-                calls=1,
-            ),
+        vectors: list[list[float]] = []
+        tokens = calls = 0
+        for batch in _batches([t if t.strip() else " " for t in texts]):
+            try:
+                resp = self._retry.call(
+                    lambda batch=batch: self._client.embeddings.create(
+                        model=self._model, input=batch
+                    )
+                )
+            except openai.APIError as exc:
+                raise ModelError(
+                    f"embedding endpoint failed for {self._model!r}: {type(exc).__name__}"
+                ) from None
+            tokens += resp.usage.prompt_tokens if resp.usage else 0
+            calls += 1
+            vectors += [_unit(list(d.embedding)) for d in sorted(resp.data, key=lambda d: d.index)]
+        usage = Usage(
+            input_tokens=tokens,
+            seconds=time.perf_counter() - start,
+            dollars=self._pricing.dollars(tokens, 0),
+            calls=calls,
         )
+        return Embeddings(vectors, usage)
+
+
+BATCH_INPUTS = 256
+BATCH_CHARS = 400_000  # ~100k tokens, a third of OpenAI's per-request cap
+
+
+def _batches(texts: list[str]) -> list[list[str]]:
+    out: list[list[str]] = [[]]
+    size = 0
+    for t in texts:
+        if out[-1] and (len(out[-1]) >= BATCH_INPUTS or size + len(t) > BATCH_CHARS):
+            out.append([])
+            size = 0
+        out[-1].append(t)
+        size += len(t)
+    return out if out[0] else []
