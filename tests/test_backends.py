@@ -132,6 +132,28 @@ def test_micro_batcher_returns_each_caller_its_result_and_propagates_errors():
     with pytest.raises(RuntimeError, match="out of memory"):
         MicroBatcher(broken).submit(GenerationRequest([], None, 1))
 
+    def picky(reqs):  # fails any batch holding the over-long request 13
+        if any(r.max_tokens == 13 for r in reqs):
+            raise ValueError("prompt longer than max_model_len")
+        return [r.max_tokens for r in reqs]
+
+    batcher = MicroBatcher(picky, max_batch=8, max_wait_s=0.05)
+    outcomes: dict[int, object] = {}
+
+    def call_picky(i: int) -> None:
+        try:
+            outcomes[i] = batcher.submit(GenerationRequest([], None, i))
+        except ValueError as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=call_picky, args=(i,)) for i in range(10, 18)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert isinstance(outcomes.pop(13), ValueError)
+    assert outcomes == {i: i for i in range(10, 18) if i != 13}
+
 
 def test_gpu_model_assets_run_in_a_pool(tmp_path):
     ds = Dataset.from_directory("/d").sem_filter("x", name="f").limit(3, name="l")

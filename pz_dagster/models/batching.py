@@ -63,6 +63,15 @@ class MicroBatcher:
             self._lead()
         return pending.future.result()
 
+    def _one_by_one(self, batch: list[_Pending]) -> None:
+        for p in batch:
+            try:
+                (result,) = self._run_batch([p.request])
+            except Exception as exc:
+                p.future.set_exception(exc)
+            else:
+                p.future.set_result(result)
+
     def _lead(self) -> None:
         """The first waiting caller runs batches until the queue is empty (no background thread
         to leak, no idle polling)."""
@@ -83,9 +92,11 @@ class MicroBatcher:
                     raise RuntimeError(
                         f"batch engine returned {len(results)} results for {len(batch)}"
                     )
-            except BaseException as exc:  # every caller of the batch sees the failure
-                for p in batch:
-                    p.future.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0].future.set_exception(exc)
+                else:  # one bad request must not fail its neighbours: retry them one by one
+                    self._one_by_one(batch)
                 continue
             for p, r in zip(batch, results, strict=True):
                 p.future.set_result(r)

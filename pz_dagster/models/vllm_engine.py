@@ -12,7 +12,7 @@ import time
 from types import ModuleType
 from typing import Any
 
-from pz_dagster.errors import ModelError
+from pz_dagster.errors import ModelError, RecordFailure
 from pz_dagster.models.base import Completion, Message, Usage
 from pz_dagster.models.batching import GenerationRequest, MicroBatcher
 
@@ -113,9 +113,12 @@ class VLLMClient:
         max_tokens: int = 256,
         temperature: float = 0.0,
     ) -> Completion:
-        return self._batcher.submit(
-            GenerationRequest(messages, json_schema, max_tokens, temperature)
-        )
+        try:
+            return self._batcher.submit(
+                GenerationRequest(messages, json_schema, max_tokens, temperature)
+            )
+        except ValueError as exc:  # vLLM rejects a prompt longer than max_model_len this way
+            raise RecordFailure(f"vLLM rejected the prompt: {exc}") from None
 
     def complete_many(self, requests: list[GenerationRequest]) -> list[Completion]:
         """One engine call for the whole batch; time is shared out evenly over its requests."""
