@@ -158,7 +158,7 @@ def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition
     table.add_column("model / strategy")
     for k in SUMMARY_KEYS:
         table.add_column(k, justify="right")
-    for asset in query.assets:
+    for asset in (a for a in query.assets if a.partitions_def is not None):
         key = asset.key
         recs = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
