@@ -46,7 +46,8 @@ def main() -> None:
     prompts = [
         document_prompt(f.read_text()[:3000], filter_instruction(FRAUD_PREDICATE)) for f in files
     ]
-    ours = LocalLlamaClient(n_ctx=4096, seed=0)
+    # No prompt cache: both paths must read every prompt in full to be compared.
+    ours = LocalLlamaClient(n_ctx=4096, seed=0, prompt_cache_mb=0)
     raw = ours._llm  # the same loaded model: only the call path differs
     fmt = {"type": "json_object", "schema": bound_strings(FILTER_SCHEMA)}
     totals = {"llama.cpp": [0, 0, 0.0], "pz-dagster": [0, 0, 0.0]}  # prompt tok, gen tok, seconds
