@@ -24,6 +24,11 @@ def _as_tuple(cols: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(cols)
 
 
+def _fields_model(fields: FieldsArg, node_name: str, suffix: str) -> type[BaseModel]:
+    """The pydantic model of an operator's declared fields, named after the operator."""
+    return output_model(fields, model_name=f"{node_name.title().replace('_', '')}{suffix}")
+
+
 class Dataset:
     """A declared query. Every method returns a new Dataset; nothing runs until Dagster does.
 
@@ -111,7 +116,7 @@ class Dataset:
     ) -> Dataset:
         """Add the columns of ``fields`` (a pydantic model or ``[{name, type, desc}]``)."""
         node_name = self._name("sem_map", name)
-        model = output_model(fields, model_name=f"{node_name.title().replace('_', '')}Output")
+        model = _fields_model(fields, node_name, "Output")
         return Dataset(
             plan.SemanticMap(
                 name=node_name, input=self._node, output=model, depends_on=_as_tuple(depends_on)
@@ -153,7 +158,7 @@ class Dataset:
     ) -> Dataset:
         """Zero or more records per record, each with the item ``fields`` (e.g. every person named)."""
         node_name = self._name("sem_flat_map", name)
-        model = output_model(fields, model_name=f"{node_name.title().replace('_', '')}Item")
+        model = _fields_model(fields, node_name, "Item")
         return Dataset(
             plan.SemanticFlatMap(
                 name=node_name,
@@ -358,7 +363,7 @@ class GroupBy:
     ) -> Dataset:
         ds = self._ds
         node_name = ds._name("sem_agg", name)
-        model = output_model(fields, model_name=f"{node_name.title().replace('_', '')}Output")
+        model = _fields_model(fields, node_name, "Output")
         return Dataset(
             plan.SemanticAggregate(
                 name=node_name,
