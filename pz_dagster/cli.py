@@ -118,6 +118,22 @@ def run(module: str, home: str | None, n_parts: int, verbose: bool) -> None:
             )
             if not ref.success:
                 raise click.ClickException("reading the joined tables failed; rerun with --verbose")
+        for src in query.joined_sources:  # a join reads every batch of the folder it joins with
+            side = register_partitions(_store(defs), query, instance, src)
+            console.print(f"{src.node.path}: {len(side)} batch(es) to join with...")
+            side_job = defs.resolve_job_def(src.job.name)
+            for batch in side:
+                result = side_job.execute_in_process(
+                    partition_key=batch.key,
+                    instance=instance,
+                    run_config={} if verbose else QUIET_LOGS,
+                    raise_on_error=False,
+                )
+                if not result.success:
+                    raise click.ClickException(
+                        f"batch {batch.key} of {src.node.path} failed (run {result.run_id}); "
+                        "rerun with --verbose"
+                    )
         console.print(
             f"query [bold]{query.name}[/bold]: {len(batches)} batch(es) registered, running {len(chosen)}"
         )

@@ -150,7 +150,7 @@ def test_sensor_registers_each_batch_once(mini_emails: Path, tmp_path: Path):
             return result
 
         first = tick()
-        assert [r.partition_key for r in first.run_requests] == [
+        assert [f"raptor_batches:{r.partition_key}" for r in first.run_requests] == [
             r.run_key for r in first.run_requests
         ] and len(first.run_requests) == 1
         assert tick().skip_reason.skip_message == "no new documents"

@@ -305,6 +305,38 @@ def run_all(ds: Dataset, name: str, model, tmp_path: Path) -> tuple[dict, list[d
     return md, rows
 
 
+def test_an_edited_document_counts_once_in_an_aggregate(folder, tmp_path):
+    """An edited file is batched again; an operator over all batches sees its newest version
+    only, while the older batch keeps its records (and says the file changed)."""
+    ds = (
+        Dataset.from_directory(folder, batch_size=2)
+        .map(
+            lambda r: {"long": len(r["contents"]) > 70},
+            {"long": bool},
+            depends_on="contents",
+            name="size",
+        )
+        .groupby("long")
+        .agg(n=("count", None), name="by_size")
+    )
+    store = tmp_path / "store-edit"
+    defs, q = build_definitions(ds, "edit", store_root=str(store))
+    job, summary = defs.resolve_job_def(q.job.name), defs.resolve_job_def(q.summary_job.name)
+
+    def counts(instance) -> dict:
+        for b in register_partitions(RecordStore(store), q, instance):
+            assert job.execute_in_process(partition_key=b.key, instance=instance).success
+        assert summary.execute_in_process(instance=instance).success
+        rows = RecordStore(store).read(q.output_key.path, None).to_pylist()
+        return {r["long"]: r["n"] for r in rows}
+
+    with dg.instance_for_test() as instance:
+        assert counts(instance) == {True: 3, False: 1}
+        (folder / "a.txt").write_text("From: ken@enron.com\n\nshort now")
+        assert counts(instance) == {True: 2, False: 2}
+        assert len(instance.get_dynamic_partitions(q.partitions_def.name)) == 3
+
+
 def test_grouped_aggregate_over_all_partitions(folder, sim, tmp_path):
     ds = (
         Dataset.from_directory(folder, batch_size=2)
@@ -399,6 +431,80 @@ def test_join_documents_with_a_duckdb_table(folder, sim, tmp_path):
     )  # every email against the two risky schemes, none against the filtered one
 
 
+SCHEMES = {
+    "raptor.txt": "Scheme card\nname: Raptor\nkind: hedge",
+    "chewco.txt": "Scheme card\nname: Chewco\nkind: SPE",
+    "picnic.txt": "Scheme card\nname: Picnic\nkind: social",
+}
+
+
+def test_join_two_document_folders_each_partitioned(folder, sim, tmp_path):
+    """The right side is a folder with its own batches; each email batch is joined with every
+    materialized batch of it, and an edited right document counts in its newest version only."""
+    schemes_dir = tmp_path / "schemes"
+    schemes_dir.mkdir()
+    for name, text in SCHEMES.items():
+        (schemes_dir / name).write_text(text)
+    schemes = Dataset.from_directory(schemes_dir, name="schemes", batch_size=2).filter(
+        lambda r: "social" not in r["contents"], depends_on="contents", name="not_social"
+    )
+    ds = Dataset.from_directory(folder, batch_size=2).sem_join(
+        schemes, "The email discusses this scheme", depends_on="contents", name="mentions"
+    )
+    store = tmp_path / "store-join2"
+    defs, q = build_definitions(ds, "join2", model=sim_model(sim), store_root=str(store))
+    keys = {a.key.path[-1]: a for a in q.assets}
+    side = q.joined_sources[0]
+    assert keys["schemes"].partitions_def is side.partitions_def
+    assert side.partitions_def.name == "join2_schemes_batches" != q.partitions_def.name
+    assert keys["mentions"].partitions_def is q.partitions_def
+    assert {k.path[-1] for k in keys["mentions"].dependency_keys} == {"documents", "not_social"}
+    mapping = keys["mentions"].get_partition_mapping(q.asset_key("not_social"))
+    assert isinstance(mapping, dg.AllPartitionMapping)
+    assert not isinstance(
+        keys["mentions"].get_partition_mapping(q.asset_key("documents")), dg.AllPartitionMapping
+    )
+    sensor = defs.resolve_sensor_def("join2_new_documents")
+    assert sorted(t.job_name for t in sensor.targets) == ["join2_job", "join2_schemes_job"]
+
+    def run_join(instance) -> list[str]:
+        rows = []
+        for b in register_partitions(RecordStore(store), q, instance):
+            res = defs.resolve_job_def(q.job.name).execute_in_process(
+                partition_key=b.key, instance=instance
+            )
+            assert res.success
+            rows += RecordStore(store).read(q.output_key.path, b.key).to_pylist()
+        return sorted(r["record_id"] for r in rows)
+
+    def run_side(instance) -> int:
+        batches = register_partitions(RecordStore(store), q, instance, side)
+        for b in batches:
+            res = defs.resolve_job_def(side.job.name).execute_in_process(
+                partition_key=b.key, instance=instance
+            )
+            assert res.success
+        return len(batches)
+
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(
+            instance=instance, resources={"pz_store": defs.resources["pz_store"]}
+        ) as ctx:
+            tick = sensor(ctx)
+        # the folder joined with is requested first, one run per batch of each folder
+        assert [r.job_name for r in tick.run_requests] == ["join2_schemes_job"] * 2 + [
+            "join2_job"
+        ] * 2
+        assert run_side(instance) == 2
+        assert run_join(instance) == ["a.txt|raptor.txt", "c.txt|chewco.txt"]
+        # The Raptor card is edited: a new batch holds its new version, and the old version
+        # (still stored in the older batch) is no longer joined with.
+        (schemes_dir / "raptor.txt").write_text("Scheme card\nname: Fatboy\nkind: hedge")
+        assert run_side(instance) == 3
+        (folder / "e.txt").write_text("From: joe@enron.com\n\nFatboy closes on Friday.")
+        assert run_join(instance) == ["c.txt|chewco.txt", "e.txt|raptor.txt"]
+
+
 def test_join_and_table_declaration_errors():
     table = Dataset.from_records(
         [{"name": "Raptor", "risk": 9}, {"name": "Chewco", "risk": None}], name="t"
@@ -411,8 +517,11 @@ def test_join_and_table_declaration_errors():
         emails().sem_join(table, " ")
     with pytest.raises(PlanError, match="unknown right column"):
         emails().sem_join(table, "x", right_depends_on="kind")
-    with pytest.raises(PlanError, match="must be a table"):
-        emails().sem_join(Dataset.from_directory("/other", name="docs2"), "x")
+    other = Dataset.from_directory("/other", name="docs2")
+    with pytest.raises(PlanError, match="cannot aggregate or rank over all of it"):
+        emails().sem_join(other.agg(n=("count", None)), "x")
+    with pytest.raises(PlanError, match="its right side joins again"):
+        emails().sem_join(other.sem_join(table, "y", name="inner"), "x")
     with pytest.raises(PlanError, match="cannot read"):
         Dataset.from_duckdb("/nonexistent/x.duckdb", "t")
     joined = emails().sem_join(table, "x", name="j")

@@ -18,7 +18,7 @@ from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
 from pz_dagster.orchestration.metadata import operator_metadata
-from pz_dagster.orchestration.resources import RecordStoreResource
+from pz_dagster.orchestration.resources import BATCHES_METADATA, RecordStoreResource
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan, rewrites
 from pz_dagster.query.dataset import Dataset
@@ -41,6 +41,17 @@ class OperatorConfig(dg.Config):
 
 
 @dataclass(frozen=True)
+class SourceBatches:
+    """A document folder of the query, batched into its own dynamic partitions."""
+
+    node: plan.DirectorySource
+    partitions_def: dg.DynamicPartitionsDefinition
+    job: Any  # materializes the folder's per-batch assets, one batch per run
+    output_key: dg.AssetKey  # the folder's last per-batch asset: a batch is done when it is
+    manifest: str | None = None  # None: the query's main folder; else its batch manifests' name
+
+
+@dataclass(frozen=True)
 class CompiledQuery:
     name: str
     dataset: Dataset  # as declared
@@ -50,6 +61,12 @@ class CompiledQuery:
     job: Any  # what dg.define_asset_job returns (its class is not public API): per batch
     summary_job: Any = None  # the unpartitioned assets after an aggregation, over all batches
     reference_job: Any = None  # the unpartitioned tables the query joins with
+    sources: tuple[SourceBatches, ...] = ()  # the main folder first, then folders joined with
+
+    @property
+    def joined_sources(self) -> tuple[SourceBatches, ...]:
+        """Folders the query joins with: run their batches before the main folder's."""
+        return self.sources[1:]
 
     def asset_key(self, node_name: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, node_name])
@@ -57,7 +74,7 @@ class CompiledQuery:
     @property
     def batch_output_key(self) -> dg.AssetKey:
         """The last per-batch asset: a batch is done when it is materialized."""
-        return [a.key for a in self.assets if a.partitions_def is not None][-1]
+        return self.sources[0].output_key
 
     @property
     def output_key(self) -> dg.AssetKey:
@@ -94,7 +111,12 @@ def response_cache(instance: dg.DagsterInstance) -> ResponseCache:
     return ResponseCache(Path(instance.storage_directory()) / "pz_response_cache")
 
 
-def _source_asset(query: str, node: plan.DirectorySource, parts: dg.DynamicPartitionsDefinition):
+def _source_asset(
+    query: str,
+    node: plan.DirectorySource,
+    parts: dg.DynamicPartitionsDefinition,
+    manifest: str | None = None,
+):
     columns = plan.column_types(node)
 
     @dg.asset(
@@ -108,7 +130,7 @@ def _source_asset(query: str, node: plan.DirectorySource, parts: dg.DynamicParti
     def _source(context: dg.AssetExecutionContext, pz_store: RecordStoreResource) -> dg.Output:
         start = time.perf_counter()
         store = pz_store.get_store()
-        batch = store.load_batch(query, context.partition_key)
+        batch = store.load_batch(query, context.partition_key, manifest)
         root = Path(node.path)
         records = [rec for ref in batch.files for rec in read_file(root, ref.path)]
         changed = changed_files(root, batch)
@@ -142,21 +164,35 @@ def _operator_asset(
     pool: str | None,
     *,
     reads_all_partitions: bool = False,
+    manifest: str | None = None,
+    right_manifest: str | None = None,
 ):
     """One operator's asset. ``parts`` None makes it unpartitioned; ``reads_all_partitions``
-    makes it read every partition of its (partitioned) input."""
+    makes it read every partition of its (partitioned) input, whose batches are named by
+    ``manifest``. A join whose right side is a folder reads all of that folder's partitions
+    (``right_manifest``)."""
     columns = plan.column_types(node)
     semantic = needs_model(node)
-    mapping = dg.AllPartitionMapping() if reads_all_partitions else None
+
+    def all_of(manifest: str | None) -> dict[str, Any]:
+        return {
+            "partition_mapping": dg.AllPartitionMapping(),
+            "metadata": {BATCHES_METADATA: {"query": query, "source": manifest}},
+        }
 
     ins = {
         "upstream": dg.AssetIn(
-            key=dg.AssetKey([query, node.parent.name]), partition_mapping=mapping
+            key=dg.AssetKey([query, node.parent.name]),
+            **(all_of(manifest) if reads_all_partitions else {}),
         )
     }
     if isinstance(node, plan.SemanticJoin):
         assert node.right is not None
-        ins["right"] = dg.AssetIn(key=dg.AssetKey([query, node.right.name]))
+        right_partitioned = isinstance(node.right.lineage()[0], plan.DirectorySource)
+        ins["right"] = dg.AssetIn(
+            key=dg.AssetKey([query, node.right.name]),
+            **(all_of(right_manifest) if right_partitioned else {}),
+        )
 
     needs_embeddings = isinstance(node, plan.SemanticTopK)
     resource_keys = ({MODEL_KEY} if semantic else set()) | (
@@ -265,23 +301,62 @@ def _table_asset(query: str, node: plan.TableSource):
     return _table
 
 
-def _reference_assets(
-    query: str, optimized: plan.PlanNode, pool: str | None
-) -> list[dg.AssetsDefinition]:
-    """Unpartitioned assets of every join's right side (a table and the operators on it)."""
-    out = []
-    for n in optimized.lineage():
+def _chain(
+    query: str,
+    lineage: list[plan.PlanNode],
+    parts: dg.DynamicPartitionsDefinition | None,
+    pool: str | None,
+    manifest: str | None,
+    joined: dict[str, SourceBatches],
+) -> tuple[list[dg.AssetsDefinition], list[dg.AssetsDefinition]]:
+    """Assets of a source and the operators after it: (per-batch ones, unpartitioned ones).
+
+    A folder source (``parts`` given) is per batch until the first operator over all batches;
+    a table source is unpartitioned throughout. ``joined`` gives the folders joins read."""
+    source = lineage[0]
+    if isinstance(source, plan.DirectorySource):
+        assert parts is not None
+        batch, whole = [_source_asset(query, source, parts, manifest)], []
+    else:
+        assert isinstance(source, plan.TableSource)
+        batch, whole = [], [_table_asset(query, source)]
+    partitioned = parts is not None
+    for n in lineage[1:]:
+        assert isinstance(n, plan.UnaryNode)
+        starts_global = partitioned and isinstance(n, plan.GlobalNode)
+        partitioned = partitioned and not starts_global
+        right_manifest = None
         if isinstance(n, plan.SemanticJoin):
             assert n.right is not None
-            right = n.right.lineage()  # already optimized with the plan
-            assert isinstance(right[0], plan.TableSource)
-            out.append(_table_asset(query, right[0]))
-            out += [_operator_asset(query, r, None, pool) for r in right[1:]]  # type: ignore[arg-type]
-    return out
+            right_source = n.right.lineage()[0]
+            if right_source.name in joined:
+                right_manifest = joined[right_source.name].manifest
+        asset = _operator_asset(
+            query,
+            n,
+            parts if partitioned else None,
+            pool,
+            reads_all_partitions=starts_global,
+            manifest=manifest,
+            right_manifest=right_manifest,
+        )
+        (batch if partitioned else whole).append(asset)
+    return batch, whole
+
+
+def _batch_job(query: str, name: str, assets: list[dg.AssetsDefinition], what: str) -> Any:
+    return dg.define_asset_job(
+        name,
+        selection=dg.AssetSelection.assets(*[a.key for a in assets]),
+        description=f"Run query {query!r} on one batch of {what}.",
+    )
 
 
 def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None) -> CompiledQuery:
-    """Turn a Dataset into Dagster assets (one per plan node) sharing one dynamic partitioning.
+    """Turn a Dataset into Dagster assets (one per plan node). Each document folder gets its own
+    dynamic partitioning (one partition per batch) and job; tables the query joins with are
+    unpartitioned, read by ``<name>_reference_job``; operators over all batches (aggregates,
+    top-k) are unpartitioned, run by ``<name>_summary_job``.
 
     ``model_pool`` puts the assets that call the model into a Dagster pool (for GPU engines).
 
@@ -300,24 +375,37 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
         raise PlanError(
             f"invalid query name {name!r}: use letters, digits and underscores"
         ) from None
+
+    # The sides of joins first: the main chain's join assets read them.
+    joined: dict[str, SourceBatches] = {}
+    reference: list[dg.AssetsDefinition] = []
+    joined_assets: list[dg.AssetsDefinition] = []
+    for n in lineage:
+        if not isinstance(n, plan.SemanticJoin):
+            continue
+        assert n.right is not None
+        right = n.right.lineage()  # already optimized with the plan
+        right_source = right[0]
+        if isinstance(right_source, plan.DirectorySource):
+            rparts = dg.DynamicPartitionsDefinition(name=f"{name}_{right_source.name}_batches")
+            per_batch, whole = _chain(name, right, rparts, model_pool, right_source.name, {})
+            assert not whole, "SemanticJoin rejects operators over all batches on its right"
+            joined[right_source.name] = SourceBatches(
+                right_source,
+                rparts,
+                _batch_job(name, f"{name}_{right_source.name}_job", per_batch, right_source.path),
+                per_batch[-1].key,
+                manifest=right_source.name,
+            )
+            joined_assets += per_batch
+        else:
+            _, whole = _chain(name, right, None, model_pool, None, {})
+            reference += whole
+
     parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
-    assets = [_source_asset(name, source, parts)]
-    partitioned = True
-    global_assets = []
-    for n in lineage[1:]:
-        assert isinstance(n, plan.UnaryNode)
-        starts_global = partitioned and isinstance(n, plan.GlobalNode)
-        partitioned = partitioned and not starts_global
-        asset = _operator_asset(
-            name, n, parts if partitioned else None, model_pool, reads_all_partitions=starts_global
-        )
-        (assets if partitioned else global_assets).append(asset)
-    job = dg.define_asset_job(
-        f"{name}_job",
-        selection=dg.AssetSelection.assets(*[a.key for a in assets]),
-        description=f"Run query {name!r} on one document batch.",
-    )
-    reference = _reference_assets(name, optimized, model_pool)
+    assets, global_assets = _chain(name, lineage, parts, model_pool, None, joined)
+    job = _batch_job(name, f"{name}_job", assets, source.path)
+    main = SourceBatches(source, parts, job, assets[-1].key)
     reference_job = None
     if reference:
         reference_job = dg.define_asset_job(
@@ -337,8 +425,9 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
         dataset,
         optimized,
         parts,
-        reference + assets + global_assets,
+        reference + joined_assets + assets + global_assets,
         job,
         summary_job,
         reference_job,
+        sources=(main, *joined.values()),
     )

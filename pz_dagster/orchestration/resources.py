@@ -17,6 +17,7 @@ from pz_dagster.models.openai_compat import OpenAICompatibleClient, StructuredOu
 from pz_dagster.models.retry import RetryPolicy
 from pz_dagster.models.vllm_engine import VLLMClient
 from pz_dagster.orchestration.store import RecordStore
+from pz_dagster.query.schema import RECORD_ID
 
 
 class ModelResource(dg.ConfigurableResource):
@@ -224,6 +225,44 @@ class RecordStoreResource(dg.ConfigurableResource):
         return RecordStore(self.root)
 
 
+BATCHES_METADATA = "pz/batches"  # input metadata: {"query": ..., "source": ...} of the batches
+
+
+def _drop_superseded(
+    context: dg.InputContext,
+    store: RecordStore,
+    batches: dict[str, Any],
+    keys: list[str],
+    tables: list[pa.Table],
+) -> list[pa.Table]:
+    """Leave out the records of files that a later batch holds a newer version of, so an edited
+    document is counted once (its newest version) by an asset reading every batch. A record
+    belongs to file F when its record_id is F or starts with F followed by '#' or '|' (rows of a
+    CSV, items of a flat map, pairs of a join)."""
+    stale = store.superseded(batches["query"], keys, batches.get("source"))
+    if not stale:
+        return tables
+    out, dropped = [], 0
+    for key, table in zip(keys, tables, strict=True):
+        files = stale.get(key)
+        if not files:
+            out.append(table)
+            continue
+        ids = table.column(RECORD_ID).to_pylist()
+        keep = [
+            not any(rid == f or rid.startswith((f + "#", f + "|")) for f in files) for rid in ids
+        ]
+        dropped += keep.count(False)
+        out.append(table.filter(pa.array(keep, type=pa.bool_())))
+    if dropped:
+        context.log.info(
+            f"{context.asset_key.to_user_string()}: left out {dropped} record(s) of "
+            f"{sum(len(f) for f in stale.values())} file(s) that a later batch holds a newer "
+            "version of"
+        )
+    return out
+
+
 class RecordIOManager(dg.ConfigurableIOManager):
     """Stores each asset partition's Arrow table as Parquet in the record store (see store.py)."""
 
@@ -267,4 +306,7 @@ class RecordIOManager(dg.ConfigurableIOManager):
             raise SourceError(
                 f"no partition of {context.asset_key.to_user_string()} is materialized yet"
             )
+        batches = (context.definition_metadata or {}).get(BATCHES_METADATA)
+        if batches:
+            tables = _drop_superseded(context, store, batches, present, tables)
         return pa.concat_tables(tables, promote_options="default")

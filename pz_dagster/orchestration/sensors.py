@@ -1,4 +1,4 @@
-"""Sensors: new files in a query's source folder become partitions and runs."""
+"""Sensors: new files in a query's source folders become partitions and runs."""
 
 import json
 
@@ -7,45 +7,63 @@ import dagster as dg
 from pz_dagster.orchestration.batches import pending_batches
 from pz_dagster.orchestration.compiler import CompiledQuery
 from pz_dagster.orchestration.resources import RecordStoreResource
-from pz_dagster.query.plan import DirectorySource
+
+
+def _requested(cursor: str | None, main: str) -> dict[str, set[str]]:
+    """The cursor: batch keys already requested, per partitions definition (an older cursor
+    was a plain list of the main folder's keys)."""
+    if not cursor:
+        return {}
+    data = json.loads(cursor)
+    if isinstance(data, list):
+        return {main: set(data)}
+    return {k: set(v) for k, v in data.items()}
 
 
 def build_new_documents_sensor(
     query: CompiledQuery, minimum_interval_seconds: int = 60
 ) -> dg.SensorDefinition:
-    """Batch new files of the source folder, add one dynamic partition per batch and request a
-    run for every batch not materialized yet (run key = partition key, so the sensor requests a
-    batch once, and batches registered by ``pz-dagster register`` are not forgotten).
+    """Batch new files of every folder of the query, add one dynamic partition per batch and
+    request a run for every batch not materialized yet (run key = partitions definition and
+    key, so the sensor requests a batch once, and batches registered by ``pz-dagster register``
+    are not forgotten). Folders the query joins with are requested before the main folder.
 
     Batch manifests are the durable state: a batch saved by a tick that died before adding its
     partition is added by the next tick.
     """
-    source = query.dataset.node.lineage()[0]
-    assert isinstance(source, DirectorySource)
+    folders = ", ".join(s.node.path for s in query.sources)
 
     @dg.sensor(
         name=f"{query.name}_new_documents",
-        job=query.job,
+        jobs=[s.job for s in query.sources],
         minimum_interval_seconds=minimum_interval_seconds,
-        description=f"Registers new files under {source.path} as batches of query {query.name!r}.",
+        description=f"Registers new files under {folders} as batches of query {query.name!r}.",
     )
     def _sensor(
         context: dg.SensorEvaluationContext, pz_store: RecordStoreResource
     ) -> dg.SensorResult:
-        batches, new_keys = pending_batches(pz_store.get_store(), query, context.instance)
-        # Every batch neither materialized nor requested before gets a run, also batches
-        # registered elsewhere (the CLI). The cursor remembers what was requested.
-        requested = set(json.loads(context.cursor)) if context.cursor else set()
-        done = context.instance.get_materialized_partitions(query.batch_output_key)
-        todo = [b.key for b in batches if b.key not in done and b.key not in requested]
-        if not todo:
+        store = pz_store.get_store()
+        requested = _requested(context.cursor, query.partitions_def.name)
+        runs, adds = [], []
+        for src in (*query.joined_sources, query.sources[0]):
+            pname = src.partitions_def.name
+            batches, new_keys = pending_batches(store, query, context.instance, src)
+            done = context.instance.get_materialized_partitions(src.output_key)
+            seen = requested.setdefault(pname, set())
+            todo = [b.key for b in batches if b.key not in done and b.key not in seen]
+            seen.update(todo)
+            if new_keys:
+                adds.append(src.partitions_def.build_add_request(new_keys))
+            runs += [
+                dg.RunRequest(partition_key=k, run_key=f"{pname}:{k}", job_name=src.job.name)
+                for k in todo
+            ]
+        if not runs and not adds:
             return dg.SensorResult(skip_reason="no new documents")
         return dg.SensorResult(
-            cursor=json.dumps(sorted(requested | set(todo))),
-            run_requests=[dg.RunRequest(partition_key=k, run_key=k) for k in todo],
-            dynamic_partitions_requests=(
-                [query.partitions_def.build_add_request(new_keys)] if new_keys else []
-            ),
+            cursor=json.dumps({k: sorted(v) for k, v in requested.items()}),
+            run_requests=runs,
+            dynamic_partitions_requests=adds,
         )
 
     return _sensor

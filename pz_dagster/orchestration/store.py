@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,16 +126,23 @@ class RecordStore:
 
     # --- batch manifests -----------------------------------------------------------------
 
-    def _batch_dir(self, query: str) -> Path:
-        return self.root / query / "_batches"
+    def _batch_dir(self, query: str, source: str | None = None) -> Path:
+        """Manifests of the query's main folder, or of another folder it joins with."""
+        d = self.root / query / "_batches"
+        return d / _SAFE.sub("_", source) if source else d
 
-    def save_batch(self, query: str, batch: Batch) -> None:
-        path = self._batch_dir(query) / f"{batch.key}.json"
-        if not path.exists():
-            _atomic_write_bytes(path, batch.model_dump_json(indent=1).encode())
+    def save_batch(self, query: str, batch: Batch, source: str | None = None) -> Batch:
+        """Save a new batch's manifest, stamped with its registration time; returns it as saved
+        (an existing manifest is kept as it is)."""
+        path = self._batch_dir(query, source) / f"{batch.key}.json"
+        if path.exists():
+            return Batch.model_validate(json.loads(path.read_text()))
+        stamped = batch.model_copy(update={"registered_at": time.time()})
+        _atomic_write_bytes(path, stamped.model_dump_json(indent=1).encode())
+        return stamped
 
-    def load_batch(self, query: str, key: str) -> Batch:
-        path = self._batch_dir(query) / f"{_SAFE.sub('_', key)}.json"
+    def load_batch(self, query: str, key: str, source: str | None = None) -> Batch:
+        path = self._batch_dir(query, source) / f"{_SAFE.sub('_', key)}.json"
         if not path.exists():
             raise SourceError(
                 f"partition {key!r} of query {query!r} has no batch manifest under {path.parent}; "
@@ -142,12 +150,35 @@ class RecordStore:
             )
         return Batch.model_validate(json.loads(path.read_text()))
 
-    def batches(self, query: str) -> list[Batch]:
-        d = self._batch_dir(query)
+    def batches(self, query: str, source: str | None = None) -> list[Batch]:
+        d = self._batch_dir(query, source)
         if not d.is_dir():
             return []
         return [Batch.model_validate(json.loads(p.read_text())) for p in sorted(d.glob("*.json"))]
 
-    def batch_files_seen(self, query: str) -> Iterable:
-        for b in self.batches(query):
+    def batch_files_seen(self, query: str, source: str | None = None) -> Iterable:
+        for b in self.batches(query, source):
             yield from b.files
+
+    def superseded(
+        self, query: str, keys: Sequence[str], source: str | None = None
+    ) -> dict[str, set[str]]:
+        """For each batch of ``keys``, the files a later-registered batch holds a newer version
+        of (an edited file is batched again): its records there are out of date."""
+        batches = []
+        for k in keys:
+            try:
+                batches.append(self.load_batch(query, k, source))
+            except SourceError:
+                continue
+        latest: dict[str, tuple[float, str]] = {}
+        for b in batches:
+            for f in b.files:
+                seen = latest.get(f.path)
+                if seen is None or (b.registered_at, b.key) > seen:
+                    latest[f.path] = (b.registered_at, b.key)
+        return {
+            b.key: {f.path for f in b.files if latest[f.path][1] != b.key}
+            for b in batches
+            if any(latest[f.path][1] != b.key for f in b.files)
+        }

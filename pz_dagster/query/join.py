@@ -14,7 +14,14 @@ from typing import Any, ClassVar
 import duckdb
 
 from pz_dagster.errors import PlanError, SourceError
-from pz_dagster.query.nodes import Columns, PlanNode, UnaryNode, default_depends_on
+from pz_dagster.query.aggregate import GlobalNode
+from pz_dagster.query.nodes import (
+    Columns,
+    DirectorySource,
+    PlanNode,
+    UnaryNode,
+    default_depends_on,
+)
 from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name, coerce_value
 
 _DUCKDB_TYPES = {
@@ -140,8 +147,9 @@ class TableSource(PlanNode):
 class SemanticJoin(UnaryNode):
     """Pairs of (record of the input, record of ``right``) for which ``predicate`` holds.
 
-    The right side must be unpartitioned (a TableSource and operators on it); each left
-    partition is joined with all of it. Right columns that clash with left ones get ``right_``.
+    The right side is a table (TableSource) or another document folder (DirectorySource), with
+    per-record operators on it. Each left partition is joined with all of the right side: every
+    materialized batch of a right folder. Right columns that clash with left ones get ``right_``.
     """
 
     kind: ClassVar[str] = "sem_join"
@@ -155,11 +163,24 @@ class SemanticJoin(UnaryNode):
         self._check_parent()
         if not isinstance(self.right, PlanNode):
             raise PlanError(f"sem_join {self.name!r} needs a right dataset")
-        if not isinstance(self.right.lineage()[0], TableSource):
+        right_nodes = self.right.lineage()
+        if not isinstance(right_nodes[0], TableSource | DirectorySource):
             raise PlanError(
-                f"sem_join {self.name!r}: the right side must be a table (Dataset.from_records / "
-                "from_duckdb / from_pandas); joining two document folders is not supported yet"
+                f"sem_join {self.name!r}: the right side must start from a table or a folder"
             )
+        nested = [n.name for n in right_nodes if isinstance(n, SemanticJoin)]
+        if nested:
+            raise PlanError(
+                f"sem_join {self.name!r}: its right side joins again ({nested}); join the "
+                "datasets one after another on the left side instead"
+            )
+        if isinstance(right_nodes[0], DirectorySource):
+            whole = [n.name for n in right_nodes if isinstance(n, GlobalNode)]
+            if whole:
+                raise PlanError(
+                    f"sem_join {self.name!r}: the right side reads a folder batch by batch, so it "
+                    f"cannot aggregate or rank over all of it ({whole}); aggregate after the join"
+                )
         if not isinstance(self.predicate, str) or not self.predicate.strip():
             raise PlanError(f"sem_join {self.name!r} needs a non-empty predicate")
         if not self.depends_on:

@@ -3,7 +3,10 @@
 only the order of operators, hence the asset dependencies, changes.
 
 - ``push_down_filters``: a Python filter runs before the semantic operators above it when it
-  does not read what they add, so the model never sees records the filter drops.
+  does not read what they add, so the model never sees records the filter drops. One visible
+  difference: if the Python predicate raises on a record, that record is kept with ``error``
+  set (as always), also when the semantic filter would have dropped it had it run first. An
+  error is reported, never a record silently lost.
 - ``push_down_limits``: a limit runs before one-to-one operators (semantic map, classify,
   Python map, project), so the model is called only for records that survive the limit.
 - ``push_down_projections``: columns a projection drops are dropped before the semantic

@@ -25,6 +25,7 @@ class FileRef(BaseModel, frozen=True):
 class Batch(BaseModel, frozen=True):
     key: str
     files: tuple[FileRef, ...]
+    registered_at: float = 0.0  # set when its manifest is saved; orders versions of a file
 
 
 def file_sha256(path: Path) -> str:
