@@ -4,8 +4,8 @@ them and the priors.
 Quality is kept as counts, not as a ratio, so that estimates over many small samples are exact:
 a filter's (tp, fp, fn, tn) against the reference give its F1 (a rare-positive filter that keeps
 nothing is 95% accurate and useless; its F1 says so), a map's (agree, total) its accuracy.
-Older observations of a candidate weigh less (``decay`` per newer observation), so a model
-whose quality drops is noticed after a few partitions.
+Older observations of a candidate weigh less the more has been observed since (see
+``EstimateSettings``), so a model whose quality drops is noticed after a few partitions.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class Observation:
     quality: QualityCounts | None = None
     quality_source: str = ""  # "labels" or "champion"
     sequence: float = 0.0  # orders observations in time (e.g. the event's timestamp)
+    costed: bool = True  # False when dollars/seconds are unknown (answers came from a cache)
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,16 @@ def majority_quality(qualities: list[float]) -> float:
 class EstimateSettings:
     """How observations and priors are blended.
 
-    ``prior_records``: the weight of the prior in records; ``decay``: the weight of an
-    observation relative to the next newer one of the same candidate.
+    ``prior_records`` / ``prior_quality_records``: the weight of the priors (in records, in
+    quality evidence); an observation's weight halves for every ``cost_half_life_records``
+    records (cost, time, selectivity) or ``quality_half_life`` evidence (quality) observed after
+    it, so that a model whose quality drops is noticed after a few partitions.
     """
 
     prior_records: float = 5.0
     prior_quality_records: float = 10.0
-    decay: float = 0.7
+    cost_half_life_records: float = 500.0
+    quality_half_life: float = 15.0
 
 
 DEFAULT_SETTINGS = EstimateSettings()
@@ -197,22 +201,24 @@ def estimate(
     )
     if not mine:
         return prior
+    # Older observations weigh less the more has been seen since: cost and time by records,
+    # quality by evidence. An observation that adds no evidence (a sample without positives)
+    # does not age the quality evidence before it.
+    record_w = _aging([o.records for o in mine], settings.cost_half_life_records)
+    quality_w = _aging(
+        [o.quality.evidence if o.quality else 0.0 for o in mine], settings.quality_half_life
+    )
     k = settings.prior_records
-    weights = [settings.decay ** (len(mine) - 1 - i) for i in range(len(mine))]
-    n = sum(w * o.records for w, o in zip(weights, mine, strict=True))
-    cost = (k * prior.cost + sum(w * o.dollars for w, o in zip(weights, mine, strict=True))) / (
-        k + n
-    )
-    seconds = (
-        k * prior.seconds + sum(w * o.seconds for w, o in zip(weights, mine, strict=True))
-    ) / (k + n)
-    with_out = [(w, o) for w, o in zip(weights, mine, strict=True) if o.records_out is not None]
+    costed = [(w, o) for w, o in zip(record_w, mine, strict=True) if o.costed]
+    n = sum(w * o.records for w, o in costed)
+    cost = (k * prior.cost + sum(w * o.dollars for w, o in costed)) / (k + n)
+    seconds = (k * prior.seconds + sum(w * o.seconds for w, o in costed)) / (k + n)
+    with_out = [(w, o) for w, o in zip(record_w, mine, strict=True) if o.records_out is not None]
     n_out = sum(w * o.records for w, o in with_out)
-    selectivity = (k * prior.selectivity + sum(w * o.records_out for w, o in with_out)) / (  # type: ignore[operator]
-        k + n_out
-    )
+    kept = sum(w * (o.records_out or 0) for w, o in with_out)
+    selectivity = (k * prior.selectivity + kept) / (k + n_out)
     counts = QualityCounts()
-    for w, o in zip(weights, mine, strict=True):
+    for w, o in zip(quality_w, mine, strict=True):
         if o.quality is not None:
             counts = counts + o.quality.scaled(w)
     evidence = counts.evidence
@@ -220,6 +226,19 @@ def estimate(
     quality = (kq * prior.quality + evidence * counts.score) / (kq + evidence)
     sources = tuple(sorted({o.quality_source for o in mine if o.quality_source}))
     return Estimate(cost, seconds, selectivity, quality, n, evidence, sources)
+
+
+def _aging(amounts: list[float], half_life: float) -> list[float]:
+    """Weights of observations (oldest first): 1/2 per ``half_life`` of amount seen after each.
+
+    >>> _aging([10, 0, 10], 10)
+    [0.5, 0.5, 1.0]
+    """
+    out, after = [], 0.0
+    for amount in reversed(amounts):
+        out.append(0.5 ** (after / half_life))
+        after += amount
+    return out[::-1]
 
 
 def ucb_bonus(evidence: float, total_evidence: float, c: float = 1.0) -> float:

@@ -214,7 +214,7 @@ def test_exploration_tries_a_newly_added_model_once_then_settles():
     history.append(observe(cand(FILTER.name, "new"), (10, 0, 0), n=200, seq=9))
     d = decide([FILTER], [*MODELS, new], history, MinCost())
     assert [c.model for c in d.exploration[FILTER.name]] == ["new"]
-    history.append(observe(cand(FILTER.name, "new"), (14, 0, 0), n=200, seq=10))
+    history.append(observe(cand(FILTER.name, "new"), (20, 0, 0), n=200, seq=10))
     d = decide([FILTER], [*MODELS, new], history, MinCost())
     assert "new" not in [c.model for c in d.exploration[FILTER.name]]
 

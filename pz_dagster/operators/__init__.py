@@ -71,4 +71,4 @@ def run_operator(
     raise PlanError(f"no physical operator for {type(node).__name__}")
 
 
-__all__ = ["OperatorResult", "OperatorStats", "needs_model", "run_operator"]
+__all__ = ["SEMANTIC_STRATEGIES", "OperatorResult", "OperatorStats", "needs_model", "run_operator"]

@@ -2,11 +2,13 @@
 
 from pz_dagster.orchestration.compiler import CompiledQuery, OperatorConfig, compile_query
 from pz_dagster.orchestration.definitions import build_definitions, default_store_root
+from pz_dagster.orchestration.planning import OptimizerResource
 from pz_dagster.orchestration.resources import (
     EmbeddingResource,
     LocalEmbeddingResource,
     LocalLlamaModel,
     ModelPrice,
+    ModelPrior,
     ModelResource,
     OpenAICompatibleModel,
     OpenAIEmbeddingResource,
@@ -21,6 +23,8 @@ __all__ = [
     "EmbeddingResource",
     "LocalEmbeddingResource",
     "ModelPrice",
+    "ModelPrior",
+    "OptimizerResource",
     "OpenAIEmbeddingResource",
     "VLLMModel",
     "LocalLlamaModel",

@@ -18,6 +18,15 @@ from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
 from pz_dagster.orchestration.metadata import operator_metadata
+from pz_dagster.orchestration.planning import (
+    AUTO,
+    OPTIMIZED,
+    assess,
+    decision_metadata,
+    pinned_candidate,
+    plan_operator,
+    read_history,
+)
 from pz_dagster.orchestration.resources import BATCHES_METADATA, RecordStoreResource
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan, rewrites
@@ -25,6 +34,7 @@ from pz_dagster.query.dataset import Dataset
 from pz_dagster.sources import changed_files, read_file
 
 MODEL_KEY = "pz_model"
+OPTIMIZER_KEY = "pz_optimizer"
 EMBEDDINGS_KEY = "pz_embeddings"
 STORE_KEY = "pz_store"
 IO_MANAGER_KEY = "pz_io_manager"
@@ -33,7 +43,14 @@ IO_MANAGER_KEY = "pz_io_manager"
 class OperatorConfig(dg.Config):
     """Run-config knobs of one operator asset (launchpad: ops.<asset>.config)."""
 
-    strategy: str = Field(default="direct", description="Physical strategy of a semantic operator.")
+    strategy: str = Field(
+        default=AUTO,
+        description="Physical strategy of a semantic operator; auto: the optimizer chooses. "
+        "Setting it (or model) pins the operator's config for this run.",
+    )
+    model: str = Field(
+        default="", description="Model of a semantic operator; empty: the optimizer chooses."
+    )
     use_cache: bool = Field(
         default=True,
         description="Answer repeated prompts from the response cache under the instance's storage.",
@@ -166,6 +183,7 @@ def _operator_asset(
     reads_all_partitions: bool = False,
     manifest: str | None = None,
     right_manifest: str | None = None,
+    chain: tuple[plan.PlanNode, ...] = (),
 ):
     """One operator's asset. ``parts`` None makes it unpartitioned; ``reads_all_partitions``
     makes it read every partition of its (partitioned) input, whose batches are named by
@@ -195,9 +213,13 @@ def _operator_asset(
         )
 
     needs_embeddings = isinstance(node, plan.SemanticTopK)
-    resource_keys = ({MODEL_KEY} if semantic else set()) | (
-        {EMBEDDINGS_KEY} if needs_embeddings else set()
+    optimized = isinstance(node, OPTIMIZED)
+    resource_keys = (
+        ({MODEL_KEY} if semantic else set())
+        | ({EMBEDDINGS_KEY} if needs_embeddings else set())
+        | ({OPTIMIZER_KEY} if optimized else set())
     )
+    chain_keys = {n.name: dg.AssetKey([query, n.name]) for n in chain}
 
     def run(
         context: dg.AssetExecutionContext,
@@ -207,32 +229,76 @@ def _operator_asset(
     ) -> dg.Output:
         start = time.perf_counter()
         records = upstream.to_pylist()
-        model = getattr(context.resources, MODEL_KEY).get_client() if semantic else None
         with ExitStack() as cleanup:
             progress = cleanup.enter_context(_progress(context, node.name))
-            if model is not None and config.use_cache:
-                cache = response_cache(context.instance)
-                cleanup.callback(cache.close)
-                model = CachedChatModel(model, cache)
-            result = run_operator(
-                node,
-                records,
-                model,
-                strategy=config.strategy,
-                progress=progress,
-                right=right.to_pylist() if right is not None else None,
-                embedder=(
-                    getattr(context.resources, EMBEDDINGS_KEY).get_client()
-                    if needs_embeddings
-                    else None
-                ),
-            )
+            clients: dict[str | None, Any] = {}
+            cache: list[Any] = []
+
+            def client_for(model_name: str | None) -> Any:
+                if model_name not in clients:
+                    client = getattr(context.resources, MODEL_KEY).get_client(model_name)
+                    if config.use_cache:
+                        if not cache:
+                            cache.append(response_cache(context.instance))
+                            cleanup.callback(cache[0].close)
+                        client = CachedChatModel(client, cache[0])
+                    clients[model_name] = client
+                return clients[model_name]
+
+            extra: dict[str, Any] = {}
+            physical = None
+            if optimized:
+                resource = getattr(context.resources, MODEL_KEY)
+                optimizer = getattr(context.resources, OPTIMIZER_KEY)
+                profiles = resource.profiles()
+                pinned = pinned_candidate(node, config.strategy, config.model, profiles)
+                history = read_history(context.instance, chain_keys, optimizer.history_limit)
+                cold = not history.get(node.name) or not history[node.name].observations
+                decision = plan_operator(node, chain, history, profiles, optimizer, records, pinned)
+                chosen = decision.candidate(node.name)
+                context.log.info(
+                    f"{node.name}: {chosen.key} ({decision.result.reason})"
+                    + (" [pinned by run config]" if pinned else "")
+                )
+                result = run_operator(
+                    node,
+                    records,
+                    client_for(chosen.model),
+                    strategy=chosen.strategy,
+                    progress=progress,
+                )
+                physical = chosen.config()
+                assessment = assess(
+                    node, records, result, decision, client_for, optimizer, context.log.warning
+                )
+                extra = decision_metadata(decision, node.name, assessment, cold)
+            else:
+                strategy = "direct" if config.strategy == AUTO else config.strategy
+                result = run_operator(
+                    node,
+                    records,
+                    client_for(config.model or None) if semantic else None,
+                    strategy=strategy,
+                    progress=progress,
+                    right=right.to_pylist() if right is not None else None,
+                    embedder=(
+                        getattr(context.resources, EMBEDDINGS_KEY).get_client()
+                        if needs_embeddings
+                        else None
+                    ),
+                )
         seconds = time.perf_counter() - start
         # A global operator (agg, top-k) has no per-record selectivity to learn from.
         with_selectivity = not isinstance(node, plan.GlobalNode)
         md = operator_metadata(
-            node.kind, result, columns, seconds, with_selectivity=with_selectivity
+            node.kind,
+            result,
+            columns,
+            seconds,
+            with_selectivity=with_selectivity,
+            config=physical,
         )
+        md.update(extra)
         if result.stats.failures:
             context.log.warning(
                 f"{node.name}: {result.stats.failures} record(s) failed and are kept with the error "
@@ -339,9 +405,19 @@ def _chain(
             reads_all_partitions=starts_global,
             manifest=manifest,
             right_manifest=right_manifest,
+            chain=segment_of(lineage, n),
         )
         (batch if partitioned else whole).append(asset)
     return batch, whole
+
+
+def segment_of(lineage: list[plan.PlanNode], node: plan.PlanNode) -> tuple[plan.PlanNode, ...]:
+    """The operators that run with ``node`` on the same partitions (per batch, or after the
+    first operator over all batches), without the source: the plan the optimizer prices."""
+    ops = lineage[1:]
+    cut = next((i for i, n in enumerate(ops) if isinstance(n, plan.GlobalNode)), len(ops))
+    at = next(i for i, n in enumerate(ops) if n is node)
+    return tuple(ops[:cut]) if at < cut else tuple(ops[cut:])
 
 
 def _batch_job(query: str, name: str, assets: list[dg.AssetsDefinition], what: str) -> Any:

@@ -11,10 +11,12 @@ from pz_dagster.orchestration.compiler import (
     EMBEDDINGS_KEY,
     IO_MANAGER_KEY,
     MODEL_KEY,
+    OPTIMIZER_KEY,
     STORE_KEY,
     CompiledQuery,
     compile_query,
 )
+from pz_dagster.orchestration.planning import OptimizerResource
 from pz_dagster.orchestration.resources import (
     EmbeddingResource,
     LocalEmbeddingResource,
@@ -43,8 +45,10 @@ def build_definitions(
     model: ModelResource | None = None,
     embeddings: EmbeddingResource | None = None,
     store_root: str | None = None,
+    optimizer: OptimizerResource | None = None,
 ) -> tuple[dg.Definitions, CompiledQuery]:
-    """Assets, job and new-documents sensor of a query, with its resources.
+    """Assets, job and new-documents sensor of a query, with its resources. ``optimizer`` sets
+    the policy, the strategies to choose among and the labels to judge quality by.
 
     >>> defs, q = build_definitions(Dataset.from_directory("emails").sem_filter("fraud"), "enron")
     >>> q.job.name
@@ -62,6 +66,7 @@ def build_definitions(
         resources={
             MODEL_KEY: model,
             EMBEDDINGS_KEY: embeddings or LocalEmbeddingResource(),
+            OPTIMIZER_KEY: optimizer or OptimizerResource(),
             STORE_KEY: store,
             IO_MANAGER_KEY: RecordIOManager(store=store),
         },

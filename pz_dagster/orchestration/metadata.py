@@ -47,8 +47,11 @@ def operator_metadata(
     wall_seconds: float,
     *,
     with_selectivity: bool = True,
+    config: PhysicalConfig | None = None,
 ) -> dict[str, Any]:
+    """``config``: the physical config as the optimizer names it (default: read off the result)."""
     s = result.stats
+    config = config or PhysicalConfig(operator, result.model, result.strategy)
     kept = s.records_out - s.passed_through_errors - s.failures
     md: dict[str, Any] = {
         "model": result.model or "none",
@@ -70,9 +73,7 @@ def operator_metadata(
         "seconds": float(wall_seconds),
         "dagster/row_count": s.records_out,
         "dagster/column_schema": column_schema(columns),
-        "physical_config": dg.MetadataValue.json(
-            json.loads(PhysicalConfig(operator, result.model, result.strategy).to_json())
-        ),
+        "physical_config": dg.MetadataValue.json(json.loads(config.to_json())),
         "preview": dg.MetadataValue.md(markdown_preview(result.records, [c for c, _ in columns])),
     }
     if with_selectivity and s.evaluated:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -9,15 +10,26 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
+from optimizer import ModelProfile
 from pz_dagster.errors import ModelError, SourceError
-from pz_dagster.models.base import ChatModel, Pricing
+from pz_dagster.models.base import ChatModel, Pricing, pricing_for
 from pz_dagster.models.embeddings import EmbeddingModel, LocalEmbeddingClient, OpenAIEmbeddingClient
-from pz_dagster.models.local_llama import LocalLlamaClient
+from pz_dagster.models.local_llama import BUNDLED_MODEL_NAME, LocalLlamaClient
 from pz_dagster.models.openai_compat import OpenAICompatibleClient, StructuredOutput
 from pz_dagster.models.retry import RetryPolicy
 from pz_dagster.models.vllm_engine import VLLMClient
 from pz_dagster.orchestration.store import RecordStore
 from pz_dagster.query.schema import RECORD_ID
+
+
+class ModelPrior(dg.Config):
+    """What the optimizer assumes of a model before it has observed it (observations from the
+    asset's history replace these)."""
+
+    quality: float = Field(default=0.8, description="Prior probability of a correct answer.")
+    prompt_tokens_per_s: float = Field(default=2000.0, description="Prompt tokens read per second.")
+    output_tokens_per_s: float = Field(default=50.0, description="Tokens generated per second.")
+    latency_s: float = Field(default=0.5, description="Seconds per call before the first token.")
 
 
 class ModelResource(dg.ConfigurableResource):
@@ -26,6 +38,23 @@ class ModelResource(dg.ConfigurableResource):
     def get_client(self, model: str | None = None) -> ChatModel:
         """The client for ``model`` (default: the resource's default model)."""
         raise NotImplementedError
+
+    def profiles(self) -> list[ModelProfile]:
+        """The optimizer's priors of every model this resource serves, default model first."""
+        raise NotImplementedError
+
+
+def _profile(name: str, price: Pricing, prior: ModelPrior, concurrency: int) -> ModelProfile:
+    return ModelProfile(
+        name,
+        input_price=price.input_per_mtok / 1e6,
+        output_price=price.output_per_mtok / 1e6,
+        prompt_tokens_per_s=prior.prompt_tokens_per_s,
+        output_tokens_per_s=prior.output_tokens_per_s,
+        latency_s=prior.latency_s,
+        quality=prior.quality,
+        max_concurrency=concurrency,
+    )
 
 
 class LocalLlamaModel(ModelResource):
@@ -65,6 +94,15 @@ class LocalLlamaModel(ModelResource):
             raise ModelError(f"this resource serves {self._client.model_name!r}, not {model!r}")
         return self._client
 
+    def profiles(self) -> list[ModelProfile]:
+        # Measured on 2 CPU cores with the bundled model (PEERS.md): ~160 prompt tokens/s,
+        # 50-70 generated tokens/s. A 135M model's answers are weak: a low quality prior.
+        name = BUNDLED_MODEL_NAME if self.model_path is None else Path(self.model_path).stem
+        prior = ModelPrior(
+            quality=0.5, prompt_tokens_per_s=160, output_tokens_per_s=60, latency_s=0.05
+        )
+        return [_profile(name, Pricing(), prior, 1)]
+
 
 class ModelPrice(dg.Config):
     input_per_mtok: float = Field(description="USD per 1M input tokens.")
@@ -99,6 +137,11 @@ class OpenAICompatibleModel(ModelResource):
     timeout_s: float = Field(default=120.0, description="Per-request timeout in seconds.")
     max_retries: int = Field(default=4, description="Re-sends on 429/5xx/timeouts, with backoff.")
     max_retry_seconds: float = Field(default=120.0, description="Give up retrying after this long.")
+    priors: dict[str, ModelPrior] = Field(
+        default_factory=dict,
+        description="The optimizer's priors by model name (quality, speed); unlisted models get "
+        "the defaults until their history says more.",
+    )
     structured_output: StructuredOutput = Field(
         default="auto",
         description="How the endpoint takes a JSON schema: json_schema (OpenAI, vLLM), json_object "
@@ -126,6 +169,17 @@ class OpenAICompatibleModel(ModelResource):
             tpm=self.tpm,
             structured_output=self.structured_output,
         )
+
+    def profiles(self) -> list[ModelProfile]:
+        overrides = {
+            m: Pricing(p.input_per_mtok, p.output_per_mtok) for m, p in self.prices.items()
+        }
+        return [
+            _profile(
+                m, pricing_for(m, overrides), self.priors.get(m, ModelPrior()), self.max_concurrency
+            )
+            for m in self.available_models
+        ]
 
     def get_client(self, model: str | None = None) -> ChatModel:
         name = model or self.model
@@ -174,6 +228,10 @@ class VLLMModel(ModelResource):
                 dtype=self.dtype,
             )
         return self._client
+
+    def profiles(self) -> list[ModelProfile]:
+        prior = ModelPrior(quality=0.8, prompt_tokens_per_s=5000, output_tokens_per_s=500)
+        return [_profile(self.model, Pricing(), prior, self.max_num_seqs)]
 
 
 class EmbeddingResource(dg.ConfigurableResource):

@@ -151,6 +151,7 @@ class OpenAISimulator:
         self.oracle = oracle
         self.faults = faults
         self._rng = random.Random(seed)
+        self._seed = seed
         self._lock = threading.Lock()
         self._windows: dict[str, deque[float]] = {m: deque() for m in self.models}
         self.calls: Counter[str] = Counter()  # by model
@@ -184,6 +185,11 @@ class OpenAISimulator:
 
     # --- behaviour ---------------------------------------------------------------------
 
+    def _draw(self, req: ChatRequest) -> float:
+        """A uniform number in [0, 1) fixed by the seed, the model and the messages."""
+        key = json.dumps([self._seed, req.model, req.messages], sort_keys=True, default=str)
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
     def _decide(self, req: ChatRequest) -> tuple[int, float, str | None]:
         """(status, delay, body text) for one request; all randomness under one lock."""
         profile = self.models.get(req.model)
@@ -206,10 +212,13 @@ class OpenAISimulator:
             if profile.error_rate and self._rng.random() < profile.error_rate:
                 return 500, profile.latency_s, None
             correct = self.oracle(req) if self.oracle else placeholder(req.schema)
+            # Like a model at temperature 0: the same prompt to the same model gets the same
+            # answer, whatever the order requests arrive in (so runs are reproducible).
+            draw = self._draw(req)
             answer = (
                 correct
-                if self._rng.random() < profile.accuracy
-                else wrong_answer(correct, req.schema, self._rng)
+                if draw < profile.accuracy
+                else wrong_answer(correct, req.schema, random.Random(draw))
             )
         text = answer if isinstance(answer, str) and req.schema is None else json.dumps(answer)
         delay = profile.latency_s + profile.seconds_per_output_token * approx_tokens(text)
