@@ -205,8 +205,15 @@ def estimate(
     # quality by evidence. An observation that adds no evidence (a sample without positives)
     # does not age the quality evidence before it.
     record_w = _aging([o.records for o in mine], settings.cost_half_life_records)
+    labelled_only = any(o.quality is not None and o.quality_source == "labels" for o in mine)
     quality_w = _aging(
-        [o.quality.evidence if o.quality else 0.0 for o in mine], settings.quality_half_life
+        [
+            o.quality.evidence
+            if o.quality and (not labelled_only or o.quality_source == "labels")
+            else 0.0
+            for o in mine
+        ],
+        settings.quality_half_life,
     )
     k = settings.prior_records
     costed = [(w, o) for w, o in zip(record_w, mine, strict=True) if o.costed]
@@ -217,9 +224,12 @@ def estimate(
     n_out = sum(w * o.records for w, o in with_out)
     kept = sum(w * (o.records_out or 0) for w, o in with_out)
     selectivity = (k * prior.selectivity + kept) / (k + n_out)
+    # Labels outrank the champion: once a candidate has been judged against labels, its
+    # agreement with a (possibly weak) champion no longer counts.
+    labelled = labelled_only
     counts = QualityCounts()
     for w, o in zip(quality_w, mine, strict=True):
-        if o.quality is not None:
+        if o.quality is not None and (not labelled or o.quality_source == "labels"):
             counts = counts + o.quality.scaled(w)
     evidence = counts.evidence
     kq = settings.prior_quality_records

@@ -116,7 +116,7 @@ def decide(
     policy: Policy,
     *,
     strategies: Sequence[str] = ("direct",),
-    available: frozenset[str] = frozenset(),
+    available: frozenset[str] | Mapping[str, frozenset[str]] = frozenset(),
     pinned: Mapping[str, Candidate] | None = None,
     fixed: Mapping[str, Estimate] | None = None,
     settings: EstimateSettings = DEFAULT_SETTINGS,
@@ -125,7 +125,9 @@ def decide(
     """Choose a candidate per operator.
 
     ``fixed`` gives operators that have one way to run (Python filters and maps) their
-    estimate; ``pinned`` forces a candidate on an operator (a run-config override).
+    estimate; ``pinned`` forces a candidate on an operator (a run-config override);
+    ``available`` says what strategies may rely on ("labels": scored examples to learn a
+    proxy's threshold from, "embeddings"), for all operators or by operator name.
 
     >>> from optimizer.policies import MinCost
     >>> ops = [OperatorSpec("f", "sem_filter", selectivity=0.1), OperatorSpec("m", "sem_map")]
@@ -140,11 +142,17 @@ def decide(
     pinned = dict(pinned or {})
     options: dict[str, list[tuple[Candidate, Estimate]]] = {}
     champions: dict[str, Candidate] = {}
+
+    def has(op: OperatorSpec) -> frozenset[str]:
+        if isinstance(available, frozenset):
+            return available
+        return available.get(op.name, frozenset())
+
     for op in operators:
         if fixed and op.name in fixed:
             options[op.name] = [(Candidate(op.name, "python", None), fixed[op.name])]
             continue
-        cands = candidates_for(op, models, strategies, available)
+        cands = candidates_for(op, models, strategies, has(op))
         if not cands:
             raise ValueError(f"operator {op.name!r}: no candidate (models: {sorted(by_name)})")
         champions[op.name] = champion_of(cands, by_name)
@@ -161,7 +169,7 @@ def decide(
         if op.name in champions and op.name not in pinned and exploration_slots > 0:
             all_opts = [
                 (c, estimate(op, c, by_name, seen, settings))
-                for c in candidates_for(op, models, strategies, available)
+                for c in candidates_for(op, models, strategies, has(op))
             ]
             exploration[op.name] = explore(
                 all_opts,

@@ -116,3 +116,42 @@ def learn_cascade(
             if meets and escalated < best.escalated:
                 best = CascadeThresholds(low, high, escalated, precision, recall)
     return best
+
+
+@dataclass(frozen=True)
+class SignedThreshold:
+    """Keep a record when ``polarity * score >= value``: a proxy score may rise or fall with
+    the predicate (a negated predicate such as "is not a news article")."""
+
+    value: float
+    polarity: int
+    counts: QualityCounts
+
+    def keeps(self, score: float) -> bool:
+        return self.polarity * score >= self.value
+
+
+def learn_signed_threshold(scores: Sequence[float], labels: Sequence[bool]) -> SignedThreshold:
+    """The direction and cut-off with the best F1 on the examples (ties: the score rising with
+    the label, then the higher cut-off).
+
+    >>> t = learn_signed_threshold([5, 4, 1, 0], [False, False, True, True])
+    >>> t.polarity, t.value, t.counts.f1
+    (-1, -2.5, 1.0)
+    """
+    up = learn_threshold(scores, labels)
+    down = learn_threshold([-s for s in scores], labels)
+    if down.counts.f1 > up.counts.f1:
+        return SignedThreshold(down.value, -1, down.counts)
+    return SignedThreshold(up.value, 1, up.counts)
+
+
+def apply_threshold(
+    threshold: SignedThreshold, scores: Sequence[float], labels: Sequence[bool]
+) -> QualityCounts:
+    """How a learned threshold does on other examples (held out from its learning)."""
+    kept = [threshold.keeps(s) for s in scores]
+    tp = sum(1 for k, y in zip(kept, labels, strict=True) if k and y)
+    fp = sum(1 for k, y in zip(kept, labels, strict=True) if k and not y)
+    fn = sum(1 for k, y in zip(kept, labels, strict=True) if not k and y)
+    return QualityCounts(tp, fp, fn, len(scores) - tp - fp - fn)

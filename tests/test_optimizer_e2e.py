@@ -136,3 +136,71 @@ def test_choice_converges_to_the_cheapest_plan_meeting_the_quality_and_drops_a_d
             filt = chosen_models(instance, q.asset_key("mentions_scheme"))
             print("after the drop:", filt[15:])
             assert filt[-3:] == ["large"] * 3, filt
+
+
+def test_a_learned_lexical_proxy_replaces_a_weak_model(tmp_path: Path):
+    """With one weak model and labels, the lexical proxy's threshold is learned on earlier
+    partitions, judged on the next one (held out from its learning), and chosen once it is
+    observed to beat the model."""
+    labels = ValidationSet.from_json(LABELS)
+    with OpenAISimulator(
+        {"weak": SimulatedModel(accuracy=0.6)}, oracle=LabelOracle(EMAILS, labels)
+    ) as sim:
+        model = OpenAICompatibleModel(model="weak", base_url=sim.base_url, max_concurrency=4)
+        optimizer = OptimizerResource(
+            policy="MaxQuality",
+            strategies=["direct", "lexical_proxy"],
+            labels_path=str(LABELS),
+        )
+        store = tmp_path / "store"
+        ds = Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
+            'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", '
+            'and/or "Fat Boy")',
+            depends_on="contents",
+            name="mentions_scheme",
+        )
+        defs, q = build_definitions(
+            ds, "proxy", model=model, optimizer=optimizer, store_root=str(store)
+        )
+        job = defs.resolve_job_def(q.job.name)
+        key = q.asset_key("mentions_scheme")
+        with dg.instance_for_test() as instance:
+            batches = register_partitions(RecordStore(store), q, instance)
+            for b in batches:
+                assert job.execute_in_process(partition_key=b.key, instance=instance).success
+            recs = sorted(
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=key), limit=100
+                ).records,
+                key=lambda r: r.timestamp,
+            )
+            strategies = [
+                r.asset_materialization.metadata["physical_config"].value["strategy"] for r in recs
+            ]
+            print(strategies)
+            assert strategies[0] == "direct"  # nothing to learn a threshold from yet
+            assert strategies[-3:] == ["lexical_proxy"] * 3
+            last = recs[-1].asset_materialization.metadata
+            cfg = last["physical_config"].value
+            assert cfg["model"] is None and cfg["params"]["polarity"] in (1, -1)
+            assert last["model_calls"].value == 0
+            # the proxy's own held-out judgement is recorded every partition
+            judged = [
+                s for s in last["sample_runs"].value if s["config"]["strategy"] == "lexical_proxy"
+            ]
+            assert judged and judged[0]["quality_source"] == "labels"
+            # a run config pins the model strategy back for one run
+            res = job.execute_in_process(
+                partition_key=batches[0].key,
+                instance=instance,
+                run_config={"ops": {"proxy__mentions_scheme": {"config": {"strategy": "direct"}}}},
+            )
+            assert res.success
+            md = (
+                instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1)
+                .records[0]
+                .asset_materialization.metadata
+            )
+            assert md["physical_config"].value["strategy"] == "direct"
+            assert "pinned by run config: mentions_scheme" in md["decision"].value
+            assert md["model_calls"].value + md["cache_hits"].value == md["evaluated"].value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optimizer.thresholds import SignedThreshold
 from pz_dagster.errors import PlanError
 from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
@@ -11,7 +12,7 @@ from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
 from pz_dagster.operators import join as join_ops
 from pz_dagster.operators import map as map_ops
-from pz_dagster.operators import relational
+from pz_dagster.operators import proxy, relational
 from pz_dagster.operators import topk as topk_ops
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record
 from pz_dagster.query import plan
@@ -49,8 +50,16 @@ def run_operator(
     progress: Progress | None = None,
     right: list[Record] | None = None,
     embedder: EmbeddingModel | None = None,
+    threshold: SignedThreshold | None = None,
 ) -> OperatorResult:
-    """Run one logical node on a partition's records with the named physical strategy."""
+    """Run one logical node on a partition's records with the named physical strategy.
+
+    A proxy strategy of a semantic filter (``lexical_proxy``, ``embedding_proxy``) needs no
+    model but the learned ``threshold``."""
+    if isinstance(node, plan.SemanticFilter) and strategy in proxy.PROXIES:
+        if threshold is None:
+            raise PlanError(f"{strategy} of {node.name!r} needs a learned threshold")
+        return proxy.proxy_filter(node, records, strategy, threshold, embedder)
     if needs_model(node):
         strategies = SEMANTIC_STRATEGIES[type(node)]
         if strategy not in strategies:

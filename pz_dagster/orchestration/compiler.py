@@ -17,12 +17,15 @@ from pz_dagster.errors import PlanError
 from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
+from pz_dagster.operators.proxy import PROXIES
 from pz_dagster.orchestration.metadata import operator_metadata
 from pz_dagster.orchestration.planning import (
     AUTO,
     OPTIMIZED,
+    NodeHistory,
     assess,
     decision_metadata,
+    learned_threshold,
     pinned_candidate,
     plan_operator,
     read_history,
@@ -212,7 +215,8 @@ def _operator_asset(
             **(all_of(right_manifest) if right_partitioned else {}),
         )
 
-    needs_embeddings = isinstance(node, plan.SemanticTopK)
+    # top-k searches by embeddings; a semantic filter may run (or judge) an embedding proxy
+    needs_embeddings = isinstance(node, plan.SemanticTopK | plan.SemanticFilter)
     optimized = isinstance(node, OPTIMIZED)
     resource_keys = (
         ({MODEL_KEY} if semantic else set())
@@ -247,6 +251,10 @@ def _operator_asset(
 
             extra: dict[str, Any] = {}
             physical = None
+
+            def embedder_for() -> Any:
+                return getattr(context.resources, EMBEDDINGS_KEY).get_client()
+
             if optimized:
                 resource = getattr(context.resources, MODEL_KEY)
                 optimizer = getattr(context.resources, OPTIMIZER_KEY)
@@ -260,16 +268,36 @@ def _operator_asset(
                     f"{node.name}: {chosen.key} ({decision.result.reason})"
                     + (" [pinned by run config]" if pinned else "")
                 )
+                own = history.get(node.name) or NodeHistory()
+                threshold = None
+                if chosen.strategy in PROXIES:
+                    threshold = learned_threshold(own, chosen.strategy)
                 result = run_operator(
                     node,
                     records,
-                    client_for(chosen.model),
+                    client_for(chosen.model) if chosen.strategy not in PROXIES else None,
                     strategy=chosen.strategy,
                     progress=progress,
+                    embedder=embedder_for() if chosen.strategy == "embedding_proxy" else None,
+                    threshold=threshold,
                 )
-                physical = chosen.config()
+                physical = chosen.config(
+                    **(
+                        {"threshold": threshold.value, "polarity": threshold.polarity}
+                        if threshold
+                        else {}
+                    )
+                )
                 assessment = assess(
-                    node, records, result, decision, client_for, optimizer, context.log.warning
+                    node,
+                    records,
+                    result,
+                    decision,
+                    client_for,
+                    optimizer,
+                    context.log.warning,
+                    history=own,
+                    embedder_for=embedder_for,
                 )
                 extra = decision_metadata(decision, node.name, assessment, cold)
             else:
@@ -281,11 +309,7 @@ def _operator_asset(
                     strategy=strategy,
                     progress=progress,
                     right=right.to_pylist() if right is not None else None,
-                    embedder=(
-                        getattr(context.resources, EMBEDDINGS_KEY).get_client()
-                        if needs_embeddings
-                        else None
-                    ),
+                    embedder=embedder_for() if isinstance(node, plan.SemanticTopK) else None,
                 )
         seconds = time.perf_counter() - start
         # A global operator (agg, top-k) has no per-record selectivity to learn from.

@@ -36,11 +36,14 @@ from optimizer import (
 from optimizer.candidates import STRATEGIES as OPTIMIZER_STRATEGIES
 from optimizer.config import PhysicalConfig
 from optimizer.quality import ValidationSet, field_counts, filter_counts
+from optimizer.thresholds import SignedThreshold, apply_threshold, learn_signed_threshold
 from pz_dagster.errors import PlanError
 from pz_dagster.models.base import ChatModel
+from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import SEMANTIC_STRATEGIES, OperatorResult, run_operator
 from pz_dagster.operators.base import CHARS_PER_TOKEN, Record
 from pz_dagster.operators.prompts import render_fields
+from pz_dagster.operators.proxy import PROXIES, scores_for
 from pz_dagster.query import plan
 from pz_dagster.query.schema import ERROR, RECORD_ID
 
@@ -107,6 +110,15 @@ class NodeHistory:
     cost: list[float] = field(default_factory=list)  # dollars per record (any candidate)
     seconds: list[float] = field(default_factory=list)
     selectivity: list[float] = field(default_factory=list)
+    # scored, labelled records by proxy: what a proxy's threshold is learned from
+    proxy_pairs: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
+
+    def pairs(self, proxy: str) -> list[tuple[float, bool]]:
+        return self.proxy_pairs.get(proxy, [])
+
+    def can_learn(self, proxy: str) -> bool:
+        labels = {y for _, y in self.pairs(proxy)}
+        return labels == {True, False}
 
     @staticmethod
     def mean(xs: list[float], default: float) -> float:
@@ -177,6 +189,8 @@ def observations_of(md: dict[str, Any], sequence: float) -> tuple[list[Observati
                 sequence=sequence,
             )
         )
+    for proxy, pairs in (_value(md, "proxy_pairs", {}) or {}).items():
+        hist.proxy_pairs[proxy] = [(float(x), bool(y)) for x, y in pairs]
     hist.observations = out
     return out, hist
 
@@ -201,6 +215,8 @@ def read_history(
             merged.cost += h.cost
             merged.seconds += h.seconds
             merged.selectivity += h.selectivity
+            for proxy, pairs in h.proxy_pairs.items():
+                merged.proxy_pairs.setdefault(proxy, []).extend(pairs)
         out[name] = merged
     return out
 
@@ -247,7 +263,8 @@ def fixed_estimate(node: plan.PlanNode, hist: NodeHistory) -> Estimate:
 
 
 def operator_strategies(node: plan.PlanNode) -> set[str]:
-    return set(SEMANTIC_STRATEGIES.get(type(node), {}))
+    names = set(SEMANTIC_STRATEGIES.get(type(node), {}))
+    return names | set(PROXIES) if isinstance(node, plan.SemanticFilter) else names
 
 
 def pinned_candidate(
@@ -257,6 +274,10 @@ def pinned_candidate(
     if strategy == AUTO and not model:
         return None
     strategy = "direct" if strategy == AUTO else strategy
+    if strategy in PROXIES and isinstance(node, plan.SemanticFilter):
+        if model:
+            raise PlanError(f"{strategy} of {node.name!r} uses no model; leave model empty")
+        return Candidate(node.name, strategy, None)
     if strategy not in operator_strategies(node):
         raise PlanError(
             f"unknown strategy {strategy!r} for {node.kind} {node.name!r}; known: "
@@ -296,6 +317,14 @@ def plan_operator(
     ]
     observations = [o for h in history.values() for o in h.observations]
     cold = not history.get(node.name, NodeHistory()).observations
+    available = {}
+    for n in chain:
+        h = history.get(n.name, NodeHistory())
+        # a proxy is a candidate once its threshold can be learned from scored examples
+        if h.can_learn("lexical_proxy"):
+            available[n.name] = frozenset({"labels"})
+        if h.can_learn("embedding_proxy") and h.can_learn("lexical_proxy"):
+            available[n.name] = frozenset({"labels", "embeddings"})
     return decide(
         specs,
         profiles,
@@ -304,6 +333,7 @@ def plan_operator(
         strategies=usable or ["direct"],
         pinned={node.name: pinned} if pinned else None,
         fixed=fixed,
+        available=available,
         exploration_slots=optimizer.cold_start_candidates if cold else optimizer.exploration_slots,
     )
 
@@ -362,6 +392,7 @@ class Assessment:
     sample_runs: list[dict[str, Any]] = field(default_factory=list)
     sample_usage_dollars: float = 0.0
     sample_seconds: float = 0.0
+    proxy_pairs: dict[str, list[list[Any]]] = field(default_factory=dict)
 
 
 def assess(
@@ -372,9 +403,13 @@ def assess(
     client_for: Callable[[str | None], ChatModel],
     optimizer: OptimizerResource,
     log: Callable[[str], None],
+    history: NodeHistory | None = None,
+    embedder_for: Callable[[], EmbeddingModel] | None = None,
 ) -> Assessment:
     """Quality of the chosen run, and the sample runs of the champion and the explored
-    candidates (each recorded as an observation of its own)."""
+    candidates (each recorded as an observation of its own). For a semantic filter with proxy
+    strategies enabled, also the proxies' scores of the judged records (what their thresholds
+    are learned from) and each proxy's quality on them with the threshold learned before."""
     labels = optimizer.get_labels()
     chosen = decision.candidate(node.name)
     champion = decision.champions.get(node.name)
@@ -413,6 +448,8 @@ def assess(
     for cand in decision.exploration.get(node.name, ()):
         if not sample:
             break
+        if cand.strategy in PROXIES:  # judged below on every partition, at no model cost
+            continue
         try:
             res = run_on_sample(cand)
         except Exception as exc:  # a candidate that cannot run is noted, not fatal
@@ -425,7 +462,67 @@ def assess(
         if q is None and reference is not None:
             q, src = quality_vs_reference(node, sample_ids, res, reference), "champion"
         out.sample_runs.append(_side(cand, len(sample), res, q, src))
+    proxies = [p for p in optimizer.strategies if p in PROXIES]
+    if isinstance(node, plan.SemanticFilter) and proxies:
+        # judged records: the labelled ones, else the sample against the champion
+        if labels is not None and any(r in labels for r in evaluated):
+            judged = [r for r in records if not r.get(ERROR) and str(r[RECORD_ID]) in labels]
+            truth = [labels.relevant(str(r[RECORD_ID])) for r in judged]
+            source = "labels"
+        elif reference is not None:
+            ref = _kept(reference)
+            judged, truth, source = list(sample), [rid in ref for rid in sample_ids], "champion"
+        else:
+            judged, truth, source = [], [], ""
+        for proxy in proxies:
+            if not judged:
+                break
+            start = time.perf_counter()
+            try:
+                embedder = embedder_for() if proxy == "embedding_proxy" and embedder_for else None
+                scores, usage = scores_for(proxy, node, judged, embedder)
+            except Exception as exc:  # a proxy that cannot score is noted, not fatal
+                log(f"{node.name}: scoring {proxy} failed: {exc}")
+                continue
+            seconds = time.perf_counter() - start
+            out.proxy_pairs[proxy] = [[s, y] for s, y in zip(scores, truth, strict=True)]
+            past = history.pairs(proxy) if history else []
+            if {y for _, y in past} != {True, False}:
+                continue
+            threshold = learn_signed_threshold([x for x, _ in past], [y for _, y in past])
+            counts = apply_threshold(threshold, scores, truth)
+            out.sample_runs.append(
+                {
+                    "config": json.loads(
+                        Candidate(node.name, proxy, None)
+                        .config(**_threshold_params(threshold))
+                        .to_json()
+                    ),
+                    "records": len(judged),
+                    "dollars": usage.dollars,
+                    "seconds": seconds,
+                    "records_out": int(counts.tp + counts.fp),
+                    "quality": _counts_dict(counts),
+                    "quality_source": source,
+                }
+            )
     return out
+
+
+def _threshold_params(t: SignedThreshold) -> dict[str, Any]:
+    return {"threshold": t.value, "polarity": t.polarity}
+
+
+def _counts_dict(q: QualityCounts) -> dict[str, float]:
+    return dict(zip(("tp", "fp", "fn", "tn", "agree", "total"), q.as_tuple(), strict=True))
+
+
+def learned_threshold(history: NodeHistory, proxy: str) -> SignedThreshold:
+    """The proxy's threshold learned on every scored example in the history."""
+    pairs = history.pairs(proxy)
+    if {y for _, y in pairs} != {True, False}:
+        raise PlanError(f"{proxy} has no labelled examples of both kinds to learn from yet")
+    return learn_signed_threshold([x for x, _ in pairs], [y for _, y in pairs])
 
 
 def _side(
@@ -455,7 +552,12 @@ def decision_metadata(
         "policy": decision.policy.describe(),
         "decision": dg.MetadataValue.md(
             f"**{decision.result.reason}**\n\nchosen plan: `{decision.result.chosen.describe()}`\n\n"
-            f"### frontier\n{decision.frontier_markdown()}\n\n"
+            + (
+                f"pinned by run config: {', '.join(sorted(decision.pinned))}\n\n"
+                if decision.pinned
+                else ""
+            )
+            + f"### frontier\n{decision.frontier_markdown()}\n\n"
             f"### candidates of {node}\n{decision.candidates_markdown(node)}"
         ),
         "estimated_quality": float(decision.estimate(node, decision.candidate(node)).quality),
@@ -467,7 +569,7 @@ def decision_metadata(
         md["quality"] = float(q.score)
         md["quality_source"] = assessment.source
         md["quality_evidence"] = float(q.evidence)
-        md["quality_counts"] = dg.MetadataValue.json(
-            dict(zip(("tp", "fp", "fn", "tn", "agree", "total"), q.as_tuple(), strict=True))
-        )
+        md["quality_counts"] = dg.MetadataValue.json(_counts_dict(q))
+    if assessment.proxy_pairs:
+        md["proxy_pairs"] = dg.MetadataValue.json(assessment.proxy_pairs)
     return md
