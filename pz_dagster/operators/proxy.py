@@ -55,7 +55,7 @@ def lexical_scores(node: SemanticFilter, records: Sequence[Record]) -> list[floa
     >>> f = plan.SemanticFilter(name="f", input=plan.DirectorySource(name="d", path="x"),
     ...                         predicate='mentions "Raptor" deals')
     >>> lexical_scores(f, [{"contents": "the RAPTOR deal"}, {"contents": "lunch"}])
-    [5.0, 0.0]
+    [4.0, 0.0]
     """
     quoted, words = predicate_terms(node.predicate)
     patterns = [re.compile(r"\b" + re.escape(w)) for w in words]
