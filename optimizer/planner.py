@@ -115,7 +115,7 @@ def decide(
     observations: Iterable[Observation],
     policy: Policy,
     *,
-    strategies: Sequence[str] = ("direct",),
+    strategies: Sequence[str] | Mapping[str, Sequence[str]] = ("direct",),
     available: frozenset[str] | Mapping[str, frozenset[str]] = frozenset(),
     pinned: Mapping[str, Candidate] | None = None,
     fixed: Mapping[str, Estimate] | None = None,
@@ -126,6 +126,7 @@ def decide(
 
     ``fixed`` gives operators that have one way to run (Python filters and maps) their
     estimate; ``pinned`` forces a candidate on an operator (a run-config override);
+    ``strategies`` may differ by operator name (what each operator implements);
     ``available`` says what strategies may rely on ("labels": scored examples to learn a
     proxy's threshold from, "embeddings"), for all operators or by operator name.
 
@@ -143,6 +144,11 @@ def decide(
     options: dict[str, list[tuple[Candidate, Estimate]]] = {}
     champions: dict[str, Candidate] = {}
 
+    def tried(op: OperatorSpec) -> Sequence[str]:
+        if isinstance(strategies, Mapping):
+            return strategies.get(op.name, ("direct",))
+        return strategies
+
     def has(op: OperatorSpec) -> frozenset[str]:
         if isinstance(available, frozenset):
             return available
@@ -152,7 +158,7 @@ def decide(
         if fixed and op.name in fixed:
             options[op.name] = [(Candidate(op.name, "python", None), fixed[op.name])]
             continue
-        cands = candidates_for(op, models, strategies, has(op))
+        cands = candidates_for(op, models, tried(op), has(op))
         if not cands:
             raise ValueError(f"operator {op.name!r}: no candidate (models: {sorted(by_name)})")
         champions[op.name] = champion_of(cands, by_name)
@@ -169,7 +175,7 @@ def decide(
         if op.name in champions and op.name not in pinned and exploration_slots > 0:
             all_opts = [
                 (c, estimate(op, c, by_name, seen, settings))
-                for c in candidates_for(op, models, strategies, has(op))
+                for c in candidates_for(op, models, tried(op), has(op))
             ]
             exploration[op.name] = explore(
                 all_opts,

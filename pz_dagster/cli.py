@@ -15,7 +15,19 @@ from rich.table import Table
 
 from pz_dagster.errors import PzError
 from pz_dagster.orchestration.batches import register_partitions
-from pz_dagster.orchestration.compiler import STORE_KEY, CompiledQuery
+from pz_dagster.orchestration.compiler import (
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+    STORE_KEY,
+    CompiledQuery,
+    segment_of,
+)
+from pz_dagster.orchestration.planning import (
+    OPTIMIZED,
+    OptimizerResource,
+    plan_operator,
+    read_history,
+)
 from pz_dagster.orchestration.store import RecordStore, view_name
 
 # Tables stay readable when output is piped (rich assumes 80 columns without a terminal).
@@ -42,6 +54,10 @@ def _prepare_home(home: str | None) -> Path:
     return path
 
 
+def instance_dir() -> str:
+    return os.environ.get("DAGSTER_HOME", "")
+
+
 def _load(module: str) -> tuple[dg.Definitions, CompiledQuery]:
     sys.path.insert(0, os.getcwd())
     mod = importlib.import_module(module)
@@ -65,10 +81,45 @@ def main() -> None:
 
 @main.command()
 @click.option("--module", default="definitions", show_default=True, help="Module defining `defs`.")
-def explain(module: str) -> None:
-    """Print the logical plan of the query."""
-    _, query = _load(module)
-    console.print(f"[bold]query {query.name!r}[/bold]\n{query.dataset.explain()}")
+@click.option(
+    "--home",
+    default=None,
+    help="DAGSTER_HOME to read history from (default: $DAGSTER_HOME or ./.pz_home).",
+)
+def explain(module: str, home: str | None) -> None:
+    """Print the logical plan, then the optimizer's current decision: candidates with their
+    estimates (priors blended with the instance's history), the Pareto frontier of plans, the
+    choice and the reason."""
+    _prepare_home(home)
+    defs, query = _load(module)
+    console.print(f"[bold]query {query.name!r}[/bold]")
+    console.print(query.dataset.explain(), markup=False)  # plan text has [brackets]
+    chain = (
+        segment_of(query.plan.lineage(), query.plan.lineage()[1])
+        if len(query.plan.lineage()) > 1
+        else ()
+    )
+    targets = [n for n in chain if isinstance(n, OPTIMIZED)]
+    if not targets:
+        return
+    model = defs.resources[MODEL_KEY]
+    optimizer = defs.resources.get(OPTIMIZER_KEY) or OptimizerResource()
+    with dg.DagsterInstance.get() as instance:
+        history = read_history(
+            instance,
+            {n.name: query.asset_key(n.name) for n in chain},
+            optimizer.history_limit,  # type: ignore[union-attr]
+        )
+    # Every operator asset decides over the whole plan at its own start; the first one's
+    # decision shows the candidates of all of them.
+    node = targets[0]
+    decision = plan_operator(node, chain, history, model.profiles(), optimizer, [], None)  # type: ignore[union-attr,arg-type]
+    seen = sum(len(h.observations) for h in history.values())
+    console.print(
+        f"\n[bold]optimizer's decision now[/bold] ({seen} observation(s) in the history of "
+        f"{instance_dir()})"
+    )
+    console.print(decision.explain(), markup=False)
 
 
 @main.command()

@@ -83,3 +83,19 @@ def test_dagster_cli_validates_the_code_location(dagster_home):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+def test_pz_dagster_explain_shows_plan_and_optimizer_decision(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pz_dagster.cli", "explain", "--home", str(tmp_path / "home")],
+        cwd=REPO,
+        env={**os.environ, "PZ_DAGSTER_STORE": str(tmp_path / "store")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert "SemanticMap(fields=[sender: str, subject: str]" in out  # brackets survive rich
+    assert "optimizer's decision now (0 observation(s)" in out
+    assert "policy: MaxQuality" in out and "(chosen)" in out and "champion" in out

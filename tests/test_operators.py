@@ -757,3 +757,50 @@ def test_values_are_typed_per_record(tmp_path):
     recs = [{"record_id": "a", "filename": "a", "contents": "12", "error": None}]
     out = run_operator(node, recs, None)
     assert out.records[0]["n"] is None and "wrong type" in out.records[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "strategy, calls_per_record",
+    [("chain_of_thought", 1), ("critique", 2), ("ensemble", 3), ("direct", 1)],
+)
+def test_filter_prompt_strategies_materialize(folder, tmp_path, strategy, calls_per_record):
+    """Each strategy pinned by run config keeps the right records; the ensemble outvotes a
+    model that is always wrong."""
+    models = {
+        "sim": SimulatedModel(),
+        "sim-b": SimulatedModel(),
+        "sim-wrong": SimulatedModel(accuracy=0.0),
+    }
+    with OpenAISimulator(models, oracle=oracle) as s:
+        model = OpenAICompatibleModel(
+            model="sim", models=["sim-b", "sim-wrong"], base_url=s.base_url, max_concurrency=4
+        )
+        ds = Dataset.from_directory(folder).sem_filter(
+            "The email discusses a fraudulent scheme", depends_on="contents", name="fraud"
+        )
+        store = tmp_path / f"store-{strategy}"
+        defs, q = build_definitions(ds, "strat", model=model, store_root=str(store))
+        with dg.instance_for_test() as instance:
+            (b,) = register_partitions(RecordStore(store), q, instance)
+            res = defs.resolve_job_def(q.job.name).execute_in_process(
+                partition_key=b.key,
+                instance=instance,
+                run_config={
+                    "ops": {"strat__fraud": {"config": {"strategy": strategy, "use_cache": False}}}
+                },
+            )
+            assert res.success
+            kept = RecordStore(store).read(q.output_key.path, b.key).to_pylist()
+            md = (
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=q.asset_key("fraud")), limit=1
+                )
+                .records[0]
+                .asset_materialization.metadata
+            )
+    assert sorted(r["record_id"] for r in kept) == ["a.txt", "c.txt"]
+    assert md["physical_config"].value["strategy"] == strategy
+    # the chosen run's calls (quality sampling runs are counted apart, under sample_runs)
+    assert md["model_calls"].value == calls_per_record * len(EMAILS)
+    if strategy == "ensemble":
+        assert md["physical_config"].value["params"]["models"] == ["sim", "sim-b", "sim-wrong"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from optimizer.thresholds import SignedThreshold
 from pz_dagster.errors import PlanError
 from pz_dagster.models.base import ChatModel
@@ -51,6 +53,7 @@ def run_operator(
     right: list[Record] | None = None,
     embedder: EmbeddingModel | None = None,
     threshold: SignedThreshold | None = None,
+    models: Sequence[ChatModel] | None = None,
 ) -> OperatorResult:
     """Run one logical node on a partition's records with the named physical strategy.
 
@@ -60,6 +63,10 @@ def run_operator(
         if threshold is None:
             raise PlanError(f"{strategy} of {node.name!r} needs a learned threshold")
         return proxy.proxy_filter(node, records, strategy, threshold, embedder)
+    if isinstance(node, plan.SemanticFilter) and strategy in filter_ops.MULTI_MODEL_STRATEGIES:
+        if not models:
+            raise PlanError(f"{strategy} of {node.name!r} needs its models")
+        return filter_ops.MULTI_MODEL_STRATEGIES[strategy](node, records, models, progress)
     if needs_model(node):
         strategies = SEMANTIC_STRATEGIES[type(node)]
         if strategy not in strategies:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from pz_dagster.errors import RecordFailure
+from pz_dagster.errors import PlanError, RecordFailure
 from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
@@ -46,6 +47,92 @@ def filter_instruction(predicate: str) -> str:
     )
 
 
+ReasonedAnswer = create_model(
+    "ReasonedAnswer",
+    reasoning=(str, Field(max_length=400, description="A few sentences of reasoning.")),
+    answer=(Literal["YES", "NO"], ...),
+)
+REASONED_SCHEMA = json_schema_for(ReasonedAnswer)
+REASONED_MAX_TOKENS = 220
+CheckedAnswer = create_model(
+    "CheckedAnswer",
+    check=(str, Field(max_length=300, description="What in the document decides it.")),
+    answer=(Literal["YES", "NO"], ...),
+)
+CHECKED_SCHEMA = json_schema_for(CheckedAnswer)
+
+# How one chunk of a document is judged: (chunk, predicate, model, tally) -> keep?
+ChunkJudge = Callable[[str, str, ChatModel, Tally], bool]
+
+
+def judge_direct(chunk: str, predicate: str, model: ChatModel, tally: Tally) -> bool:
+    prompt = document_prompt(chunk, filter_instruction(predicate))
+    answer = tally.ask(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
+    return answer.answer == "YES"  # type: ignore[attr-defined]
+
+
+def judge_chain_of_thought(chunk: str, predicate: str, model: ChatModel, tally: Tally) -> bool:
+    """Reason first, then answer (the reasoning comes before the answer in the schema, so the
+    answer is decoded after it)."""
+    instruction = (
+        f"Condition: {predicate.strip()}\n"
+        "Think step by step about whether the document above satisfies the condition, then "
+        'answer. Reply {"reasoning": "...", "answer": "YES" or "NO"}.'
+    )
+    answer = tally.ask(
+        model,
+        document_prompt(chunk, instruction),
+        ReasonedAnswer,
+        REASONED_SCHEMA,
+        REASONED_MAX_TOKENS,
+    )
+    return answer.answer == "YES"  # type: ignore[attr-defined]
+
+
+def judge_critique(chunk: str, predicate: str, model: ChatModel, tally: Tally) -> bool:
+    """Answer, then check that answer against the document and give the final one."""
+    prompt = document_prompt(chunk, filter_instruction(predicate))
+    first = tally.ask(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
+    review = [
+        *prompt,
+        {"role": "assistant", "content": first.model_dump_json()},
+        {
+            "role": "user",
+            "content": "Check that answer: say what in the document decides whether the "
+            "condition holds, then give the final answer. "
+            'Reply {"check": "...", "answer": "YES" or "NO"}.',
+        },
+    ]
+    final = tally.ask(model, review, CheckedAnswer, CHECKED_SCHEMA, REASONED_MAX_TOKENS)
+    return final.answer == "YES"  # type: ignore[attr-defined]
+
+
+def _per_record_filter(
+    node: SemanticFilter,
+    records: list[Record],
+    model: ChatModel,
+    judge: ChunkJudge,
+    strategy: str,
+    max_tokens: int,
+    progress: Progress | None = None,
+) -> OperatorResult:
+    def decide(record: Record) -> Outcome:
+        # A long document is read chunk by chunk; it passes as soon as one chunk does.
+        text = render_fields(record, node.depends_on)
+        chunks = split_to_context(text, model, max_tokens)
+        tally, keep = Tally(), False
+        for chunk in chunks:
+            if judge(chunk, node.predicate, model, tally):
+                keep = True
+                break
+        return Outcome(record if keep else None, tally.usage, chunks=len(chunks))
+
+    out, stats = run_per_record(
+        records, decide, op_name=node.name, concurrency=model.max_concurrency, progress=progress
+    )
+    return OperatorResult(out, stats, strategy=strategy, model=model.model_name)
+
+
 def direct_filter(
     node: SemanticFilter, records: list[Record], model: ChatModel, progress: Progress | None = None
 ) -> OperatorResult:
@@ -55,25 +142,70 @@ def direct_filter(
     A record whose answer cannot be had or parsed is neither kept nor dropped silently: it is
     passed on with its ``error`` column set and counted as a failure.
     """
-    instruction = filter_instruction(node.predicate)
-
-    def judge(record: Record) -> Outcome:
-        # A long document is read chunk by chunk; it passes as soon as one chunk does.
-        text = render_fields(record, node.depends_on)
-        chunks = split_to_context(text, model, FILTER_MAX_TOKENS)
-        tally, keep = Tally(), False
-        for chunk in chunks:
-            prompt = document_prompt(chunk, instruction)
-            answer = tally.ask(model, prompt, FilterAnswer, FILTER_SCHEMA, FILTER_MAX_TOKENS)
-            if answer.answer == "YES":  # type: ignore[attr-defined]
-                keep = True
-                break
-        return Outcome(record if keep else None, tally.usage, chunks=len(chunks))
-
-    out, stats = run_per_record(
-        records, judge, op_name=node.name, concurrency=model.max_concurrency, progress=progress
+    return _per_record_filter(
+        node, records, model, judge_direct, "direct", FILTER_MAX_TOKENS, progress
     )
-    return OperatorResult(out, stats, strategy="direct", model=model.model_name)
+
+
+def chain_of_thought_filter(
+    node: SemanticFilter, records: list[Record], model: ChatModel, progress: Progress | None = None
+) -> OperatorResult:
+    """One prompt per record asking for bounded reasoning before the answer."""
+    return _per_record_filter(
+        node,
+        records,
+        model,
+        judge_chain_of_thought,
+        "chain_of_thought",
+        REASONED_MAX_TOKENS,
+        progress,
+    )
+
+
+def critique_filter(
+    node: SemanticFilter, records: list[Record], model: ChatModel, progress: Progress | None = None
+) -> OperatorResult:
+    """Two calls per record: an answer, then a check of it that gives the final answer (the
+    second call shares the first one's prefix, so a prefix-caching server reads it once)."""
+    return _per_record_filter(
+        node, records, model, judge_critique, "critique", REASONED_MAX_TOKENS, progress
+    )
+
+
+def ensemble_filter(
+    node: SemanticFilter,
+    records: list[Record],
+    models: Sequence[ChatModel],
+    progress: Progress | None = None,
+) -> OperatorResult:
+    """Every model answers directly; a record is kept when most of them say YES. A model that
+    fails on a record abstains; the record fails only when every model does."""
+    if len(models) < 2:
+        raise PlanError("an ensemble needs at least two models")
+
+    def decide(record: Record) -> Outcome:
+        text = render_fields(record, node.depends_on)
+        usage, votes, errors = Usage(), [], []
+        for m in models:
+            tally = Tally()
+            try:
+                chunks = split_to_context(text, m, FILTER_MAX_TOKENS)
+                votes.append(any(judge_direct(c, node.predicate, m, tally) for c in chunks))
+            except RecordFailure as exc:
+                errors.append(f"{m.model_name}: {exc}")
+                if isinstance(exc.usage, Usage):
+                    tally.usage += exc.usage
+            usage += tally.usage
+        if not votes:
+            raise RecordFailure("; ".join(errors), usage)
+        return Outcome(record if sum(votes) * 2 > len(votes) else None, usage)
+
+    concurrency = min(m.max_concurrency for m in models)
+    out, stats = run_per_record(
+        records, decide, op_name=node.name, concurrency=concurrency, progress=progress
+    )
+    names = "+".join(m.model_name for m in models)
+    return OperatorResult(out, stats, strategy="ensemble", model=names)
 
 
 BATCH_RECORDS = 8
@@ -180,4 +312,10 @@ def batched_filter(
     )
 
 
-STRATEGIES = {"direct": direct_filter, "batched": batched_filter}
+STRATEGIES = {
+    "direct": direct_filter,
+    "batched": batched_filter,
+    "chain_of_thought": chain_of_thought_filter,
+    "critique": critique_filter,
+}
+MULTI_MODEL_STRATEGIES = {"ensemble": ensemble_filter}

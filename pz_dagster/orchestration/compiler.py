@@ -280,6 +280,9 @@ def _operator_asset(
                     progress=progress,
                     embedder=embedder_for() if chosen.strategy == "embedding_proxy" else None,
                     threshold=threshold,
+                    models=[client_for(m) for m in chosen.models]
+                    if len(chosen.models) > 1
+                    else None,
                 )
                 physical = chosen.config(
                     **(

@@ -42,6 +42,7 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import SEMANTIC_STRATEGIES, OperatorResult, run_operator
 from pz_dagster.operators.base import CHARS_PER_TOKEN, Record
+from pz_dagster.operators.filter import MULTI_MODEL_STRATEGIES
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.proxy import PROXIES, scores_for
 from pz_dagster.query import plan
@@ -264,7 +265,9 @@ def fixed_estimate(node: plan.PlanNode, hist: NodeHistory) -> Estimate:
 
 def operator_strategies(node: plan.PlanNode) -> set[str]:
     names = set(SEMANTIC_STRATEGIES.get(type(node), {}))
-    return names | set(PROXIES) if isinstance(node, plan.SemanticFilter) else names
+    if isinstance(node, plan.SemanticFilter):
+        names |= set(PROXIES) | set(MULTI_MODEL_STRATEGIES)
+    return names
 
 
 def pinned_candidate(
@@ -284,6 +287,11 @@ def pinned_candidate(
             f"{sorted(operator_strategies(node))}"
         )
     names = [p.name for p in profiles]
+    if strategy in MULTI_MODEL_STRATEGIES:
+        best = [p.name for p in sorted(profiles, key=lambda p: -p.quality)][:3]
+        if len(best) < 2:
+            raise PlanError(f"{strategy} needs at least two models; the resource serves {names}")
+        return Candidate(node.name, strategy, best[0], tuple(best))
     chosen = model or names[0]
     if chosen not in names:
         raise PlanError(f"model {chosen!r} is not served by the model resource; available: {names}")
@@ -307,14 +315,17 @@ def plan_operator(
         specs.append(spec_of(n, h, records if n is node else None))
         if not isinstance(n, OPTIMIZED):
             fixed[n.name] = fixed_estimate(n, h)
-    # Strategies both the optimizer can price and this operator implements. Another operator of
-    # the chain gets a candidate of a strategy it lacks only in this estimate, never in a run:
-    # each asset decides for itself at its own start.
-    usable = [
-        s
-        for s in optimizer.strategies
-        if s in OPTIMIZER_STRATEGIES and s in operator_strategies(node)
-    ]
+    # Per operator: the strategies both the optimizer can price and the operator implements.
+    usable = {
+        n.name: [
+            s
+            for s in optimizer.strategies
+            if s in OPTIMIZER_STRATEGIES and s in operator_strategies(n)
+        ]
+        or ["direct"]
+        for n in chain
+        if isinstance(n, OPTIMIZED)
+    }
     observations = [o for h in history.values() for o in h.observations]
     cold = not history.get(node.name, NodeHistory()).observations
     available = {}
@@ -330,7 +341,7 @@ def plan_operator(
         profiles,
         observations,
         optimizer.get_policy(),
-        strategies=usable or ["direct"],
+        strategies=usable,
         pinned={node.name: pinned} if pinned else None,
         fixed=fixed,
         available=available,
@@ -423,7 +434,13 @@ def assess(
 
     def run_on_sample(cand: Candidate) -> OperatorResult:
         start = time.perf_counter()
-        res = run_operator(node, list(sample), client_for(cand.model), strategy=cand.strategy)
+        res = run_operator(
+            node,
+            list(sample),
+            client_for(cand.model),
+            strategy=cand.strategy,
+            models=[client_for(m) for m in cand.models] if len(cand.models) > 1 else None,
+        )
         out.sample_usage_dollars += res.stats.usage.dollars
         out.sample_seconds += time.perf_counter() - start
         return res

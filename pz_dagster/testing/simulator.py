@@ -82,6 +82,21 @@ def placeholder(schema: dict[str, Any] | None) -> Any:
     return {"string": "unknown", "integer": 0, "number": 0.0, "boolean": False}.get(t)
 
 
+def complete(answer: Any, schema: dict[str, Any] | None) -> Any:
+    """The oracle's answer with the properties it left out filled with placeholders, so that
+    it stays schema-valid when a strategy asks for more (a chain of thought's reasoning).
+
+    >>> complete({"answer": "YES"}, {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"enum": ["YES", "NO"]}}})
+    {'reasoning': 'unknown', 'answer': 'YES'}
+    """
+    if not isinstance(answer, dict) or not schema or schema.get("type") != "object":
+        return answer
+    props = schema.get("properties", {})
+    return {k: answer[k] if k in answer else placeholder(v) for k, v in props.items()} | {
+        k: v for k, v in answer.items() if k not in props
+    }
+
+
 def wrong_answer(correct: Any, schema: dict[str, Any] | None, rng: random.Random) -> Any:
     """A schema-valid answer that differs from ``correct`` where the schema allows it."""
     if isinstance(correct, dict) and schema and schema.get("type") == "object":
@@ -211,7 +226,9 @@ class OpenAISimulator:
                 window.append(now)
             if profile.error_rate and self._rng.random() < profile.error_rate:
                 return 500, profile.latency_s, None
-            correct = self.oracle(req) if self.oracle else placeholder(req.schema)
+            correct = complete(
+                self.oracle(req) if self.oracle else placeholder(req.schema), req.schema
+            )
             # Like a model at temperature 0: the same prompt to the same model gets the same
             # answer, whatever the order requests arrive in (so runs are reproducible).
             draw = self._draw(req)
