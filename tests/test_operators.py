@@ -761,7 +761,7 @@ def test_values_are_typed_per_record(tmp_path):
 
 @pytest.mark.parametrize(
     "strategy, calls_per_record",
-    [("chain_of_thought", 1), ("critique", 2), ("ensemble", 3), ("direct", 1)],
+    [("chain_of_thought", 1), ("critique", 2), ("ensemble", 3), ("direct", 1), ("cascade", 2)],
 )
 def test_filter_prompt_strategies_materialize(folder, tmp_path, strategy, calls_per_record):
     """Each strategy pinned by run config keeps the right records; the ensemble outvotes a
@@ -786,7 +786,16 @@ def test_filter_prompt_strategies_materialize(folder, tmp_path, strategy, calls_
                 partition_key=b.key,
                 instance=instance,
                 run_config={
-                    "ops": {"strat__fraud": {"config": {"strategy": strategy, "use_cache": False}}}
+                    "ops": {
+                        "strat__fraud": {
+                            "config": {
+                                "strategy": strategy,
+                                "use_cache": False,
+                                # a cascade's strong model; the cheap one is the cheapest other
+                                "model": "sim" if strategy == "cascade" else "",
+                            }
+                        }
+                    }
                 },
             )
             assert res.success
@@ -804,3 +813,22 @@ def test_filter_prompt_strategies_materialize(folder, tmp_path, strategy, calls_
     assert md["model_calls"].value == calls_per_record * len(EMAILS)
     if strategy == "ensemble":
         assert md["physical_config"].value["params"]["models"] == ["sim", "sim-b", "sim-wrong"]
+    if strategy == "cascade":
+        # the simulator's cheap model is never sure (confidence 1): every record escalates,
+        # and the strong model's answers are recorded to learn thresholds from
+        assert md["physical_config"].value["params"]["models"] == ["sim-b", "sim"]
+        assert md["escalated"].value == len(EMAILS)
+        assert len(md["cascade_pairs"].value["sim-b"]) == len(EMAILS)
+
+
+def test_cascade_thresholds_are_learned_from_scored_history():
+    from optimizer import Candidate
+    from pz_dagster.orchestration.planning import NodeHistory, strategy_params
+
+    cand = Candidate("f", "cascade", "big", ("small", "big"))
+    assert strategy_params(cand, NodeHistory()) == {}  # defaults until there is history
+    # the cheap model is right when it is sure (|score| 5), unreliable below
+    pairs = [(5.0, True)] * 10 + [(-5.0, False)] * 30
+    pairs += [(2.0, True)] + [(2.0, False)] * 4 + [(-2.0, True)] * 3
+    learned = strategy_params(cand, NodeHistory(proxy_pairs={"cascade:small": pairs}))
+    assert -5.0 < learned["low"] <= -2.0 and 2.0 < learned["high"] <= 5.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from optimizer.thresholds import SignedThreshold
 from pz_dagster.errors import PlanError
@@ -54,6 +55,7 @@ def run_operator(
     embedder: EmbeddingModel | None = None,
     threshold: SignedThreshold | None = None,
     models: Sequence[ChatModel] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> OperatorResult:
     """Run one logical node on a partition's records with the named physical strategy.
 
@@ -66,7 +68,8 @@ def run_operator(
     if isinstance(node, plan.SemanticFilter) and strategy in filter_ops.MULTI_MODEL_STRATEGIES:
         if not models:
             raise PlanError(f"{strategy} of {node.name!r} needs its models")
-        return filter_ops.MULTI_MODEL_STRATEGIES[strategy](node, records, models, progress)
+        run = filter_ops.MULTI_MODEL_STRATEGIES[strategy]
+        return run(node, records, models, progress, **(params or {}))  # type: ignore[operator]
     if needs_model(node):
         strategies = SEMANTIC_STRATEGIES[type(node)]
         if strategy not in strategies:

@@ -49,6 +49,7 @@ class OperatorResult:
     stats: OperatorStats
     strategy: str
     model: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # strategy-specific observations
 
 
 @dataclass

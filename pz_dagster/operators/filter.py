@@ -208,6 +208,81 @@ def ensemble_filter(
     return OperatorResult(out, stats, strategy="ensemble", model=names)
 
 
+ConfidentAnswer = create_model(
+    "ConfidentAnswer",
+    answer=(Literal["YES", "NO"], ...),
+    confidence=(int, Field(ge=1, le=5, description="1 = a guess, 5 = certain")),
+)
+CONFIDENT_SCHEMA = json_schema_for(ConfidentAnswer)
+CONFIDENT_MAX_TOKENS = 24
+# Before a cascade has learned its thresholds: decide only on the cheap model's surest answers.
+CASCADE_DEFAULT_LOW, CASCADE_DEFAULT_HIGH = -4.5, 4.5
+
+
+def cascade_filter(
+    node: SemanticFilter,
+    records: list[Record],
+    models: Sequence[ChatModel],
+    progress: Progress | None = None,
+    *,
+    low: float = CASCADE_DEFAULT_LOW,
+    high: float = CASCADE_DEFAULT_HIGH,
+) -> OperatorResult:
+    """The cheap model (``models[0]``) answers with a confidence; its signed score (+confidence
+    for YES, -confidence for NO) keeps the record at ``>= high``, drops it below ``low``, and in
+    between the strong model (``models[-1]``) decides. ``extras["cascade"]`` holds each judged
+    record's score and the strong model's answer where it was asked, which is what the
+    optimizer learns the thresholds from."""
+    if len(models) < 2:
+        raise PlanError("a cascade needs a cheap and a strong model")
+    cheap, strong = models[0], models[-1]
+    instruction = (
+        f"Condition: {node.predicate.strip()}\n"
+        "Does the document above satisfy the condition, and how sure are you? "
+        'Reply {"answer": "YES" or "NO", "confidence": 1 to 5}.'
+    )
+    seen: dict[str, tuple[float, bool | None]] = {}
+
+    def decide(record: Record) -> Outcome:
+        text = render_fields(record, node.depends_on)
+        tally, score = Tally(), -5.0
+        chunks = split_to_context(text, cheap, CONFIDENT_MAX_TOKENS)
+        for chunk in chunks:
+            a = tally.ask(
+                cheap,
+                document_prompt(chunk, instruction),
+                ConfidentAnswer,
+                CONFIDENT_SCHEMA,
+                CONFIDENT_MAX_TOKENS,
+            )
+            signed = a.confidence if a.answer == "YES" else -a.confidence  # type: ignore[attr-defined]
+            score = max(score, float(signed))
+            if score >= high:
+                break
+        strong_says = None
+        if low <= score < high:
+            strong_says = any(
+                judge_direct(c, node.predicate, strong, tally)
+                for c in split_to_context(text, strong, FILTER_MAX_TOKENS)
+            )
+            keep = strong_says
+        else:
+            keep = score >= high
+        seen[str(record.get("record_id"))] = (score, strong_says)
+        return Outcome(record if keep else None, tally.usage, chunks=len(chunks))
+
+    concurrency = min(m.max_concurrency for m in models)
+    out, stats = run_per_record(
+        records, decide, op_name=node.name, concurrency=concurrency, progress=progress
+    )
+    result = OperatorResult(
+        out, stats, strategy="cascade", model=f"{cheap.model_name}+{strong.model_name}"
+    )
+    result.extras["cascade"] = seen
+    result.extras["escalated"] = sum(1 for _, s in seen.values() if s is not None)
+    return result
+
+
 BATCH_RECORDS = 8
 
 
@@ -318,4 +393,4 @@ STRATEGIES = {
     "chain_of_thought": chain_of_thought_filter,
     "critique": critique_filter,
 }
-MULTI_MODEL_STRATEGIES = {"ensemble": ensemble_filter}
+MULTI_MODEL_STRATEGIES = {"ensemble": ensemble_filter, "cascade": cascade_filter}

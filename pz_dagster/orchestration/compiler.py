@@ -29,6 +29,7 @@ from pz_dagster.orchestration.planning import (
     pinned_candidate,
     plan_operator,
     read_history,
+    strategy_params,
 )
 from pz_dagster.orchestration.resources import BATCHES_METADATA, RecordStoreResource
 from pz_dagster.orchestration.store import to_table
@@ -283,13 +284,19 @@ def _operator_asset(
                     models=[client_for(m) for m in chosen.models]
                     if len(chosen.models) > 1
                     else None,
+                    params=strategy_params(chosen, own),
                 )
+                if "escalated" in result.extras:
+                    extra_counts = {"escalated": result.extras["escalated"]}
+                else:
+                    extra_counts = {}
                 physical = chosen.config(
+                    **strategy_params(chosen, own),
                     **(
                         {"threshold": threshold.value, "polarity": threshold.polarity}
                         if threshold
                         else {}
-                    )
+                    ),
                 )
                 assessment = assess(
                     node,
@@ -302,7 +309,7 @@ def _operator_asset(
                     history=own,
                     embedder_for=embedder_for,
                 )
-                extra = decision_metadata(decision, node.name, assessment, cold)
+                extra = decision_metadata(decision, node.name, assessment, cold) | extra_counts
             else:
                 strategy = "direct" if config.strategy == AUTO else config.strategy
                 result = run_operator(

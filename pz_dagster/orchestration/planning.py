@@ -36,7 +36,12 @@ from optimizer import (
 from optimizer.candidates import STRATEGIES as OPTIMIZER_STRATEGIES
 from optimizer.config import PhysicalConfig
 from optimizer.quality import ValidationSet, field_counts, filter_counts
-from optimizer.thresholds import SignedThreshold, apply_threshold, learn_signed_threshold
+from optimizer.thresholds import (
+    SignedThreshold,
+    apply_threshold,
+    learn_cascade,
+    learn_signed_threshold,
+)
 from pz_dagster.errors import PlanError
 from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
@@ -192,6 +197,8 @@ def observations_of(md: dict[str, Any], sequence: float) -> tuple[list[Observati
         )
     for proxy, pairs in (_value(md, "proxy_pairs", {}) or {}).items():
         hist.proxy_pairs[proxy] = [(float(x), bool(y)) for x, y in pairs]
+    for cheap, pairs in (_value(md, "cascade_pairs", {}) or {}).items():
+        hist.proxy_pairs[f"cascade:{cheap}"] = [(float(x), bool(y)) for x, y in pairs]
     hist.observations = out
     return out, hist
 
@@ -287,6 +294,14 @@ def pinned_candidate(
             f"{sorted(operator_strategies(node))}"
         )
     names = [p.name for p in profiles]
+    if strategy == "cascade":
+        strong = model or max(profiles, key=lambda p: p.quality).name
+        others = sorted(
+            (p for p in profiles if p.name != strong), key=lambda p: (p.input_price, p.quality)
+        )
+        if strong not in names or not others:
+            raise PlanError(f"a cascade needs a strong model and a cheaper one; served: {names}")
+        return Candidate(node.name, strategy, strong, (others[0].name, strong))
     if strategy in MULTI_MODEL_STRATEGIES:
         best = [p.name for p in sorted(profiles, key=lambda p: -p.quality)][:3]
         if len(best) < 2:
@@ -404,6 +419,7 @@ class Assessment:
     sample_usage_dollars: float = 0.0
     sample_seconds: float = 0.0
     proxy_pairs: dict[str, list[list[Any]]] = field(default_factory=dict)
+    cascade_pairs: dict[str, list[list[Any]]] = field(default_factory=dict)
 
 
 def assess(
@@ -428,6 +444,7 @@ def assess(
     sample_ids = [str(r[RECORD_ID]) for r in sample]
     evaluated = [str(r[RECORD_ID]) for r in records if not r.get(ERROR)]
     out = Assessment()
+    out.cascade_pairs = cascade_pairs(chosen, result, labels)
     if labels is not None:
         out.quality = quality_vs_labels(node, evaluated, result, labels)
         out.source = "labels" if out.quality else ""
@@ -440,7 +457,10 @@ def assess(
             client_for(cand.model),
             strategy=cand.strategy,
             models=[client_for(m) for m in cand.models] if len(cand.models) > 1 else None,
+            params=strategy_params(cand, history),
         )
+        for cheap, pairs in cascade_pairs(cand, res, labels).items():
+            out.cascade_pairs.setdefault(cheap, []).extend(pairs)
         out.sample_usage_dollars += res.stats.usage.dollars
         out.sample_seconds += time.perf_counter() - start
         return res
@@ -534,6 +554,38 @@ def _counts_dict(q: QualityCounts) -> dict[str, float]:
     return dict(zip(("tp", "fp", "fn", "tn", "agree", "total"), q.as_tuple(), strict=True))
 
 
+def strategy_params(cand: Candidate, history: NodeHistory | None) -> dict[str, Any]:
+    """Parameters a strategy learns from history: a cascade's thresholds, learned on its cheap
+    model's scores of records whose truth is known (labels, or the strong model's answer) for
+    precision and recall of at least 0.9 among the records it decides alone."""
+    if cand.strategy != "cascade" or history is None:
+        return {}
+    pairs = history.pairs(f"cascade:{cand.models[0]}")
+    if {y for _, y in pairs} != {True, False}:
+        return {}  # the operator's cautious defaults
+    learned = learn_cascade(
+        [x for x, _ in pairs], [y for _, y in pairs], min_precision=0.9, min_recall=0.9
+    )
+    return {"low": learned.low, "high": learned.high}
+
+
+def cascade_pairs(
+    cand: Candidate, result: OperatorResult, labels: ValidationSet | None
+) -> dict[str, list[list[Any]]]:
+    """(cheap score, truth) of a cascade run's records: the label where there is one, else the
+    strong model's answer where it was asked."""
+    seen = result.extras.get("cascade")
+    if cand.strategy != "cascade" or not seen:
+        return {}
+    out = []
+    for rid, (score, strong) in seen.items():
+        if labels is not None and rid in labels:
+            out.append([score, labels.relevant(rid)])
+        elif strong is not None:
+            out.append([score, strong])
+    return {cand.models[0]: out} if out else {}
+
+
 def learned_threshold(history: NodeHistory, proxy: str) -> SignedThreshold:
     """The proxy's threshold learned on every scored example in the history."""
     pairs = history.pairs(proxy)
@@ -589,4 +641,6 @@ def decision_metadata(
         md["quality_counts"] = dg.MetadataValue.json(_counts_dict(q))
     if assessment.proxy_pairs:
         md["proxy_pairs"] = dg.MetadataValue.json(assessment.proxy_pairs)
+    if assessment.cascade_pairs:
+        md["cascade_pairs"] = dg.MetadataValue.json(assessment.cascade_pairs)
     return md

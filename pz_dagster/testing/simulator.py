@@ -79,7 +79,10 @@ def placeholder(schema: dict[str, Any] | None) -> Any:
         return {k: placeholder(v) for k, v in schema.get("properties", {}).items()}
     if t == "array":
         return []
-    return {"string": "unknown", "integer": 0, "number": 0.0, "boolean": False}.get(t)
+    if t in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        return int(low) if t == "integer" else float(low)
+    return {"string": "unknown", "boolean": False}.get(t)
 
 
 def complete(answer: Any, schema: dict[str, Any] | None) -> Any:
