@@ -70,7 +70,9 @@ class StrategyProfile:
     quality_delta: float = 0.0  # prior change of the quality of its model
     models: int = 1
     uses_model: bool = True
-    needs: frozenset[str] = frozenset()  # "embeddings", "labels", "examples"
+    # what must be available: "examples" (labelled records for prompts), or a proxy's own name
+    # once there are scored examples to learn its threshold from
+    needs: frozenset[str] = frozenset()
     params: dict[str, object] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -114,14 +116,13 @@ STRATEGIES: dict[str, StrategyProfile] = {
             "embedding_proxy",
             frozenset({"sem_filter"}),
             uses_model=False,
-            quality_delta=0.0,
-            needs=frozenset({"embeddings", "labels"}),
+            needs=frozenset({"embedding_proxy"}),  # scored examples to learn its threshold from
         ),
         StrategyProfile(
             "lexical_proxy",
             frozenset({"sem_filter"}),
             uses_model=False,
-            needs=frozenset({"labels"}),
+            needs=frozenset({"lexical_proxy"}),
         ),
     )
 }
@@ -186,7 +187,7 @@ def candidates_for(
 ) -> list[Candidate]:
     """Every candidate of ``op``: each single-model strategy with each model, a cascade for
     each (cheaper, better) pair, an ensemble of the three best models, and proxies when what
-    they need (``available``: "embeddings", "labels", "examples") is there.
+    they need is ``available`` (a proxy's name once its threshold can be learned).
 
     >>> ms = [ModelProfile("a", quality=0.7), ModelProfile("b", quality=0.9, input_price=1e-6)]
     >>> [c.key for c in candidates_for(OperatorSpec("f", "sem_filter"), ms, ["direct", "cascade"])]

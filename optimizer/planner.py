@@ -127,8 +127,8 @@ def decide(
     ``fixed`` gives operators that have one way to run (Python filters and maps) their
     estimate; ``pinned`` forces a candidate on an operator (a run-config override);
     ``strategies`` may differ by operator name (what each operator implements);
-    ``available`` says what strategies may rely on ("labels": scored examples to learn a
-    proxy's threshold from, "embeddings"), for all operators or by operator name.
+    ``available`` says what strategies may rely on (a proxy's name: there are scored examples
+    to learn its threshold from), for all operators or by operator name.
 
     >>> from optimizer.policies import MinCost
     >>> ops = [OperatorSpec("f", "sem_filter", selectivity=0.1), OperatorSpec("m", "sem_map")]

@@ -240,7 +240,7 @@ def test_candidates_need_what_they_use():
     without = keys(frozenset())
     assert "ensemble:big+mid+small" in without and "cascade:small+big" in without
     assert not any("proxy" in k for k in without)
-    with_labels = keys(frozenset({"labels", "embeddings"}))
+    with_labels = keys(frozenset({"lexical_proxy", "embedding_proxy"}))
     assert {"embedding_proxy:-", "lexical_proxy:-"} <= with_labels
     assert [c.key for c in candidates_for(MAP, MODELS, ["cascade"])] == []  # filters only
 

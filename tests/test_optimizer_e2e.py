@@ -204,3 +204,54 @@ def test_a_learned_lexical_proxy_replaces_a_weak_model(tmp_path: Path):
             assert md["physical_config"].value["strategy"] == "direct"
             assert "pinned by run config: mentions_scheme" in md["decision"].value
             assert md["model_calls"].value + md["cache_hits"].value == md["evaluated"].value
+
+
+def test_few_shot_examples_come_from_labelled_history(tmp_path: Path):
+    labels = ValidationSet.from_json(LABELS)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=LabelOracle(EMAILS, labels)) as sim:
+        model = OpenAICompatibleModel(model="sim", base_url=sim.base_url, max_concurrency=4)
+        optimizer = OptimizerResource(strategies=["direct", "few_shot"], labels_path=str(LABELS))
+        ds = Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
+            'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", '
+            'and/or "Fat Boy")',
+            depends_on="contents",
+            name="mentions_scheme",
+        )
+        store = tmp_path / "store"
+        defs, q = build_definitions(
+            ds, "fs", model=model, optimizer=optimizer, store_root=str(store)
+        )
+        job = defs.resolve_job_def(q.job.name)
+        pin = {"ops": {"fs__mentions_scheme": {"config": {"strategy": "few_shot"}}}}
+        with dg.instance_for_test() as instance:
+            batches = register_partitions(RecordStore(store), q, instance)
+            # before any labelled example is in the history, a pinned few-shot run fails clearly
+            early = job.execute_in_process(
+                partition_key=batches[0].key,
+                instance=instance,
+                run_config=pin,
+                raise_on_error=False,
+            )
+            assert not early.success
+            # partitions with labelled positives and negatives record examples
+            ok = [b for b in batches if any(labels.relevant(f.path) for f in b.files)][:1] + [
+                batches[1]
+            ]
+            for b in ok:
+                assert job.execute_in_process(partition_key=b.key, instance=instance).success
+            sim.requests.clear()
+            res = job.execute_in_process(
+                partition_key=batches[2].key, instance=instance, run_config=pin
+            )
+            assert res.success
+            md = (
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=q.asset_key("mentions_scheme")), limit=1
+                )
+                .records[0]
+                .asset_materialization.metadata
+            )
+    assert md["physical_config"].value["strategy"] == "few_shot"
+    assert md["physical_config"].value["params"]["examples"] == 4
+    shown = [r for r in sim.requests if "How other documents were judged" in r.prompt]
+    assert len(shown) >= 25 and "Answer: YES" in shown[0].prompt and "Answer: NO" in shown[0].prompt

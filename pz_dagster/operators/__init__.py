@@ -84,7 +84,7 @@ def run_operator(
             if right is None:
                 raise PlanError(f"sem_join {node.name!r} needs the right side's records")
             return strategies[strategy](node, records, right, model, progress)  # type: ignore[operator]
-        return strategies[strategy](node, records, model, progress)  # type: ignore[operator]
+        return strategies[strategy](node, records, model, progress, **(params or {}))  # type: ignore[operator]
     if type(node) in RELATIONAL:
         return RELATIONAL[type(node)](node, records)  # type: ignore[operator]
     raise PlanError(f"no physical operator for {type(node).__name__}")

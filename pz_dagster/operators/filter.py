@@ -107,6 +107,53 @@ def judge_critique(chunk: str, predicate: str, model: ChatModel, tally: Tally) -
     return final.answer == "YES"  # type: ignore[attr-defined]
 
 
+EXAMPLE_CHARS = 600
+
+
+def few_shot_judge(examples: Sequence[tuple[str, bool]]) -> ChunkJudge:
+    """Judge with labelled examples shown after the document (the document stays the prompt's
+    prefix, so a prefix cache still serves it)."""
+    shown = "\n\n".join(
+        f"Example {i} (excerpt):\n{text[:EXAMPLE_CHARS]}\nAnswer: {'YES' if label else 'NO'}"
+        for i, (text, label) in enumerate(examples, start=1)
+    )
+
+    def judge(chunk: str, predicate: str, model: ChatModel, tally: Tally) -> bool:
+        instruction = (
+            f"Condition: {predicate.strip()}\nHow other documents were judged:\n\n{shown}\n\n"
+            "Does the document above (not the examples) satisfy the condition? "
+            'Reply {"answer": "YES"} or {"answer": "NO"}.'
+        )
+        answer = tally.ask(
+            model,
+            document_prompt(chunk, instruction),
+            FilterAnswer,
+            FILTER_SCHEMA,
+            FILTER_MAX_TOKENS,
+        )
+        return answer.answer == "YES"  # type: ignore[attr-defined]
+
+    return judge
+
+
+def few_shot_filter(
+    node: SemanticFilter,
+    records: list[Record],
+    model: ChatModel,
+    progress: Progress | None = None,
+    *,
+    examples: Sequence[tuple[str, bool]] = (),
+) -> OperatorResult:
+    """One prompt per record with labelled examples (excerpts of earlier records and their
+    answers) after the document."""
+    if not examples:
+        raise PlanError(f"few_shot of {node.name!r} needs labelled examples")
+    budget = FILTER_MAX_TOKENS + len(examples) * EXAMPLE_CHARS // 3 + 60
+    return _per_record_filter(
+        node, records, model, few_shot_judge(examples), "few_shot", budget, progress
+    )
+
+
 def _per_record_filter(
     node: SemanticFilter,
     records: list[Record],
@@ -392,5 +439,6 @@ STRATEGIES = {
     "batched": batched_filter,
     "chain_of_thought": chain_of_thought_filter,
     "critique": critique_filter,
+    "few_shot": few_shot_filter,
 }
 MULTI_MODEL_STRATEGIES = {"ensemble": ensemble_filter, "cascade": cascade_filter}

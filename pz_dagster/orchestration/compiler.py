@@ -290,8 +290,11 @@ def _operator_asset(
                     extra_counts = {"escalated": result.extras["escalated"]}
                 else:
                     extra_counts = {}
+                learned = strategy_params(chosen, own)
+                if "examples" in learned:  # recorded as a count: the texts are in history
+                    learned = {**learned, "examples": len(learned["examples"])}
                 physical = chosen.config(
-                    **strategy_params(chosen, own),
+                    **learned,
                     **(
                         {"threshold": threshold.value, "polarity": threshold.polarity}
                         if threshold

@@ -47,7 +47,7 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import SEMANTIC_STRATEGIES, OperatorResult, run_operator
 from pz_dagster.operators.base import CHARS_PER_TOKEN, Record
-from pz_dagster.operators.filter import MULTI_MODEL_STRATEGIES
+from pz_dagster.operators.filter import EXAMPLE_CHARS, MULTI_MODEL_STRATEGIES
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.proxy import PROXIES, scores_for
 from pz_dagster.query import plan
@@ -118,6 +118,8 @@ class NodeHistory:
     selectivity: list[float] = field(default_factory=list)
     # scored, labelled records by proxy: what a proxy's threshold is learned from
     proxy_pairs: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
+    # labelled excerpts of earlier inputs, newest first: a few-shot prompt's examples
+    examples: list[tuple[str, bool]] = field(default_factory=list)
 
     def pairs(self, proxy: str) -> list[tuple[float, bool]]:
         return self.proxy_pairs.get(proxy, [])
@@ -197,6 +199,7 @@ def observations_of(md: dict[str, Any], sequence: float) -> tuple[list[Observati
         )
     for proxy, pairs in (_value(md, "proxy_pairs", {}) or {}).items():
         hist.proxy_pairs[proxy] = [(float(x), bool(y)) for x, y in pairs]
+    hist.examples = [(str(t), bool(y)) for t, y in (_value(md, "examples", []) or [])]
     for cheap, pairs in (_value(md, "cascade_pairs", {}) or {}).items():
         hist.proxy_pairs[f"cascade:{cheap}"] = [(float(x), bool(y)) for x, y in pairs]
     hist.observations = out
@@ -225,6 +228,7 @@ def read_history(
             merged.selectivity += h.selectivity
             for proxy, pairs in h.proxy_pairs.items():
                 merged.proxy_pairs.setdefault(proxy, []).extend(pairs)
+            merged.examples += h.examples
         out[name] = merged
     return out
 
@@ -343,14 +347,12 @@ def plan_operator(
     }
     observations = [o for h in history.values() for o in h.observations]
     cold = not history.get(node.name, NodeHistory()).observations
-    available = {}
-    for n in chain:
-        h = history.get(n.name, NodeHistory())
-        # a proxy is a candidate once its threshold can be learned from scored examples
-        if h.can_learn("lexical_proxy"):
-            available[n.name] = frozenset({"labels"})
-        if h.can_learn("embedding_proxy") and h.can_learn("lexical_proxy"):
-            available[n.name] = frozenset({"labels", "embeddings"})
+    # a proxy is a candidate once its threshold can be learned from scored examples
+    available = {
+        n.name: frozenset(p for p in PROXIES if history.get(n.name, NodeHistory()).can_learn(p))
+        | ({"examples"} if few_shot_examples(history.get(n.name, NodeHistory())) else set())
+        for n in chain
+    }
     return decide(
         specs,
         profiles,
@@ -420,6 +422,7 @@ class Assessment:
     sample_seconds: float = 0.0
     proxy_pairs: dict[str, list[list[Any]]] = field(default_factory=dict)
     cascade_pairs: dict[str, list[list[Any]]] = field(default_factory=dict)
+    examples: list[list[Any]] = field(default_factory=list)
 
 
 def assess(
@@ -499,6 +502,14 @@ def assess(
         if q is None and reference is not None:
             q, src = quality_vs_reference(node, sample_ids, res, reference), "champion"
         out.sample_runs.append(_side(cand, len(sample), res, q, src))
+    if isinstance(node, plan.SemanticFilter) and "few_shot" in optimizer.strategies and labels:
+        labelled = [r for r in records if not r.get(ERROR) and str(r[RECORD_ID]) in labels]
+        for want in (True, False):
+            for r in [r for r in labelled if labels.relevant(str(r[RECORD_ID])) == want][
+                :FEW_SHOT_EACH
+            ]:
+                text = render_fields(r, node.depends_on)[:EXAMPLE_CHARS]
+                out.examples.append([text, want])
     proxies = [p for p in optimizer.strategies if p in PROXIES]
     if isinstance(node, plan.SemanticFilter) and proxies:
         # judged records: the labelled ones, else the sample against the champion
@@ -558,6 +569,8 @@ def strategy_params(cand: Candidate, history: NodeHistory | None) -> dict[str, A
     """Parameters a strategy learns from history: a cascade's thresholds, learned on its cheap
     model's scores of records whose truth is known (labels, or the strong model's answer) for
     precision and recall of at least 0.9 among the records it decides alone."""
+    if cand.strategy == "few_shot" and history is not None:
+        return {"examples": few_shot_examples(history)}
     if cand.strategy != "cascade" or history is None:
         return {}
     pairs = history.pairs(f"cascade:{cand.models[0]}")
@@ -567,6 +580,17 @@ def strategy_params(cand: Candidate, history: NodeHistory | None) -> dict[str, A
         [x for x, _ in pairs], [y for _, y in pairs], min_precision=0.9, min_recall=0.9
     )
     return {"low": learned.low, "high": learned.high}
+
+
+FEW_SHOT_EACH = 2  # examples per answer (YES / NO) in a few-shot prompt
+
+
+def few_shot_examples(history: NodeHistory) -> list[tuple[str, bool]]:
+    """The newest labelled excerpts, ``FEW_SHOT_EACH`` per answer; none until both answers
+    have an example."""
+    pos = [e for e in history.examples if e[1]][:FEW_SHOT_EACH]
+    neg = [e for e in history.examples if not e[1]][:FEW_SHOT_EACH]
+    return [x for pair in zip(pos, neg, strict=False) for x in pair] if pos and neg else []
 
 
 def cascade_pairs(
@@ -641,6 +665,8 @@ def decision_metadata(
         md["quality_counts"] = dg.MetadataValue.json(_counts_dict(q))
     if assessment.proxy_pairs:
         md["proxy_pairs"] = dg.MetadataValue.json(assessment.proxy_pairs)
+    if assessment.examples:
+        md["examples"] = dg.MetadataValue.json(assessment.examples)
     if assessment.cascade_pairs:
         md["cascade_pairs"] = dg.MetadataValue.json(assessment.cascade_pairs)
     return md
