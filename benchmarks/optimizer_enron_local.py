@@ -94,8 +94,7 @@ def main() -> None:
     defs, query = build_definitions(
         legal_discovery_query(folder, batch_size=args.batch_size),
         "enron",
-        # a 1 GB prompt cache: the benchmark also holds MiniLM and runs beside other work
-        model=LocalLlamaModel(prompt_cache_mb=1024),
+        model=LocalLlamaModel(),
         embeddings=LocalEmbeddingResource(),
         optimizer=optimizer,
         store_root=str(work / "store"),

@@ -101,6 +101,17 @@ class LocalLlamaClient:
         # llama.cpp contexts are not thread-safe: one call at a time per loaded model.
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Free the model, its context and its prompt cache now. Python's garbage collector
+        counts objects, not bytes: a dropped client caught in a reference cycle can hold a GB
+        of native memory for a long time, and a process that runs many partitions (one model
+        load per run) then grows until it is killed."""
+        with self._lock:
+            llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.set_cache(None)
+            llm.close()
+
     @property
     def model_name(self) -> str:
         return self._name
@@ -117,8 +128,13 @@ class LocalLlamaClient:
     def cache_namespace(self) -> str:
         return f"{self._name}@{self._path_digest}"
 
+    def _loaded(self) -> Any:
+        if self._llm is None:
+            raise ModelError(f"the {self._name} client was closed; build a new one")
+        return self._llm
+
     def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8", "replace"), add_bos=False))
+        return len(self._loaded().tokenize(text.encode("utf-8", "replace"), add_bos=False))
 
     def complete(
         self,
@@ -137,7 +153,7 @@ class LocalLlamaClient:
         start = time.perf_counter()
         with self._lock:
             try:
-                resp = self._llm.create_chat_completion(
+                resp = self._loaded().create_chat_completion(
                     messages=messages,  # type: ignore[arg-type]
                     max_tokens=max_tokens,
                     temperature=temperature,

@@ -82,6 +82,13 @@ class LocalLlamaModel(ModelResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.get_client()
 
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # Each run loads the model; free it when the run ends rather than whenever the garbage
+        # collector gets to it (see LocalLlamaClient.close).
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def get_client(self, model: str | None = None) -> ChatModel:
         if self._client is None:
             self._client = LocalLlamaClient(
@@ -255,6 +262,9 @@ class LocalEmbeddingResource(EmbeddingResource):
         if self._client is None:
             self._client = LocalEmbeddingClient(self.model_dir, device=self.device)
         return self._client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._client = None
 
 
 class OpenAIEmbeddingResource(EmbeddingResource):
