@@ -121,11 +121,12 @@ def test_choice_converges_to_the_cheapest_plan_meeting_the_quality_and_drops_a_d
                 .asset_materialization.metadata
                 for asc in (True, False)
             )
-            # The first partition is a cold start: the champion and an unseen model ran on a
-            # sample, and their observations are in the metadata (read back as history).
+            # The first partition is a cold start: an unseen model ran on a sample, judged
+            # against the labels (so the champion need not run), and its observation is in the
+            # metadata (read back as history).
             assert first["cold_start_sample"].value is True
             runs = {r["config"]["model"]: r for r in first["sample_runs"].value}
-            assert set(runs) == {"large", "medium"}
+            assert set(runs) == {"medium"}
             assert runs["medium"]["quality_source"] == "labels" and runs["medium"]["records"] == 10
             assert latest["quality_source"].value == "labels"
             assert "MinCostAtQuality(0.9)" in latest["decision"].value
@@ -255,3 +256,47 @@ def test_few_shot_examples_come_from_labelled_history(tmp_path: Path):
     assert md["physical_config"].value["params"]["examples"] == 4
     shown = [r for r in sim.requests if "How other documents were judged" in r.prompt]
     assert len(shown) >= 25 and "Answer: YES" in shown[0].prompt and "Answer: NO" in shown[0].prompt
+
+
+def test_without_labels_quality_is_agreement_with_the_champion(tmp_path: Path):
+    labels = ValidationSet.from_json(LABELS)
+    profiles = {"big": SimulatedModel(), "cheap": SimulatedModel(accuracy=0.5)}
+    with OpenAISimulator(profiles, oracle=LabelOracle(EMAILS, labels)) as sim:
+        model = OpenAICompatibleModel(
+            model="big",
+            models=["cheap"],
+            base_url=sim.base_url,
+            prices={"big": ModelPrice(input_per_mtok=10, output_per_mtok=30)},
+            priors={"big": ModelPrior(quality=0.99), "cheap": ModelPrior(quality=0.9)},
+        )
+        ds = Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
+            "The email discusses a fraudulent scheme", depends_on="contents", name="f"
+        )
+        store = tmp_path / "store"
+        defs, q = build_definitions(
+            ds,
+            "champ",
+            model=model,
+            optimizer=OptimizerResource(policy="MinCost", sample_size=10),
+            store_root=str(store),
+        )
+        with dg.instance_for_test() as instance:
+            batches = register_partitions(RecordStore(store), q, instance)
+            assert (
+                defs.resolve_job_def(q.job.name)
+                .execute_in_process(partition_key=batches[0].key, instance=instance)
+                .success
+            )
+            md = (
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=q.asset_key("f")), limit=1
+                )
+                .records[0]
+                .asset_materialization.metadata
+            )
+    assert md["physical_config"].value["model"] == "cheap"
+    assert md["quality_source"].value == "champion"
+    counts = md["quality_counts"].value
+    assert counts["tp"] + counts["fp"] + counts["fn"] + counts["tn"] == 10  # the sample
+    assert any(r["config"]["model"] == "big" for r in md["sample_runs"].value)
+    assert md["sample_dollars"].value > 0  # the champion's sample run is paid for and shown

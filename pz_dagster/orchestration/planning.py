@@ -469,7 +469,11 @@ def assess(
         return res
 
     reference: OperatorResult | None = None
-    needs_reference = out.quality is None or decision.exploration.get(node.name)
+    # The champion runs on the sample only when something must be judged against it: the
+    # chosen run without labels, or explored candidates on a sample the labels do not cover.
+    labelled_sample = labels is not None and all(r in labels for r in sample_ids)
+    explored = [c for c in decision.exploration.get(node.name, ()) if c.strategy not in PROXIES]
+    needs_reference = out.quality is None or (explored and not labelled_sample)
     if champion is not None and sample and needs_reference:
         if champion.key == chosen.key:
             sample_set = set(sample_ids)
