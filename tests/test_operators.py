@@ -832,3 +832,21 @@ def test_cascade_thresholds_are_learned_from_scored_history():
     pairs += [(2.0, True)] + [(2.0, False)] * 4 + [(-2.0, True)] * 3
     learned = strategy_params(cand, NodeHistory(proxy_pairs={"cascade:small": pairs}))
     assert -5.0 < learned["low"] <= -2.0 and 2.0 < learned["high"] <= 5.0
+
+
+def test_proxy_thresholds_learn_from_labels_not_from_a_weak_champion():
+    from pz_dagster.orchestration.planning import NodeHistory, observations_of
+
+    labelled = {"proxy_pairs": dg.MetadataValue.json({"lexical_proxy": [[5, True], [0, False]]})}
+    judged = {
+        "proxy_pairs": dg.MetadataValue.json({"lexical_proxy": [[0, True], [5, False]]}),
+        "proxy_pairs_source": dg.MetadataValue.text("champion"),
+    }
+    merged = NodeHistory()
+    for md in (labelled, judged):
+        _, h = observations_of(md, 0.0)
+        for k, v in h.proxy_pairs.items():
+            merged.proxy_pairs.setdefault(k, []).extend(v)
+    assert merged.pairs("lexical_proxy") == [(5.0, True), (0.0, False)]
+    only_champion = NodeHistory(proxy_pairs={"lexical_proxy@champion": [(1.0, True), (0.0, False)]})
+    assert only_champion.can_learn("lexical_proxy")

@@ -106,6 +106,8 @@ class OptimizerResource(dg.ConfigurableResource):
 
 # --- history -------------------------------------------------------------------------------
 
+CHAMPION_JUDGED = "@champion"  # suffix of proxy pairs whose truth is the champion's answer
+
 
 @dataclass
 class NodeHistory:
@@ -122,7 +124,13 @@ class NodeHistory:
     examples: list[tuple[str, bool]] = field(default_factory=list)
 
     def pairs(self, proxy: str) -> list[tuple[float, bool]]:
-        return self.proxy_pairs.get(proxy, [])
+        """Scored examples to learn ``proxy``'s threshold from: those judged by labels when
+        they hold both answers, else those judged by the champion. Never a mix: a weak
+        champion's verdicts must not drag a threshold learned on labels."""
+        labelled = self.proxy_pairs.get(proxy, [])
+        if {y for _, y in labelled} == {True, False}:
+            return labelled
+        return self.proxy_pairs.get(f"{proxy}{CHAMPION_JUDGED}", [])
 
     def can_learn(self, proxy: str) -> bool:
         labels = {y for _, y in self.pairs(proxy)}
@@ -197,8 +205,10 @@ def observations_of(md: dict[str, Any], sequence: float) -> tuple[list[Observati
                 sequence=sequence,
             )
         )
+    judged_by = _value(md, "proxy_pairs_source", "labels")
+    suffix = "" if judged_by == "labels" else CHAMPION_JUDGED
     for proxy, pairs in (_value(md, "proxy_pairs", {}) or {}).items():
-        hist.proxy_pairs[proxy] = [(float(x), bool(y)) for x, y in pairs]
+        hist.proxy_pairs[proxy + suffix] = [(float(x), bool(y)) for x, y in pairs]
     hist.examples = [(str(t), bool(y)) for t, y in (_value(md, "examples", []) or [])]
     for cheap, pairs in (_value(md, "cascade_pairs", {}) or {}).items():
         hist.proxy_pairs[f"cascade:{cheap}"] = [(float(x), bool(y)) for x, y in pairs]
@@ -421,6 +431,7 @@ class Assessment:
     sample_usage_dollars: float = 0.0
     sample_seconds: float = 0.0
     proxy_pairs: dict[str, list[list[Any]]] = field(default_factory=dict)
+    proxy_pairs_source: str = ""
     cascade_pairs: dict[str, list[list[Any]]] = field(default_factory=dict)
     examples: list[list[Any]] = field(default_factory=list)
 
@@ -538,6 +549,7 @@ def assess(
                 continue
             seconds = time.perf_counter() - start
             out.proxy_pairs[proxy] = [[s, y] for s, y in zip(scores, truth, strict=True)]
+            out.proxy_pairs_source = source
             past = history.pairs(proxy) if history else []
             if {y for _, y in past} != {True, False}:
                 continue
@@ -669,6 +681,7 @@ def decision_metadata(
         md["quality_counts"] = dg.MetadataValue.json(_counts_dict(q))
     if assessment.proxy_pairs:
         md["proxy_pairs"] = dg.MetadataValue.json(assessment.proxy_pairs)
+        md["proxy_pairs_source"] = assessment.proxy_pairs_source
     if assessment.examples:
         md["examples"] = dg.MetadataValue.json(assessment.examples)
     if assessment.cascade_pairs:
