@@ -68,6 +68,16 @@ def prf(predicted: set[str], relevant: set[str], universe: set[str]) -> dict[str
     }
 
 
+def stored_output(store: RecordStore, view: str, output: str) -> tuple[dict[str, dict], set[str]]:
+    """(extracted fields by record id, ids that passed both filters) from the query's output
+    view. A record the extraction failed on still passed both filters: it counts as kept."""
+    with store.connect() as con:
+        out_rows = con.execute(f'select record_id, sender, subject, error from "{view}"').fetchall()
+    rows = {r[0]: {"sender": r[1], "subject": r[2]} for r in out_rows if r[3] is None}
+    kept = {r[0] for r in out_rows if r[3] is None or r[3].startswith(f"{output}:")}
+    return rows, kept
+
+
 def exact_match(
     rows: dict[str, dict], labels: dict[str, list], universe: set[str]
 ) -> dict[str, float | int]:
@@ -160,15 +170,10 @@ def main() -> None:
 
     store = RecordStore(work / "store")
     with store.connect() as con:
-        kept_rows = con.execute(
-            'select record_id, sender, subject, error from "enron__sender_and_subject"'
-        ).fetchall()
         errors = con.execute(
             'select count(*) from "enron__sender_and_subject" where error is not null'
         ).fetchone()[0]
-    rows = {r[0]: {"sender": r[1], "subject": r[2]} for r in kept_rows if r[3] is None}
-    # A record the extraction failed on still passed both filters: it counts as kept.
-    kept = {r[0] for r in kept_rows if r[3] is None or r[3].startswith("sender_and_subject:")}
+    rows, kept = stored_output(store, "enron__sender_and_subject", "sender_and_subject")
     relevant = {n for n in names if labels.get(n)}
     everything, tune = set(names), set(names[:TUNE_SIZE])
     heldout = everything - tune

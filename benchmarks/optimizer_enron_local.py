@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from enron_baseline import exact_match, prf  # noqa: E402
+from enron_baseline import exact_match, prf, stored_output  # noqa: E402
 
 from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query  # noqa: E402
 from pz_dagster.orchestration import (  # noqa: E402
@@ -161,12 +161,7 @@ def main() -> None:
     wall = time.perf_counter() - start
 
     store = RecordStore(work / "store")
-    with store.connect() as con:
-        out_rows = con.execute(
-            f'select record_id, sender, subject, error from "enron__{OUTPUT}"'
-        ).fetchall()
-    rows = {r[0]: {"sender": r[1], "subject": r[2]} for r in out_rows if r[3] is None}
-    kept = {r[0] for r in out_rows if r[3] is None or r[3].startswith(f"{OUTPUT}:")}
+    rows, kept = stored_output(store, f"enron__{OUTPUT}", OUTPUT)
     relevant = {n for n in names if labels.get(n)}
     held = set(heldout)
     calls = Counter()
