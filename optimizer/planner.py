@@ -172,13 +172,10 @@ def decide(
     result = search(operators, options, policy, concurrency)
     exploration: dict[str, list[Candidate]] = {}
     for op in operators:
+        # an operator that is not pinned was estimated with all its candidates above
         if op.name in champions and op.name not in pinned and exploration_slots > 0:
-            all_opts = [
-                (c, estimate(op, c, by_name, seen, settings))
-                for c in candidates_for(op, models, tried(op), has(op))
-            ]
             exploration[op.name] = explore(
-                all_opts,
+                options[op.name],
                 chosen=result.chosen.candidate(op.name),
                 champion=champions[op.name],
                 slots=exploration_slots,

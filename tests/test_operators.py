@@ -844,7 +844,7 @@ def test_proxy_thresholds_learn_from_labels_not_from_a_weak_champion():
     }
     merged = NodeHistory()
     for md in (labelled, judged):
-        _, h = observations_of(md, 0.0)
+        h = observations_of(md, 0.0)
         for k, v in h.proxy_pairs.items():
             merged.proxy_pairs.setdefault(k, []).extend(v)
     assert merged.pairs("lexical_proxy") == [(5.0, True), (0.0, False)]

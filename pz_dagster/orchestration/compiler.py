@@ -30,6 +30,7 @@ from pz_dagster.orchestration.planning import (
     plan_operator,
     read_history,
     strategy_params,
+    threshold_params,
 )
 from pz_dagster.orchestration.resources import BATCHES_METADATA, RecordStoreResource
 from pz_dagster.orchestration.store import to_table
@@ -295,11 +296,7 @@ def _operator_asset(
                     learned = {**learned, "examples": len(learned["examples"])}
                 physical = chosen.config(
                     **learned,
-                    **(
-                        {"threshold": threshold.value, "polarity": threshold.polarity}
-                        if threshold
-                        else {}
-                    ),
+                    **(threshold_params(threshold) if threshold else {}),
                 )
                 assessment = assess(
                     node,

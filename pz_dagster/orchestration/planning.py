@@ -153,7 +153,7 @@ def _counts(data: Any) -> QualityCounts | None:
     )
 
 
-def observations_of(md: dict[str, Any], sequence: float) -> tuple[list[Observation], NodeHistory]:
+def observations_of(md: dict[str, Any], sequence: float) -> NodeHistory:
     """The observations one materialization's metadata holds: its own run, and the sample runs
     (champion, exploration) listed under ``sample_runs``."""
     hist = NodeHistory()
@@ -213,7 +213,7 @@ def observations_of(md: dict[str, Any], sequence: float) -> tuple[list[Observati
     for cheap, pairs in (_value(md, "cascade_pairs", {}) or {}).items():
         hist.proxy_pairs[f"cascade:{cheap}"] = [(float(x), bool(y)) for x, y in pairs]
     hist.observations = out
-    return out, hist
+    return hist
 
 
 def read_history(
@@ -230,7 +230,7 @@ def read_history(
             mat = rec.asset_materialization
             if mat is None:
                 continue
-            _, h = observations_of(dict(mat.metadata), rec.timestamp)
+            h = observations_of(dict(mat.metadata), rec.timestamp)
             merged.observations += h.observations
             merged.prompt_tokens += h.prompt_tokens
             merged.cost += h.cost
@@ -559,7 +559,7 @@ def assess(
                 {
                     "config": json.loads(
                         Candidate(node.name, proxy, None)
-                        .config(**_threshold_params(threshold))
+                        .config(**threshold_params(threshold))
                         .to_json()
                     ),
                     "records": len(judged),
@@ -573,7 +573,7 @@ def assess(
     return out
 
 
-def _threshold_params(t: SignedThreshold) -> dict[str, Any]:
+def threshold_params(t: SignedThreshold) -> dict[str, Any]:
     return {"threshold": t.value, "polarity": t.polarity}
 
 
