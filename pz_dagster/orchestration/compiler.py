@@ -18,6 +18,7 @@ from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
 from pz_dagster.operators.proxy import PROXIES
+from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.metadata import operator_metadata
 from pz_dagster.orchestration.planning import (
     AUTO,
@@ -43,6 +44,7 @@ OPTIMIZER_KEY = "pz_optimizer"
 EMBEDDINGS_KEY = "pz_embeddings"
 STORE_KEY = "pz_store"
 IO_MANAGER_KEY = "pz_io_manager"
+DEFAULT_CHECKS = CheckSettings()
 
 
 class OperatorConfig(dg.Config):
@@ -138,18 +140,23 @@ def _source_asset(
     node: plan.DirectorySource,
     parts: dg.DynamicPartitionsDefinition,
     manifest: str | None = None,
+    checks: CheckSettings = DEFAULT_CHECKS,
 ):
     columns = plan.column_types(node)
+    key = dg.AssetKey([query, node.name])
 
     @dg.asset(
-        key=dg.AssetKey([query, node.name]),
+        key=key,
         partitions_def=parts,
+        check_specs=check_specs(node, key, checks),
         io_manager_key=IO_MANAGER_KEY,
         group_name=query,
         kinds={"pz", "files"},
         description=f"Documents of {node.path}, one record per document. {node.describe()}",
     )
-    def _source(context: dg.AssetExecutionContext, pz_store: RecordStoreResource) -> dg.Output:
+    def _source(
+        context: dg.AssetExecutionContext, pz_store: RecordStoreResource
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         start = time.perf_counter()
         store = pz_store.get_store()
         batch = store.load_batch(query, context.partition_key, manifest)
@@ -174,7 +181,8 @@ def _source_asset(
             context.log.warning(
                 f"{stats.passed_through_errors} file(s) could not be read; see the error column"
             )
-        return dg.Output(to_table(records, columns), metadata=md)
+        yield dg.Output(to_table(records, columns), metadata=md)
+        yield from evaluate(node, key, result, md, checks, context.partition_key)
 
     return _source
 
@@ -189,6 +197,7 @@ def _operator_asset(
     manifest: str | None = None,
     right_manifest: str | None = None,
     chain: tuple[plan.PlanNode, ...] = (),
+    checks: CheckSettings = DEFAULT_CHECKS,
 ):
     """One operator's asset. ``parts`` None makes it unpartitioned; ``reads_all_partitions``
     makes it read every partition of its (partitioned) input, whose batches are named by
@@ -196,6 +205,7 @@ def _operator_asset(
     (``right_manifest``)."""
     columns = plan.column_types(node)
     semantic = needs_model(node)
+    key = dg.AssetKey([query, node.name])
 
     def all_of(manifest: str | None) -> dict[str, Any]:
         return {
@@ -232,7 +242,7 @@ def _operator_asset(
         config: OperatorConfig,
         upstream: pa.Table,
         right: pa.Table | None = None,
-    ) -> dg.Output:
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         start = time.perf_counter()
         records = upstream.to_pylist()
         with ExitStack() as cleanup:
@@ -343,10 +353,13 @@ def _operator_asset(
                 f"{node.name}: {result.stats.truncated} record(s) were cut to fit the model's "
                 f"context: {', '.join(result.stats.truncated_ids[:10])}"
             )
-        return dg.Output(to_table(result.records, columns), metadata=md)
+        yield dg.Output(to_table(result.records, columns), metadata=md)
+        partition = context.partition_key if context.has_partition_key else None
+        yield from evaluate(node, key, result, md, checks, partition)
 
     decorate = dg.asset(
-        key=dg.AssetKey([query, node.name]),
+        key=key,
+        check_specs=check_specs(node, key, checks),
         ins=ins,
         partitions_def=parts,
         io_manager_key=IO_MANAGER_KEY,
@@ -364,31 +377,33 @@ def _operator_asset(
             config: OperatorConfig,
             upstream: pa.Table,
             right: pa.Table,
-        ) -> dg.Output:
-            return run(context, config, upstream, right)
+        ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+            yield from run(context, config, upstream, right)
 
         return _join
 
     @decorate
     def _op(
         context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
-    ) -> dg.Output:
-        return run(context, config, upstream)
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        yield from run(context, config, upstream)
 
     return _op
 
 
-def _table_asset(query: str, node: plan.TableSource):
+def _table_asset(query: str, node: plan.TableSource, checks: CheckSettings = DEFAULT_CHECKS):
     columns = plan.column_types(node)
+    key = dg.AssetKey([query, node.name])
 
     @dg.asset(
-        key=dg.AssetKey([query, node.name]),
+        key=key,
+        check_specs=check_specs(node, key, checks),
         io_manager_key=IO_MANAGER_KEY,
         group_name=query,
         kinds={"pz", "duckdb"} if node.database else {"pz", "python"},
         description=node.describe(),
     )
-    def _table(context: dg.AssetExecutionContext) -> dg.Output:
+    def _table(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
         start = time.perf_counter()
         records = node.read()
         n = len(records)
@@ -396,7 +411,8 @@ def _table_asset(query: str, node: plan.TableSource):
         result = OperatorResult(records, stats, strategy="read")
         seconds = time.perf_counter() - start
         md = operator_metadata(node.kind, result, columns, seconds, with_selectivity=False)
-        return dg.Output(to_table(records, columns), metadata=md)
+        yield dg.Output(to_table(records, columns), metadata=md)
+        yield from evaluate(node, key, result, md, checks, None)
 
     return _table
 
@@ -408,6 +424,7 @@ def _chain(
     pool: str | None,
     manifest: str | None,
     joined: dict[str, SourceBatches],
+    checks: CheckSettings,
 ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetsDefinition]]:
     """Assets of a source and the operators after it: (per-batch ones, unpartitioned ones).
 
@@ -416,10 +433,10 @@ def _chain(
     source = lineage[0]
     if isinstance(source, plan.DirectorySource):
         assert parts is not None
-        batch, whole = [_source_asset(query, source, parts, manifest)], []
+        batch, whole = [_source_asset(query, source, parts, manifest, checks)], []
     else:
         assert isinstance(source, plan.TableSource)
-        batch, whole = [], [_table_asset(query, source)]
+        batch, whole = [], [_table_asset(query, source, checks)]
     partitioned = parts is not None
     for n in lineage[1:]:
         assert isinstance(n, plan.UnaryNode)
@@ -440,6 +457,7 @@ def _chain(
             manifest=manifest,
             right_manifest=right_manifest,
             chain=segment_of(lineage, n),
+            checks=checks,
         )
         (batch if partitioned else whole).append(asset)
     return batch, whole
@@ -462,18 +480,26 @@ def _batch_job(query: str, name: str, assets: list[dg.AssetsDefinition], what: s
     )
 
 
-def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None) -> CompiledQuery:
+def compile_query(
+    dataset: Dataset,
+    name: str,
+    *,
+    model_pool: str | None = None,
+    checks: CheckSettings | None = None,
+) -> CompiledQuery:
     """Turn a Dataset into Dagster assets (one per plan node). Each document folder gets its own
     dynamic partitioning (one partition per batch) and job; tables the query joins with are
     unpartitioned, read by ``<name>_reference_job``; operators over all batches (aggregates,
     top-k) are unpartitioned, run by ``<name>_summary_job``.
 
-    ``model_pool`` puts the assets that call the model into a Dagster pool (for GPU engines).
+    ``model_pool`` puts the assets that call the model into a Dagster pool (for GPU engines);
+    ``checks`` sets the thresholds and severities of every asset's checks.
 
     >>> q = compile_query(Dataset.from_directory("emails").sem_filter("about fraud"), "enron")
     >>> [k.to_user_string() for a in q.assets for k in a.keys]
     ['enron/documents', 'enron/sem_filter_1']
     """
+    checks = checks or CheckSettings()
     optimized = rewrites.optimize(dataset.node)
     lineage = optimized.lineage()
     source = lineage[0]
@@ -498,7 +524,9 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
         right_source = right[0]
         if isinstance(right_source, plan.DirectorySource):
             rparts = dg.DynamicPartitionsDefinition(name=f"{name}_{right_source.name}_batches")
-            per_batch, whole = _chain(name, right, rparts, model_pool, right_source.name, {})
+            per_batch, whole = _chain(
+                name, right, rparts, model_pool, right_source.name, {}, checks
+            )
             assert not whole, "SemanticJoin rejects operators over all batches on its right"
             joined[right_source.name] = SourceBatches(
                 right_source,
@@ -509,11 +537,11 @@ def compile_query(dataset: Dataset, name: str, *, model_pool: str | None = None)
             )
             joined_assets += per_batch
         else:
-            _, whole = _chain(name, right, None, model_pool, None, {})
+            _, whole = _chain(name, right, None, model_pool, None, {}, checks)
             reference += whole
 
     parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
-    assets, global_assets = _chain(name, lineage, parts, model_pool, None, joined)
+    assets, global_assets = _chain(name, lineage, parts, model_pool, None, joined, checks)
     job = _batch_job(name, f"{name}_job", assets, source.path)
     main = SourceBatches(source, parts, job, assets[-1].key)
     reference_job = None

@@ -1,0 +1,245 @@
+"""Asset checks of every operator asset: output schema, failure/null rate, and quality.
+
+The checks run inside the asset's own step (``@asset(check_specs=...)``), on the records and the
+counts the operator just produced, so they cost nothing extra. They are not partitioned (per
+partition checks are a preview feature of Dagster 1.13): each check's latest result is the one of
+the latest materialized batch, and its metadata names the batch. The optimizer's history never
+reads them; it reads the materialization metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import BaseModel, Field
+
+from pz_dagster.operators.base import OperatorResult, Record
+from pz_dagster.orchestration.planning import OPTIMIZED
+from pz_dagster.query import plan
+from pz_dagster.query.schema import ERROR, RECORD_ID, coerce_value
+
+SCHEMA_CHECK = "schema_valid"
+FAILURE_CHECK = "failure_rate"
+QUALITY_CHECK = "quality"
+
+Severity = Literal["WARN", "ERROR"]
+
+
+class CheckSettings(BaseModel, frozen=True):
+    """Thresholds and severities of the checks on every operator asset of a query.
+
+    A check with severity ERROR and ``blocking`` stops the assets downstream of a failing batch
+    (Dagster skips them and the run fails); WARN only flags the asset in the UI.
+
+    >>> CheckSettings(quality_severity="ERROR").severity(QUALITY_CHECK)
+    <AssetCheckSeverity.ERROR: 'ERROR'>
+    """
+
+    max_failure_rate: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Highest share of evaluated records that may fail (model error, invalid "
+        "answer, unreadable file) or come back with a declared output field empty.",
+    )
+    min_quality: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="Lowest quality (F1 of a filter, exact match of a map) against labels or the "
+        "champion on the batch's sample.",
+    )
+    schema_severity: Severity = "ERROR"
+    failure_severity: Severity = "WARN"
+    quality_severity: Severity = "WARN"
+    blocking: bool = Field(
+        default=False,
+        description="Make ERROR-severity checks blocking: a failing batch stops downstream assets.",
+    )
+
+    def severity(self, check: str) -> dg.AssetCheckSeverity:
+        name = {
+            SCHEMA_CHECK: self.schema_severity,
+            FAILURE_CHECK: self.failure_severity,
+            QUALITY_CHECK: self.quality_severity,
+        }[check]
+        return dg.AssetCheckSeverity(name)
+
+
+def check_names(node: plan.PlanNode) -> list[str]:
+    """The checks of a node's asset: every asset checks its schema and failures; operators the
+    optimizer plans also check their measured quality."""
+    names = [SCHEMA_CHECK, FAILURE_CHECK]
+    if isinstance(node, OPTIMIZED):
+        names.append(QUALITY_CHECK)
+    return names
+
+
+_DESCRIPTIONS = {
+    SCHEMA_CHECK: "Every record has the declared columns with values of the declared types, a "
+    "unique record_id, and (unless it failed) every output field filled.",
+    FAILURE_CHECK: "The share of evaluated records that failed or left an output field empty "
+    "stays under the threshold.",
+    QUALITY_CHECK: "The quality measured on the batch's sample (labels, else the champion) "
+    "reaches the threshold.",
+}
+
+
+def check_specs(
+    node: plan.PlanNode, key: dg.AssetKey, settings: CheckSettings
+) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=key,
+            description=_DESCRIPTIONS[name],
+            blocking=settings.blocking and settings.severity(name) == dg.AssetCheckSeverity.ERROR,
+        )
+        for name in check_names(node)
+    ]
+
+
+def produced_fields(node: plan.PlanNode) -> tuple[str, ...]:
+    """The columns a semantic map/classification fills per record (empty for other operators)."""
+    if isinstance(node, plan.SemanticMap | plan.SemanticClassify | plan.SemanticFlatMap):
+        return node.adds if not isinstance(node, plan.SemanticFlatMap) else node.output_fields
+    return ()
+
+
+def schema_problems(
+    records: Sequence[Record], columns: Sequence[tuple[str, Any]], produced: Sequence[str] = ()
+) -> list[str]:
+    """What is wrong with ``records`` against the declared ``columns`` (empty: valid). A failed
+    record (error column set) may leave produced fields empty; nothing else may.
+
+    >>> schema_problems([{"record_id": "a", "n": "x", "error": None}], [("record_id", str), ("n", int), ("error", str)])
+    ["a: column 'n': 'x' is not a int"]
+    """
+    problems: list[str] = []
+    names = [c for c, _ in columns]
+    seen: set[Any] = set()
+    for r in records:
+        rid = r.get(RECORD_ID)
+        if rid is None or rid in seen:
+            problems.append(f"{rid}: record_id missing or repeated")
+        seen.add(rid)
+        missing = [c for c in names if c not in r]
+        if missing:
+            problems.append(f"{rid}: missing columns {missing}")
+        for c, typ in columns:
+            try:
+                coerce_value(r.get(c), typ)
+            except TypeError as exc:
+                problems.append(f"{rid}: column {c!r}: {exc}")
+        if not r.get(ERROR):
+            empty = [f for f in produced if r.get(f) is None]
+            if empty:
+                problems.append(f"{rid}: output fields left empty {empty}")
+    return problems
+
+
+def empty_outputs(records: Sequence[Record], produced: Sequence[str]) -> int:
+    """Records without an error that still have an output field empty."""
+    return sum(1 for r in records if not r.get(ERROR) and any(r.get(f) is None for f in produced))
+
+
+def evaluate(
+    node: plan.PlanNode,
+    key: dg.AssetKey,
+    result: OperatorResult,
+    metadata: Mapping[str, Any],
+    settings: CheckSettings,
+    partition: str | None,
+) -> list[dg.AssetCheckResult]:
+    """Results of the node's checks on what its asset just produced. ``metadata``: the
+    materialization's metadata (the quality measured by the optimizer's assessment)."""
+    columns = list(plan.column_types(node))
+    produced = produced_fields(node)
+    where = {"partition": partition} if partition else {}
+    out = []
+
+    problems = schema_problems(result.records, columns, produced)
+    if isinstance(node, plan.SemanticClassify):
+        problems += [
+            f"{r.get(RECORD_ID)}: class {r.get(node.output)!r} is not one of {list(node.classes)}"
+            for r in result.records
+            if not r.get(ERROR) and r.get(node.output) not in node.classes
+        ]
+    out.append(
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=SCHEMA_CHECK,
+            passed=not problems,
+            severity=settings.severity(SCHEMA_CHECK),
+            metadata={
+                **where,
+                "records": len(result.records),
+                "problems": len(problems),
+                **(
+                    {"examples": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:10]))}
+                    if problems
+                    else {}
+                ),
+            },
+        )
+    )
+
+    s = result.stats
+    empty = empty_outputs(result.records, produced)
+    failed = s.failures + empty
+    if isinstance(node, plan.DirectorySource | plan.TableSource):
+        failed += s.passed_through_errors  # a source's failures are the files it could not read
+    rate = failed / s.evaluated if s.evaluated else 0.0
+    out.append(
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=FAILURE_CHECK,
+            passed=rate <= settings.max_failure_rate,
+            severity=settings.severity(FAILURE_CHECK),
+            metadata={
+                **where,
+                "failure_rate": float(rate),
+                "max_failure_rate": float(settings.max_failure_rate),
+                "failures": s.failures,
+                "empty_outputs": empty,
+                "evaluated": s.evaluated,
+            },
+        )
+    )
+
+    if QUALITY_CHECK in check_names(node):
+        quality = metadata.get("quality")
+        if quality is None:
+            # Nothing to compare with on this batch: the chosen config is the champion and
+            # there are no labels. Passing says "no evidence against", the metadata says why.
+            out.append(
+                dg.AssetCheckResult(
+                    asset_key=key,
+                    check_name=QUALITY_CHECK,
+                    passed=True,
+                    severity=settings.severity(QUALITY_CHECK),
+                    description="not measured on this batch: no labels, and the champion ran",
+                    metadata={**where, "measured": False},
+                )
+            )
+        else:
+            score = float(getattr(quality, "value", quality))
+            source = metadata.get("quality_source")
+            out.append(
+                dg.AssetCheckResult(
+                    asset_key=key,
+                    check_name=QUALITY_CHECK,
+                    passed=score >= settings.min_quality,
+                    severity=settings.severity(QUALITY_CHECK),
+                    metadata={
+                        **where,
+                        "measured": True,
+                        "quality": score,
+                        "min_quality": float(settings.min_quality),
+                        "quality_source": str(getattr(source, "value", source) or ""),
+                    },
+                )
+            )
+    return out
