@@ -9,4 +9,8 @@ from pz_dagster.orchestration import LocalLlamaModel, build_definitions
 
 QUERY_NAME = "enron"
 
-defs, enron = build_definitions(legal_discovery_query(), QUERY_NAME, model=LocalLlamaModel())
+# A nightly refresh of every batch (stopped until turned on in the UI): each operator asks the
+# optimizer again, so a better plan learned since a batch ran is applied to it.
+defs, enron = build_definitions(
+    legal_discovery_query(), QUERY_NAME, model=LocalLlamaModel(), refresh_cron="0 3 * * *"
+)

@@ -1,5 +1,6 @@
-"""Dagster side: compiler, resources, record store, sensors."""
+"""Dagster side: compiler, resources, record store, sensors, schedules, checks."""
 
+from pz_dagster.orchestration.checks import CheckSettings
 from pz_dagster.orchestration.compiler import CompiledQuery, OperatorConfig, compile_query
 from pz_dagster.orchestration.definitions import build_definitions, default_store_root
 from pz_dagster.orchestration.planning import OptimizerResource
@@ -16,9 +17,12 @@ from pz_dagster.orchestration.resources import (
     RecordStoreResource,
     VLLMModel,
 )
+from pz_dagster.orchestration.schedules import build_refresh_schedule, build_summary_schedule
+from pz_dagster.orchestration.sensors import build_new_documents_sensor
 from pz_dagster.orchestration.store import RecordStore
 
 __all__ = [
+    "CheckSettings",
     "CompiledQuery",
     "EmbeddingResource",
     "LocalEmbeddingResource",
@@ -35,6 +39,9 @@ __all__ = [
     "RecordStore",
     "RecordStoreResource",
     "build_definitions",
+    "build_new_documents_sensor",
+    "build_refresh_schedule",
+    "build_summary_schedule",
     "compile_query",
     "default_store_root",
 ]

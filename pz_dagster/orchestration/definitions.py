@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pz_dagster.orchestration.checks import CheckSettings
 from pz_dagster.orchestration.compiler import (
     EMBEDDINGS_KEY,
     IO_MANAGER_KEY,
@@ -26,6 +27,7 @@ from pz_dagster.orchestration.resources import (
     RecordStoreResource,
     VLLMModel,
 )
+from pz_dagster.orchestration.schedules import build_refresh_schedule, build_summary_schedule
 from pz_dagster.orchestration.sensors import build_new_documents_sensor
 from pz_dagster.query.dataset import Dataset
 
@@ -46,9 +48,15 @@ def build_definitions(
     embeddings: EmbeddingResource | None = None,
     store_root: str | None = None,
     optimizer: OptimizerResource | None = None,
+    checks: CheckSettings | None = None,
+    refresh_cron: str | None = None,
+    summary_cron: str | None = None,
 ) -> tuple[dg.Definitions, CompiledQuery]:
     """Assets, job and new-documents sensor of a query, with its resources. ``optimizer`` sets
-    the policy, the strategies to choose among and the labels to judge quality by.
+    the policy, the strategies to choose among and the labels to judge quality by; ``checks``
+    the thresholds and severities of the asset checks. ``refresh_cron`` adds a schedule (stopped
+    until turned on) that re-materializes every batch (``build_refresh_schedule``),
+    ``summary_cron`` one for the operators over all batches (``build_summary_schedule``).
 
     >>> defs, q = build_definitions(Dataset.from_directory("emails").sem_filter("fraud"), "enron")
     >>> q.job.name
@@ -56,13 +64,20 @@ def build_definitions(
     """
     model = model or LocalLlamaModel()
     compiled = compile_query(
-        dataset, name, model_pool=model.pool if isinstance(model, VLLMModel) else None
+        dataset,
+        name,
+        model_pool=model.pool if isinstance(model, VLLMModel) else None,
+        checks=checks,
     )
     store = RecordStoreResource(root=store_root or default_store_root())
     defs = dg.Definitions(
         assets=compiled.assets,
         jobs=[j for j in (compiled.reference_job, compiled.job, compiled.summary_job) if j],
         sensors=[build_new_documents_sensor(compiled)],
+        schedules=[
+            *([build_refresh_schedule(compiled, refresh_cron)] if refresh_cron else []),
+            *([build_summary_schedule(compiled, summary_cron)] if summary_cron else []),
+        ],
         resources={
             MODEL_KEY: model,
             EMBEDDINGS_KEY: embeddings or LocalEmbeddingResource(),
