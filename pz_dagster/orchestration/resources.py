@@ -19,7 +19,6 @@ from pz_dagster.models.openai_compat import OpenAICompatibleClient, StructuredOu
 from pz_dagster.models.retry import RetryPolicy
 from pz_dagster.models.vllm_engine import VLLMClient
 from pz_dagster.orchestration.store import RecordStore
-from pz_dagster.query.schema import RECORD_ID
 
 
 class ModelPrior(dg.Config):
@@ -303,30 +302,15 @@ def _drop_superseded(
     keys: list[str],
     tables: list[pa.Table],
 ) -> list[pa.Table]:
-    """Leave out the records of files that a later batch holds a newer version of, so an edited
-    document is counted once (its newest version) by an asset reading every batch. A record
-    belongs to file F when its record_id is F or starts with F followed by '#' or '|' (rows of a
-    CSV, items of a flat map, pairs of a join)."""
-    stale = store.superseded(batches["query"], keys, batches.get("source"))
-    if not stale:
-        return tables
-    out, dropped = [], 0
-    for key, table in zip(keys, tables, strict=True):
-        files = stale.get(key)
-        if not files:
-            out.append(table)
-            continue
-        ids = table.column(RECORD_ID).to_pylist()
-        keep = [
-            not any(rid == f or rid.startswith((f + "#", f + "|")) for f in files) for rid in ids
-        ]
-        dropped += keep.count(False)
-        out.append(table.filter(pa.array(keep, type=pa.bool_())))
+    """Leave out records that a later batch holds a newer version of (see
+    ``RecordStore.without_superseded``), so an edited document counts once."""
+    out, dropped, files = store.without_superseded(
+        batches["query"], keys, tables, batches.get("source")
+    )
     if dropped:
         context.log.info(
-            f"{context.asset_key.to_user_string()}: left out {dropped} record(s) of "
-            f"{sum(len(f) for f in stale.values())} file(s) that a later batch holds a newer "
-            "version of"
+            f"{context.asset_key.to_user_string()}: left out {dropped} record(s) of {files} "
+            "file(s) that a later batch holds a newer version of"
         )
     return out
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pz_dagster.errors import SourceError
+from pz_dagster.query.schema import RECORD_ID
 from pz_dagster.sources.batches import Batch
 
 UNPARTITIONED = "__all__"
@@ -182,3 +183,43 @@ class RecordStore:
             for b in batches
             if any(latest[f.path][1] != b.key for f in b.files)
         }
+
+    def without_superseded(
+        self, query: str, keys: Sequence[str], tables: Sequence[pa.Table], source: str | None = None
+    ) -> tuple[list[pa.Table], int, int]:
+        """``tables`` (one per batch of ``keys``) without the records of files that a later
+        batch holds a newer version of; also the count of records left out and of such files.
+        A record belongs to file F when its record_id is F or starts with F followed by '#' or
+        '|' (rows of a CSV, items of a flat map, pairs of a join)."""
+        stale = self.superseded(query, keys, source)
+        if not stale:
+            return list(tables), 0, 0
+        out, dropped = [], 0
+        for key, table in zip(keys, tables, strict=True):
+            files = stale.get(key)
+            if not files:
+                out.append(table)
+                continue
+            ids = table.column(RECORD_ID).to_pylist()
+            keep = [
+                not any(rid == f or rid.startswith((f + "#", f + "|")) for f in files)
+                for rid in ids
+            ]
+            dropped += keep.count(False)
+            out.append(table.filter(pa.array(keep, type=pa.bool_())))
+        return out, dropped, sum(len(f) for f in stale.values())
+
+    def read_batches(
+        self, asset_path: Sequence[str], query: str, source: str | None = None
+    ) -> tuple[pa.Table, list[str]]:
+        """Every materialized batch of a per-batch asset, concatenated, each document in its
+        newest version; also the keys of the batches not materialized (yet)."""
+        keys = [b.key for b in self.batches(query, source)]
+        present = [k for k in keys if self.partition_path(asset_path, k).exists()]
+        if not present:
+            raise SourceError(f"no batch of {'/'.join(asset_path)} is materialized yet")
+        tables, _, _ = self.without_superseded(
+            query, present, [self.read(asset_path, k) for k in present], source
+        )
+        missing = [k for k in keys if k not in present]
+        return pa.concat_tables(tables, promote_options="default"), missing
