@@ -1,15 +1,23 @@
-"""`pz-dagster` command: run a declared query's job outside a long-lived Dagster deployment."""
+"""`pz-dagster`: explain, run, inspect and export a declared query outside a long-lived Dagster
+deployment (a local instance under DAGSTER_HOME, default ./.pz_home)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import dagster as dg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -22,6 +30,7 @@ from pz_dagster.orchestration.compiler import (
     CompiledQuery,
     segment_of,
 )
+from pz_dagster.orchestration.component import PzQueryComponent
 from pz_dagster.orchestration.planning import (
     OPTIMIZED,
     OptimizerResource,
@@ -58,9 +67,61 @@ def instance_dir() -> str:
     return os.environ.get("DAGSTER_HOME", "")
 
 
-def _load(module: str) -> tuple[dg.Definitions, CompiledQuery]:
+def target(command: Any) -> Any:
+    """The options every command shares: which query (a module or a YAML file) and which
+    Dagster home."""
+    for option in reversed(
+        (
+            click.option(
+                "--module",
+                default="definitions",
+                show_default=True,
+                help="Module defining `defs` and one compiled query.",
+            ),
+            click.option(
+                "--query",
+                "query_file",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                default=None,
+                help="A query declared in YAML (a PzQueryComponent defs.yaml, or its "
+                "attributes) instead of --module; relative paths are from the file's folder.",
+            ),
+            click.option(
+                "--home",
+                default=None,
+                help="DAGSTER_HOME to use (default: $DAGSTER_HOME or ./.pz_home).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _load_yaml(path: Path) -> tuple[dg.Definitions, CompiledQuery]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{path}: expected a mapping with the query's attributes")
+    attributes = data.get("attributes", data) if "type" in data else data
+    try:
+        component = PzQueryComponent.resolve_from_yaml(yaml.safe_dump(attributes))
+    except Exception as exc:  # pydantic and Dagster's resolution errors both say what is wrong
+        raise click.ClickException(f"{path} is not a valid query: {exc}") from None
+    return component.build_query(path.parent.resolve())
+
+
+def _load(module: str, query_file: Path | None = None) -> tuple[dg.Definitions, CompiledQuery]:
+    if query_file is not None:
+        return _load_yaml(query_file)
     sys.path.insert(0, os.getcwd())
-    mod = importlib.import_module(module)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module.split(".")[0]:
+            raise  # the module exists; something it imports is missing
+        raise click.ClickException(
+            f"cannot import module {module!r} from {os.getcwd()}: run from the folder that "
+            "holds it, or pass --module"
+        ) from None
     defs = getattr(mod, "defs", None)
     queries = [v for v in vars(mod).values() if isinstance(v, CompiledQuery)]
     if not isinstance(defs, dg.Definitions) or len(queries) != 1:
@@ -74,24 +135,39 @@ def _store(defs: dg.Definitions) -> RecordStore:
     return defs.resources[STORE_KEY].get_store()  # type: ignore[union-attr]
 
 
+def _asset_key(query: CompiledQuery, name: str | None) -> dg.AssetKey:
+    """The asset of operator ``name`` (default: the query's result), or an error listing them."""
+    if name is None:
+        return query.output_key
+    keys = [k for a in query.assets for k in a.keys]
+    for k in keys:
+        if name in (k.path[-1], k.to_user_string()):
+            return k
+    raise click.BadParameter(
+        f"no asset {name!r} in query {query.name!r}; choose one of: "
+        + ", ".join(k.path[-1] for k in keys),
+        param_hint="--asset",
+    )
+
+
+def _value(md: dict[str, Any], key: str) -> Any:
+    v = md.get(key)
+    return getattr(v, "value", v)
+
+
 @click.group(help=__doc__)
 def main() -> None:
     pass
 
 
 @main.command()
-@click.option("--module", default="definitions", show_default=True, help="Module defining `defs`.")
-@click.option(
-    "--home",
-    default=None,
-    help="DAGSTER_HOME to read history from (default: $DAGSTER_HOME or ./.pz_home).",
-)
-def explain(module: str, home: str | None) -> None:
+@target
+def explain(module: str, query_file: Path | None, home: str | None) -> None:
     """Print the logical plan, then the optimizer's current decision: candidates with their
     estimates (priors blended with the instance's history), the Pareto frontier of plans, the
     choice and the reason."""
     _prepare_home(home)
-    defs, query = _load(module)
+    defs, query = _load(module, query_file)
     console.print(f"[bold]query {query.name!r}[/bold]")
     console.print(query.dataset.explain(), markup=False)  # plan text has [brackets]
     chain = (
@@ -123,14 +199,11 @@ def explain(module: str, home: str | None) -> None:
 
 
 @main.command()
-@click.option("--module", default="definitions", show_default=True, help="Module defining `defs`.")
-@click.option(
-    "--home", default=None, help="DAGSTER_HOME to use (default: $DAGSTER_HOME or ./.pz_home)."
-)
-def register(module: str, home: str | None) -> None:
+@target
+def register(module: str, query_file: Path | None, home: str | None) -> None:
     """Group new source files into batches and add them as partitions of the instance."""
     _prepare_home(home)
-    defs, query = _load(module)
+    defs, query = _load(module, query_file)
     with dg.DagsterInstance.get() as instance:
         batches = register_partitions(_store(defs), query, instance)
     console.print(f"{len(batches)} batch partition(s) of {query.partitions_def.name}:")
@@ -141,10 +214,7 @@ def register(module: str, home: str | None) -> None:
 
 
 @main.command()
-@click.option("--module", default="definitions", show_default=True, help="Module defining `defs`.")
-@click.option(
-    "--home", default=None, help="DAGSTER_HOME to use (default: $DAGSTER_HOME or ./.pz_home)."
-)
+@target
 @click.option(
     "--partitions",
     "n_parts",
@@ -153,10 +223,12 @@ def register(module: str, home: str | None) -> None:
     help="How many batches to run (0: all).",
 )
 @click.option("--verbose", is_flag=True, help="Show Dagster's INFO logs.")
-def run(module: str, home: str | None, n_parts: int, verbose: bool) -> None:
+def run(
+    module: str, query_file: Path | None, home: str | None, n_parts: int, verbose: bool
+) -> None:
     """Register new batches, then materialize the query's job on the first N of them."""
     home_path = _prepare_home(home)
-    defs, query = _load(module)
+    defs, query = _load(module, query_file)
     job = defs.resolve_job_def(query.job.name)
     failed = False
     with dg.DagsterInstance.get() as instance:
@@ -273,6 +345,173 @@ def _print_results(query: CompiledQuery, store: RecordStore, partitions: list[st
         f".sql('select record_id, {', '.join(c for c in cols if c not in ('record_id', 'filename'))} "
         f"from {view_name(out_path)}'))\""
     )
+
+
+HISTORY_COLUMNS = (
+    "model",
+    "strategy",
+    "records_in",
+    "records_out",
+    "selectivity",
+    "failures",
+    "input_tokens",
+    "output_tokens",
+    "dollars",
+    "seconds",
+    "quality",
+    "quality_source",
+)
+
+
+@main.command()
+@target
+@click.option(
+    "--asset",
+    "asset_name",
+    default=None,
+    help="Operator (asset) name; default: every operator of the query.",
+)
+@click.option("--limit", default=20, show_default=True, help="Latest materializations per asset.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of tables.")
+def history(
+    module: str,
+    query_file: Path | None,
+    home: str | None,
+    asset_name: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The configs each operator ran with and what was observed: per materialization (newest
+    first) the partition, model and strategy, records, tokens, dollars, seconds and the quality
+    measured; the optimizer learns from exactly these."""
+    _prepare_home(home)
+    defs, query = _load(module, query_file)
+    keys = (
+        [_asset_key(query, asset_name)] if asset_name else [k for a in query.assets for k in a.keys]
+    )
+    with dg.DagsterInstance.get() as instance:
+        rows: list[dict[str, Any]] = []
+        for key in keys:
+            recs = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key), limit=limit
+            ).records
+            for rec in recs:
+                mat = rec.asset_materialization
+                if mat is None:
+                    continue
+                md = dict(mat.metadata)
+                config = _value(md, "physical_config") or {}
+                rows.append(
+                    {
+                        "asset": key.path[-1],
+                        "time": dt.datetime.fromtimestamp(rec.timestamp, dt.UTC).isoformat(
+                            timespec="seconds"
+                        ),
+                        "partition": mat.partition,
+                        "run_id": rec.run_id,
+                        **{c: _value(md, c) for c in HISTORY_COLUMNS},
+                        "config": config,
+                    }
+                )
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    if not rows:
+        console.print(
+            f"no materializations of query {query.name!r} in {instance_dir()}: "
+            "run `pz-dagster run` (or materialize from the UI) first"
+        )
+        return
+    for key in keys:
+        mine = [r for r in rows if r["asset"] == key.path[-1]]
+        if not mine:
+            continue
+        table = Table(title=f"{key.to_user_string()}: {len(mine)} materialization(s)")
+        for c in ("time", "partition", *HISTORY_COLUMNS):
+            table.add_column(c, justify="right" if c not in ("model", "strategy") else "left")
+        for r in mine:
+            table.add_row(
+                *[
+                    ""
+                    if r[c] is None
+                    else f"{r[c]:.4f}"
+                    if c == "dollars"
+                    else f"{r[c]:.2f}"
+                    if isinstance(r[c], float)
+                    else str(r[c])
+                    for c in ("time", "partition", *HISTORY_COLUMNS)
+                ]
+            )
+        console.print(table)
+
+
+@main.command()
+@target
+@click.option(
+    "--asset",
+    "asset_name",
+    default=None,
+    help="Operator (asset) to export; default: the query's result.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet"]),
+    default=None,
+    help="Output format; default: from the file's suffix.",
+)
+@click.option("--partition", default=None, help="One batch only; default: every batch.")
+@click.argument("out", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+def export(
+    module: str,
+    query_file: Path | None,
+    home: str | None,
+    asset_name: str | None,
+    fmt: str | None,
+    partition: str | None,
+    out: Path,
+) -> None:
+    """Write an asset's records to OUT as CSV or Parquet: every materialized batch (each
+    document in its newest version), or one batch with --partition."""
+    _prepare_home(home)
+    defs, query = _load(module, query_file)
+    key = _asset_key(query, asset_name)
+    fmt = fmt or out.suffix.lstrip(".").lower()
+    if fmt not in ("csv", "parquet"):
+        raise click.BadParameter(
+            f"cannot tell the format of {out.name!r}; name it .csv or .parquet or pass --format",
+            param_hint="--format",
+        )
+    store = _store(defs)
+    partitioned = next(a for a in query.assets if key in a.keys).partitions_def
+    source = next((s for s in query.sources if s.partitions_def == partitioned), None)
+    try:
+        if partitioned is None:
+            table = store.read(key.path, None)
+        elif partition is not None:
+            table = store.read(key.path, partition)
+        else:
+            assert source is not None
+            table, missing = store.read_batches(key.path, query.name, source.manifest)
+            if missing:
+                console.print(
+                    f"[yellow]{len(missing)} batch(es) not materialized yet are not included; "
+                    "run them with `pz-dagster run --partitions 0`[/yellow]"
+                )
+    except PzError as exc:
+        raise click.ClickException(f"{exc}; run `pz-dagster run` first") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(table, out)
+    else:
+        # CSV has no lists: list columns are written as JSON text.
+        for i, field in enumerate(table.schema):
+            if str(field.type).startswith("list"):
+                texts = [None if v is None else json.dumps(v) for v in table.column(i).to_pylist()]
+                table = table.set_column(i, field.name, pa.array(texts, type=pa.string()))
+        pacsv.write_csv(table, out)
+    console.print(f"{table.num_rows} record(s) of {key.to_user_string()} written to {out}")
 
 
 if __name__ == "__main__":
