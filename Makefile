@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.pz-installed
 
-.PHONY: install demo test clean
+.PHONY: install system-deps demo test clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Debian's chromium and postgresql for the UI and PostgreSQL tests; skips (exit 0) when it can't.
+system-deps:
+	bash scripts/install-system-deps.sh
+
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 DAGSTER_HOME=$(CURDIR)/.pz_home $(VENV)/bin/pz-dagster run --partitions 1
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -ra
 
 clean:
