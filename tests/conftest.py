@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,54 @@ def llama_server() -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server (Debian's postgresql, installed by `make test`) on
+    127.0.0.1, with trust authentication and database ``pz``. Skipped, with the reason, where
+    no server can be started."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql (Debian's postgresql)")
+    # Not under pytest's tmp dir: the postgres user cannot enter root's 0700 folders there.
+    root = Path(tempfile.mkdtemp(prefix="pz-postgres-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the postgres user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+    port = free_port()
+
+    def pg(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+
+    init = pg(
+        str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+    )
+    if init.returncode:
+        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off"
+    start = pg(
+        str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"
+    )
+    if start.returncode:
+        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
+    try:
+        made = pg(
+            str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "pz"
+        )
+        assert made.returncode == 0, made.stderr
+        yield f"postgresql://postgres@127.0.0.1:{port}/pz"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
