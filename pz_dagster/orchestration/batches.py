@@ -6,19 +6,29 @@ import dagster as dg
 
 from pz_dagster.orchestration.compiler import CompiledQuery, SourceBatches
 from pz_dagster.orchestration.store import RecordStore
-from pz_dagster.query.plan import DirectorySource
-from pz_dagster.sources import Batch, make_batches, scan_folder
+from pz_dagster.query.plan import BatchedSource, DirectorySource, TableBatchSource
+from pz_dagster.sources import Batch, FileRef, make_batches, scan_folder
+from pz_dagster.sources.tables import scan_table
+
+
+def scan_source(source: BatchedSource) -> list[FileRef]:
+    """The items of a batched source now: a folder's files, or a watched table's rows."""
+    if isinstance(source, DirectorySource):
+        return scan_folder(source.path)
+    assert isinstance(source, TableBatchSource), type(source).__name__
+    return scan_table(source.database, source.sql, source.id_column)
 
 
 def register_new_batches(
-    store: RecordStore, query: str, source: DirectorySource, manifest: str | None = None
+    store: RecordStore, query: str, source: BatchedSource, manifest: str | None = None
 ) -> list[Batch]:
-    """Group files not yet in any batch of the folder into new batches and save their manifests.
+    """Group items (files, or rows of a watched table) not yet in any batch of the source into
+    new batches and save their manifests.
 
-    Idempotent: a file already in a batch (same path and content) is never batched again, and
-    a batch's key is derived from its files, so a repeated call adds nothing.
+    Idempotent: an item already in a batch (same path or id, and content) is never batched
+    again, and a batch's key is derived from its items, so a repeated call adds nothing.
     """
-    files = scan_folder(source.path)
+    files = scan_source(source)
     new = make_batches(files, source.batch_size, seen=store.batch_files_seen(query, manifest))
     return [store.save_batch(query, batch, manifest) for batch in new]
 

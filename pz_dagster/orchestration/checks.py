@@ -189,7 +189,7 @@ def evaluate(
     s = result.stats
     empty = empty_outputs(result.records, produced)
     failed = s.failures + empty
-    if isinstance(node, plan.DirectorySource | plan.TableSource):
+    if isinstance(node, plan.BatchedSource | plan.TableSource):
         failed += s.passed_through_errors  # a source's failures are the files it could not read
     rate = failed / s.evaluated if s.evaluated else 0.0
     out.append(

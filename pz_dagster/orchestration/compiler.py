@@ -37,7 +37,9 @@ from pz_dagster.orchestration.resources import BATCHES_METADATA, RecordStoreReso
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan, rewrites
 from pz_dagster.query.dataset import Dataset
-from pz_dagster.sources import changed_files, read_file
+from pz_dagster.query.schema import coerce_value
+from pz_dagster.sources import Batch, changed_files, read_file
+from pz_dagster.sources.tables import read_table_batch
 
 MODEL_KEY = "pz_model"
 OPTIMIZER_KEY = "pz_optimizer"
@@ -68,7 +70,7 @@ class OperatorConfig(dg.Config):
 class SourceBatches:
     """A document folder of the query, batched into its own dynamic partitions."""
 
-    node: plan.DirectorySource
+    node: plan.BatchedSource  # a document folder or a watched table
     partitions_def: dg.DynamicPartitionsDefinition
     job: Any  # materializes the folder's per-batch assets, one batch per run
     output_key: dg.AssetKey  # the folder's last per-batch asset: a batch is done when it is
@@ -135,9 +137,28 @@ def response_cache(instance: dg.DagsterInstance) -> ResponseCache:
     return ResponseCache(Path(instance.storage_directory()) / "pz_response_cache")
 
 
+def _read_batch(node: plan.BatchedSource, batch: Batch) -> list[dict[str, Any]]:
+    """A batch's records: one per document of a folder (edited files flagged), or one per row
+    of a watched table (edited or deleted rows flagged)."""
+    if isinstance(node, plan.TableBatchSource):
+        types = dict(node.fields)
+        rows = read_table_batch(node.database, node.sql, node.id_column, list(types), batch)
+        # DATE, DECIMAL, TIMESTAMP... arrive as Python objects: stored as their text.
+        return [{c: coerce_value(v, types.get(c, str)) for c, v in r.items()} for r in rows]
+    root = Path(node.path)
+    records = [rec for ref in batch.files for rec in read_file(root, ref.path)]
+    changed = changed_files(root, batch)
+    for rec in records:
+        if rec["filename"] in changed and not rec["error"]:
+            rec["error"] = (
+                "file changed since its batch was registered; the new version is a new batch"
+            )
+    return records
+
+
 def _source_asset(
     query: str,
-    node: plan.DirectorySource,
+    node: plan.BatchedSource,
     parts: dg.DynamicPartitionsDefinition,
     manifest: str | None = None,
     checks: CheckSettings = DEFAULT_CHECKS,
@@ -151,8 +172,13 @@ def _source_asset(
         check_specs=check_specs(node, key, checks),
         io_manager_key=IO_MANAGER_KEY,
         group_name=query,
-        kinds={"pz", "files"},
-        description=f"Documents of {node.path}, one record per document. {node.describe()}",
+        kinds={"pz", "duckdb" if isinstance(node, plan.TableBatchSource) else "files"},
+        description=(
+            f"Rows of {node.sql} in {node.database}, one record per row."
+            if isinstance(node, plan.TableBatchSource)
+            else f"Documents of {node.path}, one record per document."
+        )
+        + f" {node.describe()}",
     )
     def _source(
         context: dg.AssetExecutionContext, pz_store: RecordStoreResource
@@ -160,14 +186,7 @@ def _source_asset(
         start = time.perf_counter()
         store = pz_store.get_store()
         batch = store.load_batch(query, context.partition_key, manifest)
-        root = Path(node.path)
-        records = [rec for ref in batch.files for rec in read_file(root, ref.path)]
-        changed = changed_files(root, batch)
-        for rec in records:
-            if rec["filename"] in changed and not rec["error"]:
-                rec["error"] = (
-                    "file changed since its batch was registered; the new version is a new batch"
-                )
+        records = _read_batch(node, batch)
         stats = OperatorStats(
             records_in=len(batch.files), records_out=len(records), evaluated=len(records)
         )
@@ -179,7 +198,7 @@ def _source_asset(
         md["read_errors"] = stats.passed_through_errors
         if stats.passed_through_errors:
             context.log.warning(
-                f"{stats.passed_through_errors} file(s) could not be read; see the error column"
+                f"{stats.passed_through_errors} item(s) could not be read; see the error column"
             )
         yield dg.Output(to_table(records, columns), metadata=md)
         yield from evaluate(node, key, result, md, checks, context.partition_key)
@@ -431,7 +450,7 @@ def _chain(
     A folder source (``parts`` given) is per batch until the first operator over all batches;
     a table source is unpartitioned throughout. ``joined`` gives the folders joins read."""
     source = lineage[0]
-    if isinstance(source, plan.DirectorySource):
+    if isinstance(source, plan.BatchedSource):
         assert parts is not None
         batch, whole = [_source_asset(query, source, parts, manifest, checks)], []
     else:
@@ -503,8 +522,11 @@ def compile_query(
     optimized = rewrites.optimize(dataset.node)
     lineage = optimized.lineage()
     source = lineage[0]
-    if not isinstance(source, plan.DirectorySource):
-        raise PlanError(f"a query must start from a directory source, got {type(source).__name__}")
+    if not isinstance(source, plan.BatchedSource):
+        raise PlanError(
+            "a query must start from a folder (Dataset.from_directory) or a watched table "
+            f"(Dataset.from_duckdb with id_column and batch_size), got {type(source).__name__}"
+        )
     try:
         plan.DirectorySource(name=name, path="-")  # same naming rules as operators
     except PlanError:
@@ -542,7 +564,7 @@ def compile_query(
 
     parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
     assets, global_assets = _chain(name, lineage, parts, model_pool, None, joined, checks)
-    job = _batch_job(name, f"{name}_job", assets, source.path)
+    job = _batch_job(name, f"{name}_job", assets, source.location)
     main = SourceBatches(source, parts, job, assets[-1].key)
     reference_job = None
     if reference:

@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from pz_dagster.errors import SourceError
 from pz_dagster.orchestration.batches import pending_batches
 from pz_dagster.orchestration.compiler import CompiledQuery
 from pz_dagster.orchestration.resources import RecordStoreResource
@@ -31,23 +32,28 @@ def build_new_documents_sensor(
     Batch manifests are the durable state: a batch saved by a tick that died before adding its
     partition is added by the next tick.
     """
-    folders = ", ".join(s.node.path for s in query.sources)
+    folders = ", ".join(s.node.location for s in query.sources)
 
     @dg.sensor(
         name=f"{query.name}_new_documents",
         jobs=[s.job for s in query.sources],
         minimum_interval_seconds=minimum_interval_seconds,
-        description=f"Registers new files under {folders} as batches of query {query.name!r}.",
+        description=f"Registers new items of {folders} as batches of query {query.name!r}.",
     )
     def _sensor(
         context: dg.SensorEvaluationContext, pz_store: RecordStoreResource
     ) -> dg.SensorResult:
         store = pz_store.get_store()
         requested = _requested(context.cursor, query.partitions_def.name)
-        runs, adds = [], []
+        runs, adds, unreadable = [], [], []
         for src in (*query.joined_sources, query.sources[0]):
             pname = src.partitions_def.name
-            batches, new_keys = pending_batches(store, query, context.instance, src)
+            try:
+                batches, new_keys = pending_batches(store, query, context.instance, src)
+            except SourceError as exc:  # a table locked by its writer, a folder gone: next tick
+                context.log.warning(f"{src.node.location}: {exc}")
+                unreadable.append(str(exc))
+                continue
             done = context.instance.get_materialized_partitions(src.output_key)
             seen = requested.setdefault(pname, set())
             todo = [b.key for b in batches if b.key not in done and b.key not in seen]
@@ -59,7 +65,8 @@ def build_new_documents_sensor(
                 for k in todo
             ]
         if not runs and not adds:
-            return dg.SensorResult(skip_reason="no new documents")
+            reason = "; ".join(unreadable) if unreadable else "no new documents"
+            return dg.SensorResult(skip_reason=reason)
         return dg.SensorResult(
             cursor=json.dumps({k: sorted(v) for k, v in requested.items()}),
             run_requests=runs,

@@ -66,10 +66,30 @@ class Dataset:
 
     @classmethod
     def from_duckdb(
-        cls, database: str | Path, table_or_sql: str, *, name: str = "table"
+        cls,
+        database: str | Path,
+        table_or_sql: str,
+        *,
+        name: str = "table",
+        id_column: str | None = None,
+        batch_size: int | None = None,
     ) -> Dataset:
-        """An unpartitioned table read from a DuckDB file (read-only) each time it materializes."""
-        return cls(plan.TableSource.from_duckdb(name, str(database), table_or_sql))
+        """A table read from a DuckDB file (read-only). Without ``batch_size``: unpartitioned,
+        read whole each time it materializes (reference data to join with). With ``batch_size``
+        and ``id_column``: watched, new rows grouped into batches that become partitions, like
+        the files of a folder.
+
+        >>> Dataset.from_duckdb("tickets.duckdb", "tickets", id_column="id", batch_size=100)  # doctest: +SKIP
+        """
+        if batch_size is None and id_column is None:
+            return cls(plan.TableSource.from_duckdb(name, str(database), table_or_sql))
+        if batch_size is None or not id_column:
+            raise PlanError("a watched DuckDB table needs both id_column and batch_size")
+        return cls(
+            plan.TableBatchSource.from_duckdb(
+                name, str(database), table_or_sql, id_column, batch_size
+            )
+        )
 
     @property
     def node(self) -> plan.PlanNode:

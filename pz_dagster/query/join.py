@@ -16,6 +16,7 @@ import duckdb
 from pz_dagster.errors import PlanError, SourceError
 from pz_dagster.query.aggregate import GlobalNode
 from pz_dagster.query.nodes import (
+    BatchedSource,
     Columns,
     DirectorySource,
     PlanNode,
@@ -45,6 +46,74 @@ def _widest(kinds: set[type]) -> Any:
     if len(kinds) == 1 and next(iter(kinds)) in (str, int, bool):
         return next(iter(kinds))
     return str
+
+
+def _describe_duckdb(name: str, database: str, sql: str) -> tuple[list[tuple[str, Any]], str]:
+    """(column, Python type) of a DuckDB table or SELECT, and the SELECT that reads it."""
+    query = sql if sql.lstrip().lower().startswith("select") else f'SELECT * FROM "{sql}"'
+    try:
+        with duckdb.connect(database, read_only=True) as con:
+            described = con.execute(f"DESCRIBE {query}").fetchall()
+    except duckdb.Error as exc:
+        raise PlanError(f"table {name!r}: cannot read {sql!r} from {database}: {exc}") from None
+    return [(row[0], _DUCKDB_TYPES.get(str(row[1]).upper(), str)) for row in described], query
+
+
+@dataclass(frozen=True)
+class TableBatchSource(BatchedSource):
+    """Rows of a DuckDB table (or SELECT) watched for new rows: rows not seen before (by
+    ``id_column``, and content) are grouped into batches, each a Dagster partition; an edited
+    row becomes part of a new batch. The file is opened read-only, so the process writing the
+    table keeps DuckDB's single writer lock (a tick that finds it locked tries again later)."""
+
+    kind: ClassVar[str] = "table_batches"
+    fields: Columns = ()
+    database: str = ""
+    sql: str = ""
+    id_column: str = ""
+
+    def __post_init__(self) -> None:
+        self._check_name()
+        self._check_batch_size()
+        if not self.database or not self.sql:
+            raise PlanError(f"table {self.name!r}: a watched table needs a database and a table")
+        names = [c for c, _ in self.fields]
+        if self.id_column not in names:
+            raise PlanError(
+                f"table {self.name!r}: id column {self.id_column!r} is not one of its columns "
+                f"{[c for c in names if c not in (RECORD_ID, ERROR)]}"
+            )
+
+    @classmethod
+    def from_duckdb(
+        cls, name: str, database: str, sql: str, id_column: str, batch_size: int
+    ) -> TableBatchSource:
+        cols, query = _describe_duckdb(name, database, sql)
+        clash = [c for c, _ in cols if c in (RECORD_ID, ERROR)]
+        if clash:
+            raise PlanError(f"table {name!r}: columns {clash} are reserved by pz-dagster")
+        return cls(
+            name=name,
+            fields=((RECORD_ID, str), *cols, (ERROR, str)),
+            database=database,
+            sql=query,
+            id_column=id_column,
+            batch_size=batch_size,
+        )
+
+    @property
+    def schema(self) -> Columns:
+        return self.fields
+
+    @property
+    def location(self) -> str:
+        return f"{self.database} ({self.sql})"
+
+    def describe(self) -> str:
+        return (
+            f"TableBatchSource(DuckDB {self.database}: {self.sql}, id={self.id_column}, "
+            f"batch_size={self.batch_size})"
+        )
 
 
 @dataclass(frozen=True)
@@ -92,18 +161,8 @@ class TableSource(PlanNode):
 
     @classmethod
     def from_duckdb(cls, name: str, database: str, sql: str) -> TableSource:
-        try:
-            with duckdb.connect(database, read_only=True) as con:
-                described = con.execute(
-                    f"DESCRIBE {sql}"
-                    if sql.lstrip().lower().startswith("select")
-                    else f'DESCRIBE SELECT * FROM "{sql}"'
-                ).fetchall()
-        except duckdb.Error as exc:
-            raise PlanError(f"table {name!r}: cannot read {sql!r} from {database}: {exc}") from None
-        cols = [(row[0], _DUCKDB_TYPES.get(str(row[1]).upper(), str)) for row in described]
+        cols, query = _describe_duckdb(name, database, sql)
         cols = [(c, t) for c, t in cols if c not in (RECORD_ID, ERROR)]
-        query = sql if sql.lstrip().lower().startswith("select") else f'SELECT * FROM "{sql}"'
         return cls(
             name=name, fields=((RECORD_ID, str), *cols, (ERROR, str)), database=database, sql=query
         )

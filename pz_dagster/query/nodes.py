@@ -75,19 +75,37 @@ class PlanNode:
 
 
 @dataclass(frozen=True)
-class DirectorySource(PlanNode):
+class BatchedSource(PlanNode):
+    """A source whose new items are grouped into batches, each batch a Dagster partition."""
+
+    batch_size: int = 25
+
+    @property
+    def location(self) -> str:
+        """Where the items come from, for descriptions and messages."""
+        raise NotImplementedError
+
+    def _check_batch_size(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise PlanError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+
+@dataclass(frozen=True)
+class DirectorySource(BatchedSource):
     """Text-like files of a folder; document batches of it become Dagster partitions."""
 
     kind: ClassVar[str] = "source"
     path: str = ""
-    batch_size: int = 25
 
     def __post_init__(self) -> None:
         self._check_name()
         if not self.path:
             raise PlanError("a directory source needs a path")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise PlanError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        self._check_batch_size()
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     @property
     def schema(self) -> Columns:

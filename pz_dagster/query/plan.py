@@ -15,9 +15,10 @@ from pz_dagster.query.aggregate import (
     SemanticAggregate,
     SemanticTopK,
 )
-from pz_dagster.query.join import SemanticJoin, TableSource
+from pz_dagster.query.join import SemanticJoin, TableBatchSource, TableSource
 from pz_dagster.query.nodes import (
     SOURCE_COLUMNS,
+    BatchedSource,
     DirectorySource,
     PlanNode,
     UnaryNode,
@@ -40,6 +41,8 @@ __all__ = [
     "GlobalNode",
     "SemanticAggregate",
     "SOURCE_COLUMNS",
+    "BatchedSource",
+    "TableBatchSource",
     "DirectorySource",
     "Distinct",
     "Filter",
