@@ -74,7 +74,14 @@ class StrategyProfile:
     # once there are scored examples to learn its threshold from
     needs: frozenset[str] = frozenset()
     params: dict[str, object] = field(default_factory=dict, hash=False, compare=False)
+    # a one-time cost per operator run, in direct calls of its model (code synthesis: the
+    # sample's reference answers and the candidate functions), amortized over the batch
+    fixed_calls: float = 0.0
+    fixed_prompt_factor: float = 1.0
+    fixed_output_tokens: float = 0.0
 
+
+CODE_FALLBACK_PRIOR = 0.25  # share of records synthesized functions leave to the model
 
 # Priors: rough and deliberately modest; observations decide. A proxy's quality prior is low so
 # that it is chosen only once observations (against labels or the champion) show it works.
@@ -113,6 +120,17 @@ STRATEGIES: dict[str, StrategyProfile] = {
         StrategyProfile("ensemble", frozenset({"sem_filter", "sem_map", "sem_classify"}), models=3),
         StrategyProfile("cascade", frozenset({"sem_filter"}), models=2),
         StrategyProfile(
+            # Evaporate: the model answers a sample and writes functions (fixed cost); the
+            # functions answer the rest, the model only where they abstain or disagree
+            "code_synthesis",
+            frozenset({"sem_map"}),
+            calls=CODE_FALLBACK_PRIOR,
+            quality_delta=-0.05,
+            fixed_calls=8 + 2 * 2,  # sample of 8 + 2 candidates for each of ~2 fields
+            fixed_prompt_factor=1.3,
+            fixed_output_tokens=150,
+        ),
+        StrategyProfile(
             "embedding_proxy",
             frozenset({"sem_filter"}),
             uses_model=False,
@@ -143,6 +161,7 @@ class OperatorSpec:
     prompt_tokens: float = 500.0
     output_tokens: float = 8.0
     selectivity: float = 1.0
+    batch_records: int = 100  # records per run: what a strategy's one-time cost is spread over
 
     def __post_init__(self) -> None:
         if self.selectivity < 0:

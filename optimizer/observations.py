@@ -137,6 +137,12 @@ def prior_estimate(
         cost = s.calls * m.call_dollars(prompt, out)
         seconds = s.calls * m.call_seconds(prompt, out)
         quality = min(1.0, max(0.0, m.quality + s.quality_delta))
+    if s.fixed_calls:
+        per_run = max(op.batch_records, 1)
+        fixed_prompt = op.prompt_tokens * s.fixed_prompt_factor
+        fixed_out = op.output_tokens + s.fixed_output_tokens
+        cost += s.fixed_calls * used[0].call_dollars(fixed_prompt, fixed_out) / per_run
+        seconds += s.fixed_calls * used[0].call_seconds(fixed_prompt, fixed_out) / per_run
     return Estimate(cost, seconds, op.selectivity, quality)
 
 

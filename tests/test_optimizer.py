@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -292,3 +293,37 @@ def test_thresholds_meet_their_targets():
 
 def test_pareto_helper_keeps_first_of_equal_items():
     assert pareto([(1, 1), (1, 1), (0, 2)], key=lambda t: t) == [(1, 1), (0, 2)]
+
+
+def test_code_synthesis_pays_off_on_a_large_batch_and_not_once_its_functions_fail():
+    # One model: the choice is between asking it per record and having it write functions.
+    policy = MinCostAtQuality(0.7)
+    strategies = ["direct", "code_synthesis"]
+    small = replace(MAP, batch_records=10)
+    large = replace(MAP, batch_records=2000)
+    assert (
+        decide([small], [MID], [], policy, strategies=strategies).config("extract").strategy
+        == "direct"
+    )
+    chosen = decide([large], [MID], [], policy, strategies=strategies)
+    assert chosen.config("extract").strategy == "code_synthesis"
+
+    # The functions failed on the sample: every record went to the model, on top of writing
+    # them, and the quality is the model's own. Observed, this costs more than direct.
+    synth = Candidate("extract", "code_synthesis", MID.name, (MID.name,))
+    direct_cost = MID.call_dollars(MAP.prompt_tokens, MAP.output_tokens)
+    failed = Observation(
+        synth,
+        2000,
+        dollars=2000 * direct_cost * 1.05,
+        seconds=2000.0,
+        quality=QualityCounts(agree=18, total=20),
+    )
+    after = decide([large], [MID], [failed], policy, strategies=strategies)
+    assert after.config("extract").strategy == "direct"
+    # Functions that work: cheap per record and as good: it stays.
+    worked = replace(failed, dollars=2000 * direct_cost * 0.1, seconds=100.0)
+    assert (
+        decide([large], [MID], [worked], policy, strategies=strategies).config("extract").strategy
+        == "code_synthesis"
+    )

@@ -11,18 +11,21 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
+from pz_dagster.operators import code_synthesis, proxy, relational
 from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
 from pz_dagster.operators import join as join_ops
 from pz_dagster.operators import map as map_ops
-from pz_dagster.operators import proxy, relational
 from pz_dagster.operators import topk as topk_ops
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record
 from pz_dagster.query import plan
 
 SEMANTIC_STRATEGIES = {
     plan.SemanticFilter: filter_ops.STRATEGIES,
-    plan.SemanticMap: map_ops.STRATEGIES,
+    plan.SemanticMap: {
+        **map_ops.STRATEGIES,
+        code_synthesis.STRATEGY: code_synthesis.code_synthesis_map,
+    },
     plan.SemanticClassify: classify_ops.STRATEGIES,
     plan.SemanticFlatMap: flat_map_ops.STRATEGIES,
     plan.SemanticAggregate: aggregate_ops.STRATEGIES,

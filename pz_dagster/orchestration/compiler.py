@@ -19,7 +19,7 @@ from pz_dagster.operators import needs_model, run_operator
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
 from pz_dagster.operators.proxy import PROXIES
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
-from pz_dagster.orchestration.metadata import operator_metadata
+from pz_dagster.orchestration.metadata import code_metadata, operator_metadata
 from pz_dagster.orchestration.planning import (
     AUTO,
     OPTIMIZED,
@@ -323,6 +323,8 @@ def _operator_asset(
                 learned = strategy_params(chosen, own)
                 if "examples" in learned:  # recorded as a count: the texts are in history
                     learned = {**learned, "examples": len(learned["examples"])}
+                if "functions" in learned:  # the code is in the metadata, not the config
+                    learned = {k: v for k, v in learned.items() if k != "functions"}
                 physical = chosen.config(
                     **learned,
                     **(threshold_params(threshold) if threshold else {}),
@@ -362,6 +364,7 @@ def _operator_asset(
             config=physical,
         )
         md.update(extra)
+        md.update(code_metadata(result))
         if result.stats.failures:
             context.log.warning(
                 f"{node.name}: {result.stats.failures} record(s) failed and are kept with the error "

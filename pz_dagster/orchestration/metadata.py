@@ -40,6 +40,32 @@ def column_schema(columns: Sequence[tuple[str, Any]]) -> dg.TableSchema:
     )
 
 
+def code_metadata(result: OperatorResult) -> dict[str, Any]:
+    """What code synthesis ran: the kept functions (JSON for the next batch to reuse, and their
+    source for the UI), and how many records the model answered instead."""
+    functions = result.extras.get("functions")
+    if functions is None:
+        return {}
+    blocks = []
+    for field, fs in functions.items():
+        if not fs:
+            blocks.append(f"**{field}**: no function kept; the model answered")
+        for f in fs:
+            blocks.append(
+                f"**{field}** (accuracy {f['accuracy']:.2f}, precision {f['precision']:.2f}, "
+                f"coverage {f['coverage']:.2f}, weight {f['weight']:.2f})\n"
+                f"```python\n{f['source']}\n```"
+            )
+    evaluated = result.stats.evaluated
+    return {
+        "code_functions": dg.MetadataValue.json(functions),
+        "code_functions_source": dg.MetadataValue.md("\n\n".join(blocks)),
+        "fallback": int(result.extras.get("fallback", 0)),
+        "fallback_rate": float(result.extras.get("fallback", 0) / evaluated) if evaluated else 0.0,
+        "reused_functions": bool(result.extras.get("reused_functions")),
+    }
+
+
 def operator_metadata(
     operator: str,
     result: OperatorResult,

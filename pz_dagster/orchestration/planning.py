@@ -122,6 +122,8 @@ class NodeHistory:
     proxy_pairs: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
     # labelled excerpts of earlier inputs, newest first: a few-shot prompt's examples
     examples: list[tuple[str, bool]] = field(default_factory=list)
+    # the newest functions code synthesis kept, per field (reused while they keep answering)
+    functions: dict[str, list[dict[str, Any]]] | None = None
 
     def pairs(self, proxy: str) -> list[tuple[float, bool]]:
         """Scored examples to learn ``proxy``'s threshold from: those judged by labels when
@@ -210,6 +212,9 @@ def observations_of(md: dict[str, Any], sequence: float) -> NodeHistory:
     for proxy, pairs in (_value(md, "proxy_pairs", {}) or {}).items():
         hist.proxy_pairs[proxy + suffix] = [(float(x), bool(y)) for x, y in pairs]
     hist.examples = [(str(t), bool(y)) for t, y in (_value(md, "examples", []) or [])]
+    functions = _value(md, "code_functions")
+    if functions and any(functions.values()):
+        hist.functions = functions
     for cheap, pairs in (_value(md, "cascade_pairs", {}) or {}).items():
         hist.proxy_pairs[f"cascade:{cheap}"] = [(float(x), bool(y)) for x, y in pairs]
     hist.observations = out
@@ -239,6 +244,7 @@ def read_history(
             for proxy, pairs in h.proxy_pairs.items():
                 merged.proxy_pairs.setdefault(proxy, []).extend(pairs)
             merged.examples += h.examples
+            merged.functions = merged.functions or h.functions  # newest first
         out[name] = merged
     return out
 
@@ -269,6 +275,7 @@ def spec_of(
         prompt_tokens=NodeHistory.mean(hist.prompt_tokens, default_tokens),
         output_tokens=output_tokens(node),
         selectivity=0.5 if is_filter else 1.0,
+        batch_records=len(records) if records else 100,
     )
 
 
@@ -587,6 +594,8 @@ def strategy_params(cand: Candidate, history: NodeHistory | None) -> dict[str, A
     precision and recall of at least 0.9 among the records it decides alone."""
     if cand.strategy == "few_shot" and history is not None:
         return {"examples": few_shot_examples(history)}
+    if cand.strategy == "code_synthesis":
+        return {"functions": history.functions} if history and history.functions else {}
     if cand.strategy != "cascade" or history is None:
         return {}
     pairs = history.pairs(f"cascade:{cand.models[0]}")

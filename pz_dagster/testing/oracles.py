@@ -18,8 +18,9 @@ from pz_dagster.testing.simulator import ChatRequest, placeholder
 
 _DOCUMENT = re.compile(r'Document:\n"""\n(.*?)\n"""', re.S)
 _HEADERS = {
-    "sender": re.compile(r"^From:\s*(\S+)", re.M),
-    "subject": re.compile(r"^Subject:\s*(.*)$", re.M),
+    "sender": re.compile(r"^From:[ \t]*(\S+)", re.M),
+    # [ \t], not \s: an empty "Subject: \r\n" must not read the next header line
+    "subject": re.compile(r"^Subject:[ \t]*(.*?)\s*$", re.M),
 }
 
 

@@ -1,0 +1,234 @@
+"""Code synthesis (Evaporate) as a strategy of a semantic map, against the simulator: kept
+functions answer every record they can, the model answers the rest (counted), broken or
+malicious candidates are contained and dropped, and kept functions are reused."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import dagster as dg
+import pytest
+
+from pz_dagster import Dataset
+from pz_dagster.operators import run_operator
+from pz_dagster.operators.synthesis import sample_indices, score, select, vote
+from pz_dagster.orchestration import (
+    ModelPrice,
+    OpenAICompatibleModel,
+    OptimizerResource,
+    RecordStore,
+    build_definitions,
+)
+from pz_dagster.orchestration.batches import register_partitions
+from pz_dagster.testing import OpenAISimulator, SimulatedModel
+from tests.test_model_faults import client
+
+FIELDS = [
+    {"name": "sender", "type": "str", "desc": "The email address of the sender"},
+    {"name": "subject", "type": "str", "desc": "The subject of the email"},
+]
+GOOD = {
+    "sender": 'import re\ndef extract(text):\n    m = re.search(r"^From:\\s*(\\S+)", text, re.M)\n'
+    "    return m.group(1) if m else None\n",
+    "subject": "```python\nimport re\n\ndef extract(text):\n"
+    '    m = re.search(r"^Subject:\\s*(.+)$", text, re.M)\n    return m.group(1).strip() if m else None\n```',
+}
+BAD = [
+    "import os\ndef extract(text):\n    os.system('touch /tmp/pz-pwned')\n    return 'x'\n",
+    "def extract(text):\n    while True:\n        pass\n",
+    "def extract(text):\n    return open('/tmp/pz-pwned', 'w').write(text)\n",
+    "I cannot write code.",
+]
+
+
+def emails(n: int, start: int = 0, subject_every: int = 1, headers: bool = True) -> list[dict]:
+    """Emails with header lines (``From: ...``), or the same facts in running text."""
+    out = []
+    for i in range(start, start + n):
+        if headers:
+            subject = f"Subject: Raptor update {i}\n" if i % subject_every == 0 else ""
+            text = f"From: person{i}@enron.com\nTo: team@enron.com\n{subject}\nBody {i}.\n"
+        else:
+            text = f"Sent by person{i}@enron.com to team@enron.com about Raptor update {i}.\n"
+        out.append({"record_id": f"m{i}", "contents": text, "error": None})
+    return out
+
+
+def truth(text: str) -> dict:
+    sender = re.search(r"[\w.]+@enron\.com", text)
+    subject = re.search(r"^Subject:\s*(.+)$|about (.+)\.$", text, re.M)
+    return {
+        "sender": sender.group(0) if sender else "unknown",
+        "subject": (subject.group(1) or subject.group(2)).strip() if subject else "none",
+    }
+
+
+def oracle(code: dict | list):
+    def answer(req):
+        if req.schema is None:  # the synthesis prompt asks for code, not JSON
+            field = re.search(r"returns '(\w+)'", req.prompt).group(1)
+            return code[field] if isinstance(code, dict) else code[len(req.prompt) % len(code)]
+        doc = re.search(r'Document:\n"""\n(.*?)\n"""', req.prompt, re.S).group(1)
+        return truth(doc)
+
+    return answer
+
+
+def node():
+    return (
+        Dataset.from_directory("unused")
+        .sem_add_columns(FIELDS, depends_on="contents", name="extract")
+        .node
+    )
+
+
+def test_good_functions_answer_every_record_without_the_model():
+    records = emails(40)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(GOOD)) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+        calls = sim.calls["sim"]
+    assert calls == 8 + 2 * 2  # the sample's reference answers, 2 candidates per field
+    assert result.extras["fallback"] == 0 and result.extras["sample"] == 8
+    assert [r["sender"] for r in result.records] == [f"person{i}@enron.com" for i in range(40)]
+    assert all(r["subject"] == f"Raptor update {i}" for i, r in enumerate(result.records))
+    kept = result.extras["functions"]
+    assert set(kept) == {"sender", "subject"}
+    assert kept["sender"][0]["accuracy"] == 1.0 and "re.search" in kept["sender"][0]["source"]
+    assert result.stats.usage.calls == calls and result.stats.failures == 0
+
+    # The next batch reuses the functions: no model call at all.
+    more = emails(25, start=100)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(GOOD)) as sim:
+        again = run_operator(
+            node(), more, client(sim), strategy="code_synthesis", params={"functions": kept}
+        )
+        assert sim.calls["sim"] == 0
+    assert again.extras["reused_functions"] is True and again.extras["fallback"] == 0
+    assert again.records[0]["sender"] == "person100@enron.com"
+
+
+def test_a_field_the_sample_shows_absent_is_left_empty_without_asking_the_model():
+    records = emails(30, subject_every=3)  # 20 emails have no Subject line
+    sampled = set(sample_indices([r["record_id"] for r in records], 8))
+    no_subject = {i for i in range(30) if i % 3}
+    absent_in_sample = len(no_subject & sampled)
+    # The model said "none" on those sampled emails and the subject function abstained: with
+    # three or more such agreements, abstaining is trusted to mean "absent".
+    assert absent_in_sample >= 3
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(GOOD)) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+        calls = sim.calls["sim"]
+    assert result.extras["fallback"] == 0 and calls == 8 + 2 * 2
+    subject = result.extras["functions"]["subject"][0]
+    assert subject["abstained_empty"] == absent_in_sample
+    assert all(result.records[i]["subject"] is None for i in no_subject - sampled)
+    assert all(result.records[i]["subject"] == "none" for i in no_subject & sampled)  # the model's
+    assert all(result.records[i]["subject"] == f"Raptor update {i}" for i in range(0, 30, 3))
+
+
+def test_broken_and_malicious_candidates_are_dropped_and_induced_ones_kept():
+    records = emails(20)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(BAD)) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+    assert not os.path.exists("/tmp/pz-pwned")
+    kept = [f["source"] for fs in result.extras["functions"].values() for f in fs]
+    # What the model wrote is gone; what was induced from its sample answers remains.
+    assert kept and not any(bad in src for src in kept for bad in ("os.", "while True", "open("))
+    assert all("^From:" in f["source"] for f in result.extras["functions"]["sender"])
+    assert result.extras["fallback"] == 0 and result.extras["synthesis_problems"]
+    assert [r["sender"] for r in result.records] == [f"person{i}@enron.com" for i in range(20)]
+
+
+def test_when_no_function_works_the_model_answers_every_record():
+    records = emails(20, headers=False)  # nothing to induce from, and the model's code is bad
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(BAD)) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+    assert result.extras["functions"] == {"sender": [], "subject": []}
+    assert result.extras["fallback"] == 20 - 8  # all but the sample
+    assert [r["sender"] for r in result.records] == [f"person{i}@enron.com" for i in range(20)]
+
+
+def test_scoring_and_voting_are_deterministic():
+    outs = [["a", "b", None, "d"], ["a", "x", "c", None]]
+    ref = ["a", "b", "c", "d"]
+    first = [score("f", f"src{k}", "extract", o, ref) for k, o in enumerate(outs)]
+    second = [score("f", f"src{k}", "extract", o, ref) for k, o in enumerate(outs)]
+    assert first == second
+    kept = select(first, min_precision=0.4)
+    assert [s.source for s in kept] == ["src0", "src1"]  # accuracy 0.75 before 0.5
+    assert [round(s.weight, 2) for s in kept] == [0.8, 0.6]  # (right + 1) / (answered + 2)
+    assert vote(["a", "a"], kept) == ("a", True)
+    # Both abstain, and neither has shown that abstaining means "absent": undecided.
+    assert vote([None, None], kept) == (None, False)
+    # src0 outweighs src1, but not by two thirds of the votes: undecided, the model answers.
+    assert vote(["b", "x"], kept) == (None, False)
+    assert vote(["b", "x", "b"], [kept[0], kept[1], kept[1]]) == ("b", True)
+
+
+def test_the_model_s_fallback_answers_teach_the_functions_when_a_field_is_absent():
+    # Six emails in seven have no subject: at first the model is asked about each, then the
+    # function's abstaining has matched the model's "none" often enough to be trusted.
+    records = emails(140, subject_every=7)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(GOOD)) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+    no_subject = sum(1 for i in range(140) if i % 7)
+    assert result.extras["fallback"] < no_subject / 4
+    subject = result.extras["functions"]["subject"][0]
+    assert subject["abstained_empty"] >= 3 and subject["abstained"] >= subject["abstained_empty"]
+    assert all(result.records[i]["subject"] in (None, "none") for i in range(140) if i % 7)
+    assert all(result.records[i]["subject"] == f"Raptor update {i}" for i in range(0, 140, 7))
+
+
+def chosen(instance, key) -> list[dict]:
+    recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=50).records
+    return [r.asset_materialization.metadata for r in sorted(recs, key=lambda r: r.timestamp)]
+
+
+@pytest.mark.parametrize("code", ["good", "bad"])
+def test_the_optimizer_picks_code_synthesis_for_large_batches_while_it_works(code, tmp_path):
+    folder = tmp_path / "emails"
+    folder.mkdir()
+    for r in emails(240, headers=code == "good"):
+        (folder / f"{r['record_id']}.txt").write_text(r["contents"])
+    store = tmp_path / "store"
+    with OpenAISimulator(
+        {"sim": SimulatedModel()}, oracle=oracle(GOOD if code == "good" else BAD)
+    ) as sim:
+        model = OpenAICompatibleModel(
+            model="sim",
+            base_url=sim.base_url,
+            prices={"sim": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)},
+        )
+        defs, q = build_definitions(
+            Dataset.from_directory(folder, batch_size=120).sem_add_columns(
+                FIELDS, depends_on="contents", name="extract"
+            ),
+            "evap",
+            model=model,
+            store_root=str(store),
+            optimizer=OptimizerResource(
+                policy="MinCostAtQuality(0.7)", strategies=["direct", "code_synthesis"]
+            ),
+        )
+        with dg.instance_for_test() as instance:
+            batches = register_partitions(RecordStore(store), q, instance)
+            assert len(batches) == 2
+            for b in batches:
+                res = defs.resolve_job_def(q.job.name).execute_in_process(
+                    partition_key=b.key, instance=instance
+                )
+                assert res.success
+            runs = chosen(instance, q.asset_key("extract"))
+    strategies = [md["strategy"].value for md in runs]
+    assert strategies[0] == "code_synthesis"  # 120 records pay for writing the functions
+    first = runs[0]
+    if code == "good":
+        assert first["fallback"].value == 0 and "re.search" in first["code_functions_source"].value
+        assert strategies[1] == "code_synthesis" and runs[1]["reused_functions"].value is True
+        assert runs[1]["model_calls"].value == 0  # the functions answered every record
+    else:
+        assert first["fallback"].value == 120 - 8  # nothing kept: the model answered the rest
+        assert strategies[1] == "direct"  # observed: dearer than asking directly
+    rows = RecordStore(store).read(q.asset_key("extract").path, batches[1].key).to_pylist()
+    assert all(r["sender"] == truth(r["contents"])["sender"] for r in rows)
