@@ -24,13 +24,15 @@ from rich.table import Table
 from pz_dagster.errors import PzError
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.compiler import (
-    MODEL_KEY,
-    OPTIMIZER_KEY,
-    STORE_KEY,
     CompiledQuery,
     segment_of,
 )
 from pz_dagster.orchestration.component import PzQueryComponent
+from pz_dagster.orchestration.keys import (
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+    STORE_KEY,
+)
 from pz_dagster.orchestration.planning import (
     OPTIMIZED,
     OptimizerResource,

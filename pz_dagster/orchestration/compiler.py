@@ -16,16 +16,21 @@ from tqdm import tqdm
 from pz_dagster.errors import PlanError
 from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
-from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress
+from pz_dagster.operators.base import Progress
 from pz_dagster.operators.proxy import PROXIES
+from pz_dagster.orchestration.assessment import assess, decision_metadata
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
+from pz_dagster.orchestration.keys import (
+    EMBEDDINGS_KEY,
+    IO_MANAGER_KEY,
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+)
 from pz_dagster.orchestration.metadata import code_metadata, operator_metadata
 from pz_dagster.orchestration.planning import (
     AUTO,
     OPTIMIZED,
     NodeHistory,
-    assess,
-    decision_metadata,
     learned_threshold,
     pinned_candidate,
     plan_operator,
@@ -33,19 +38,12 @@ from pz_dagster.orchestration.planning import (
     strategy_params,
     threshold_params,
 )
-from pz_dagster.orchestration.resources import BATCHES_METADATA, RecordStoreResource
+from pz_dagster.orchestration.resources import BATCHES_METADATA
+from pz_dagster.orchestration.source_assets import source_asset, table_asset
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan, rewrites
 from pz_dagster.query.dataset import Dataset
-from pz_dagster.query.schema import coerce_value
-from pz_dagster.sources import Batch, changed_files, read_file
-from pz_dagster.sources.tables import read_table_batch
 
-MODEL_KEY = "pz_model"
-OPTIMIZER_KEY = "pz_optimizer"
-EMBEDDINGS_KEY = "pz_embeddings"
-STORE_KEY = "pz_store"
-IO_MANAGER_KEY = "pz_io_manager"
 DEFAULT_CHECKS = CheckSettings()
 
 
@@ -135,75 +133,6 @@ def _progress(context: dg.AssetExecutionContext, name: str) -> Iterator[Progress
 def response_cache(instance: dg.DagsterInstance) -> ResponseCache:
     """The response cache that lives with the instance's storage (shared by its runs)."""
     return ResponseCache(Path(instance.storage_directory()) / "pz_response_cache")
-
-
-def _read_batch(node: plan.BatchedSource, batch: Batch) -> list[dict[str, Any]]:
-    """A batch's records: one per document of a folder (edited files flagged), or one per row
-    of a watched table (edited or deleted rows flagged)."""
-    if isinstance(node, plan.TableBatchSource):
-        types = dict(node.fields)
-        rows = read_table_batch(node.database, node.sql, node.id_column, list(types), batch)
-        # DATE, DECIMAL, TIMESTAMP... arrive as Python objects: stored as their text.
-        return [{c: coerce_value(v, types.get(c, str)) for c, v in r.items()} for r in rows]
-    root = Path(node.path)
-    records = [rec for ref in batch.files for rec in read_file(root, ref.path)]
-    changed = changed_files(root, batch)
-    for rec in records:
-        if rec["filename"] in changed and not rec["error"]:
-            rec["error"] = (
-                "file changed since its batch was registered; the new version is a new batch"
-            )
-    return records
-
-
-def _source_asset(
-    query: str,
-    node: plan.BatchedSource,
-    parts: dg.DynamicPartitionsDefinition,
-    manifest: str | None = None,
-    checks: CheckSettings = DEFAULT_CHECKS,
-):
-    columns = plan.column_types(node)
-    key = dg.AssetKey([query, node.name])
-
-    @dg.asset(
-        key=key,
-        partitions_def=parts,
-        check_specs=check_specs(node, key, checks),
-        io_manager_key=IO_MANAGER_KEY,
-        group_name=query,
-        kinds={"pz", "duckdb" if isinstance(node, plan.TableBatchSource) else "files"},
-        description=(
-            f"Rows of {node.sql} in {node.database}, one record per row."
-            if isinstance(node, plan.TableBatchSource)
-            else f"Documents of {node.path}, one record per document."
-        )
-        + f" {node.describe()}",
-    )
-    def _source(
-        context: dg.AssetExecutionContext, pz_store: RecordStoreResource
-    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        start = time.perf_counter()
-        store = pz_store.get_store()
-        batch = store.load_batch(query, context.partition_key, manifest)
-        records = _read_batch(node, batch)
-        stats = OperatorStats(
-            records_in=len(batch.files), records_out=len(records), evaluated=len(records)
-        )
-        stats.passed_through_errors = sum(1 for r in records if r["error"])
-        result = OperatorResult(records, stats, strategy="read")
-        md = operator_metadata(
-            node.kind, result, columns, time.perf_counter() - start, with_selectivity=False
-        )
-        md["read_errors"] = stats.passed_through_errors
-        if stats.passed_through_errors:
-            context.log.warning(
-                f"{stats.passed_through_errors} item(s) could not be read; see the error column"
-            )
-        yield dg.Output(to_table(records, columns), metadata=md)
-        yield from evaluate(node, key, result, md, checks, context.partition_key)
-
-    return _source
 
 
 def _operator_asset(
@@ -413,32 +342,6 @@ def _operator_asset(
     return _op
 
 
-def _table_asset(query: str, node: plan.TableSource, checks: CheckSettings = DEFAULT_CHECKS):
-    columns = plan.column_types(node)
-    key = dg.AssetKey([query, node.name])
-
-    @dg.asset(
-        key=key,
-        check_specs=check_specs(node, key, checks),
-        io_manager_key=IO_MANAGER_KEY,
-        group_name=query,
-        kinds={"pz", "duckdb"} if node.database else {"pz", "python"},
-        description=node.describe(),
-    )
-    def _table(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        start = time.perf_counter()
-        records = node.read()
-        n = len(records)
-        stats = OperatorStats(records_in=n, records_out=n, evaluated=n)
-        result = OperatorResult(records, stats, strategy="read")
-        seconds = time.perf_counter() - start
-        md = operator_metadata(node.kind, result, columns, seconds, with_selectivity=False)
-        yield dg.Output(to_table(records, columns), metadata=md)
-        yield from evaluate(node, key, result, md, checks, None)
-
-    return _table
-
-
 def _chain(
     query: str,
     lineage: list[plan.PlanNode],
@@ -455,10 +358,10 @@ def _chain(
     source = lineage[0]
     if isinstance(source, plan.BatchedSource):
         assert parts is not None
-        batch, whole = [_source_asset(query, source, parts, manifest, checks)], []
+        batch, whole = [source_asset(query, source, parts, manifest, checks)], []
     else:
         assert isinstance(source, plan.TableSource)
-        batch, whole = [], [_table_asset(query, source, checks)]
+        batch, whole = [], [table_asset(query, source, checks)]
     partitioned = parts is not None
     for n in lineage[1:]:
         assert isinstance(n, plan.UnaryNode)

@@ -9,13 +9,15 @@ import dagster as dg
 
 from pz_dagster.orchestration.checks import CheckSettings
 from pz_dagster.orchestration.compiler import (
+    CompiledQuery,
+    compile_query,
+)
+from pz_dagster.orchestration.keys import (
     EMBEDDINGS_KEY,
     IO_MANAGER_KEY,
     MODEL_KEY,
     OPTIMIZER_KEY,
     STORE_KEY,
-    CompiledQuery,
-    compile_query,
 )
 from pz_dagster.orchestration.planning import OptimizerResource
 from pz_dagster.orchestration.resources import (

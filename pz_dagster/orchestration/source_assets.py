@@ -1,0 +1,110 @@
+"""The assets that read a query's inputs: a batch of a folder or of a watched table (one record
+per document or row, unreadable ones kept with the error set), or a whole reference table."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from pz_dagster.operators.base import OperatorResult, OperatorStats
+from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
+from pz_dagster.orchestration.keys import IO_MANAGER_KEY
+from pz_dagster.orchestration.metadata import operator_metadata
+from pz_dagster.orchestration.resources import RecordStoreResource
+from pz_dagster.orchestration.store import to_table
+from pz_dagster.query import plan
+from pz_dagster.query.schema import coerce_value
+from pz_dagster.sources import Batch, changed_files, read_file
+from pz_dagster.sources.tables import read_table_batch
+
+
+def _read_batch(node: plan.BatchedSource, batch: Batch) -> list[dict[str, Any]]:
+    """A batch's records: one per document of a folder (edited files flagged), or one per row
+    of a watched table (edited or deleted rows flagged)."""
+    if isinstance(node, plan.TableBatchSource):
+        types = dict(node.fields)
+        rows = read_table_batch(node.database, node.sql, node.id_column, list(types), batch)
+        # DATE, DECIMAL, TIMESTAMP... arrive as Python objects: stored as their text.
+        return [{c: coerce_value(v, types.get(c, str)) for c, v in r.items()} for r in rows]
+    root = Path(node.path)
+    records = [rec for ref in batch.files for rec in read_file(root, ref.path)]
+    changed = changed_files(root, batch)
+    for rec in records:
+        if rec["filename"] in changed and not rec["error"]:
+            rec["error"] = (
+                "file changed since its batch was registered; the new version is a new batch"
+            )
+    return records
+
+
+def source_asset(
+    query: str,
+    node: plan.BatchedSource,
+    parts: dg.DynamicPartitionsDefinition,
+    manifest: str | None,
+    checks: CheckSettings,
+):
+    columns = plan.column_types(node)
+    key = dg.AssetKey([query, node.name])
+
+    @dg.asset(
+        key=key,
+        partitions_def=parts,
+        check_specs=check_specs(node, key, checks),
+        io_manager_key=IO_MANAGER_KEY,
+        group_name=query,
+        kinds={"pz", "duckdb" if isinstance(node, plan.TableBatchSource) else "files"},
+        description=f"Items of {node.location}, one record per document or row. {node.describe()}",
+    )
+    def _source(
+        context: dg.AssetExecutionContext, pz_store: RecordStoreResource
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        start = time.perf_counter()
+        store = pz_store.get_store()
+        batch = store.load_batch(query, context.partition_key, manifest)
+        records = _read_batch(node, batch)
+        stats = OperatorStats(
+            records_in=len(batch.files), records_out=len(records), evaluated=len(records)
+        )
+        stats.passed_through_errors = sum(1 for r in records if r["error"])
+        result = OperatorResult(records, stats, strategy="read")
+        md = operator_metadata(
+            node.kind, result, columns, time.perf_counter() - start, with_selectivity=False
+        )
+        md["read_errors"] = stats.passed_through_errors
+        if stats.passed_through_errors:
+            context.log.warning(
+                f"{stats.passed_through_errors} item(s) could not be read; see the error column"
+            )
+        yield dg.Output(to_table(records, columns), metadata=md)
+        yield from evaluate(node, key, result, md, checks, context.partition_key)
+
+    return _source
+
+
+def table_asset(query: str, node: plan.TableSource, checks: CheckSettings):
+    columns = plan.column_types(node)
+    key = dg.AssetKey([query, node.name])
+
+    @dg.asset(
+        key=key,
+        check_specs=check_specs(node, key, checks),
+        io_manager_key=IO_MANAGER_KEY,
+        group_name=query,
+        kinds={"pz", "duckdb"} if node.database else {"pz", "python"},
+        description=node.describe(),
+    )
+    def _table(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        start = time.perf_counter()
+        records = node.read()
+        n = len(records)
+        stats = OperatorStats(records_in=n, records_out=n, evaluated=n)
+        result = OperatorResult(records, stats, strategy="read")
+        seconds = time.perf_counter() - start
+        md = operator_metadata(node.kind, result, columns, seconds, with_selectivity=False)
+        yield dg.Output(to_table(records, columns), metadata=md)
+        yield from evaluate(node, key, result, md, checks, None)
+
+    return _table
