@@ -123,7 +123,7 @@ STRATEGIES: dict[str, StrategyProfile] = {
             # Evaporate: the model answers a sample and writes functions (fixed cost); the
             # functions answer the rest, the model only where they abstain or disagree
             "code_synthesis",
-            frozenset({"sem_map"}),
+            frozenset({"sem_map", "sem_filter"}),
             calls=CODE_FALLBACK_PRIOR,
             quality_delta=-0.05,
             fixed_calls=8 + 2 * 2,  # sample of 8 + 2 candidates for each of ~2 fields

@@ -232,3 +232,46 @@ def test_the_optimizer_picks_code_synthesis_for_large_batches_while_it_works(cod
         assert strategies[1] == "direct"  # observed: dearer than asking directly
     rows = RecordStore(store).read(q.asset_key("extract").path, batches[1].key).to_pylist()
     assert all(r["sender"] == truth(r["contents"])["sender"] for r in rows)
+
+
+RAPTOR_CHECK = {
+    "keep": 'def extract(text):\n    return "raptor" in text.lower()\n',
+}
+
+
+def filter_oracle(code: str):
+    def answer(req):
+        if req.schema is None:
+            return code
+        doc = re.search(r'Document:\n"""\n(.*?)\n"""', req.prompt, re.S).group(1)
+        return {"answer": "YES" if "raptor" in doc.lower() else "NO"}
+
+    return answer
+
+
+def mixed(n: int) -> list[dict]:
+    return [
+        {
+            "record_id": f"m{i}",
+            "contents": f"From: p{i}@enron.com\n\n" + ("Raptor hedge" if i % 4 == 0 else "Lunch"),
+            "error": None,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("code", ["good", "bad"])
+def test_a_filter_predicate_decided_by_code(code):
+    records = mixed(40)
+    node = Dataset.from_directory("x").sem_filter("The email mentions Raptor", name="f").node
+    source = RAPTOR_CHECK["keep"] if code == "good" else BAD[1]  # an infinite loop
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=filter_oracle(source)) as sim:
+        result = run_operator(node, records, client(sim), strategy="code_synthesis")
+        calls = sim.calls["sim"]
+    assert [r["record_id"] for r in result.records] == [f"m{i}" for i in range(0, 40, 4)]
+    if code == "good":
+        assert result.extras["fallback"] == 0 and calls == 8 + 2
+        assert "raptor" in result.extras["functions"]["keep"][0]["source"]
+    else:
+        assert result.extras["functions"] == {"keep": []}
+        assert result.extras["fallback"] == 40 - 8 and calls == 8 + 2 + 32

@@ -11,7 +11,7 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
-from pz_dagster.operators import code_synthesis, proxy, relational
+from pz_dagster.operators import code_filter, code_synthesis, proxy, relational
 from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
 from pz_dagster.operators import join as join_ops
@@ -21,7 +21,10 @@ from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, R
 from pz_dagster.query import plan
 
 SEMANTIC_STRATEGIES = {
-    plan.SemanticFilter: filter_ops.STRATEGIES,
+    plan.SemanticFilter: {
+        **filter_ops.STRATEGIES,
+        code_synthesis.STRATEGY: code_filter.code_synthesis_filter,
+    },
     plan.SemanticMap: {
         **map_ops.STRATEGIES,
         code_synthesis.STRATEGY: code_synthesis.code_synthesis_map,

@@ -47,8 +47,8 @@ def _type_names(node: SemanticMap) -> dict[str, tuple[str, str]]:
     return {n: (t, d) for n, t, d in describe_fields(node.output)}
 
 
-def _synthesize(
-    node: SemanticMap,
+def synthesize(
+    fields: Mapping[str, tuple[str, str]],
     texts: Sequence[str],
     reference: Sequence[Record],
     model: ChatModel,
@@ -56,11 +56,12 @@ def _synthesize(
     candidates: int,
     min_precision: float,
 ) -> tuple[dict[str, list[ScoredFunction]], Usage, list[str]]:
-    """Kept functions per field, what writing them cost, and why candidates were dropped."""
+    """Kept functions per field (name -> (type, description)), what writing them cost, and why
+    candidates were dropped. ``reference``: the sample's answers, one record per text."""
     usage, problems = Usage(), []
     kept: dict[str, list[ScoredFunction]] = {}
     usable = [i for i, r in enumerate(reference) if not r.get("error")]
-    for field, (type_name, desc) in _type_names(node).items():
+    for field, (type_name, desc) in fields.items():
         truth = [reference[i][field] for i in usable]
         sources: list[tuple[str, str]] = []
         for c in range(candidates):
@@ -91,7 +92,7 @@ def _synthesize(
     return kept, usage, problems
 
 
-def _outputs(
+def outputs_of(
     functions: Mapping[str, Sequence[ScoredFunction]],
     texts: Sequence[str],
     types: Mapping[str, tuple[str, str]],
@@ -115,7 +116,7 @@ def _outputs(
     return out
 
 
-def _decide(
+def decide(
     functions: Mapping[str, Sequence[ScoredFunction]],
     outputs: Mapping[str, list[list[Any]]],
     types: Mapping[str, tuple[str, str]],
@@ -131,7 +132,7 @@ def _decide(
     return values, decided
 
 
-def _learn(
+def learn(
     functions: dict[str, list[ScoredFunction]],
     outputs: Mapping[str, list[list[Any]]],
     k: int,
@@ -172,9 +173,9 @@ def code_synthesis_map(
     reused = bool(functions)
     with Sandbox(limits or SandboxLimits()) as box:
         kept = functions_from(functions) if functions else {}
-        outputs = _outputs(kept, texts, types, box) if kept else {}
+        outputs = outputs_of(kept, texts, types, box) if kept else {}
         undecided = (
-            sum(1 for k in range(len(texts)) if not _decide(kept, outputs, types, k)[1])
+            sum(1 for k in range(len(texts)) if not decide(kept, outputs, types, k)[1])
             if kept
             else len(texts)
         )
@@ -184,8 +185,8 @@ def code_synthesis_map(
             ref = direct_map(node, [ok[i][1] for i in picks], model)
             usage += ref.stats.usage
             reference_at = dict(zip(picks, ref.records, strict=True))
-            kept, spent, problems = _synthesize(
-                node,
+            kept, spent, problems = synthesize(
+                types,
                 [texts[i] for i in picks],
                 ref.records,
                 model,
@@ -194,7 +195,7 @@ def code_synthesis_map(
                 min_precision,
             )
             usage += spent
-            outputs = _outputs(kept, texts, types, box)
+            outputs = outputs_of(kept, texts, types, box)
     synthesis_usage = usage  # the one-time part: the sample's answers and the candidates
 
     stats = OperatorStats(records_in=len(records), evaluated=len(ok))
@@ -208,7 +209,7 @@ def code_synthesis_map(
     for start in range(0, len(todo), FALLBACK_CHUNK):
         ask = []
         for k in todo[start : start + FALLBACK_CHUNK]:
-            values, decided = _decide(kept, outputs, types, k)
+            values, decided = decide(kept, outputs, types, k)
             if decided:
                 emitted[ok[k][0]] = {**ok[k][1], **values}
             else:
@@ -221,7 +222,7 @@ def code_synthesis_map(
             fallback += len(ask)
             for k, answer in zip(ask, answers.records, strict=True):
                 emitted[ok[k][0]] = answer
-                _learn(kept, outputs, k, answer)
+                learn(kept, outputs, k, answer)
         if progress:
             progress(min(start + FALLBACK_CHUNK, len(todo)), max(len(todo), 1))
     for k, answer in reference_at.items():

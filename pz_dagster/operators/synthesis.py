@@ -28,6 +28,10 @@ EXAMPLE = """import re
 def extract(text):
     m = re.search(r"^Date:\\s*(.+)$", text, re.MULTILINE)
     return m.group(1).strip() if m else None"""
+FILTER_EXAMPLE = """import re
+
+def extract(text):
+    return bool(re.search(r"\\b(meeting|call|agenda)\\b", text, re.IGNORECASE))"""
 
 
 def synthesis_messages(field: str, type_name: str, description: str, sample: str) -> list[Message]:
@@ -42,10 +46,21 @@ def synthesis_messages(field: str, type_name: str, description: str, sample: str
         {
             "role": "user",
             "content": f'Document:\n"""\n{doc}\n"""\n\n'
-            f"Write a Python function `extract(text)` that returns {field!r} ({type_name}): "
-            f"{description}, from any document formatted like the one above, or None when it "
-            "is not there. Use only the standard library (re, json, datetime, email, html).\n\n"
-            f'For example, for "the date the email was sent":\n{EXAMPLE}',
+            + (
+                "Write a Python function `extract(text)` that returns True when a document "
+                f"like the one above satisfies this condition: {description}; False when it "
+                "does not; None when the text does not tell."
+                if type_name == "bool"
+                else f"Write a Python function `extract(text)` that returns {field!r} "
+                f"({type_name}): {description}, from any document formatted like the one "
+                "above, or None when it is not there."
+            )
+            + " Use only the standard library (re, json, datetime, email, html).\n\n"
+            + (
+                f'For example, for "the email is about a meeting":\n{FILTER_EXAMPLE}'
+                if type_name == "bool"
+                else f'For example, for "the date the email was sent":\n{EXAMPLE}'
+            ),
         },
     ]
 
