@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pz_dagster.models.base import ChatModel, Usage
+from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record, split_failed
-from pz_dagster.operators.code_synthesis import STRATEGY, decide, learn, outputs_of, synthesize
+from pz_dagster.operators.code_synthesis import STRATEGY, run_synthesis
 from pz_dagster.operators.filter import direct_filter
 from pz_dagster.operators.prompts import render_fields
-from pz_dagster.operators.sandbox import Sandbox, SandboxLimits
-from pz_dagster.operators.synthesis import functions_from, sample_indices
+from pz_dagster.operators.sandbox import SandboxLimits
 from pz_dagster.query.plan import SemanticFilter
 from pz_dagster.query.schema import ERROR, RECORD_ID
 
@@ -57,82 +56,38 @@ def code_synthesis_filter(
 ) -> OperatorResult:
     """Keep the records the synthesized functions (or, where they cannot tell, the model)
     judge to satisfy the predicate; failures pass on with the error set, counted."""
-    fields = {KEEP: ("bool", node.predicate)}
     ok, failed = split_failed(records)
-    texts = [render_fields(r, node.depends_on) for _, r in ok]
-    synthesis_usage, problems = Usage(), []
-    reference_at: dict[int, Record] = {}
-    reused = bool(functions)
-    stats = OperatorStats(records_in=len(records), evaluated=len(ok))
-    stats.passed_through_errors = len(failed)
-    with Sandbox(limits or SandboxLimits()) as box:
-        kept = functions_from(functions) if functions else {}
-        outputs = outputs_of(kept, texts, fields, box) if kept else {}
-        undecided = (
-            sum(1 for k in range(len(texts)) if not decide(kept, outputs, fields, k)[1])
-            if kept
-            else len(texts)
-        )
-        if not kept or (texts and undecided / len(texts) > max_fallback):
-            reused = False
-            picks = sample_indices([str(r.get(RECORD_ID)) for _, r in ok], sample_size)
-            rows, run = _judge(node, [ok[i][1] for i in picks], model)
-            synthesis_usage += run.stats.usage
-            stats.failures += run.stats.failures
-            reference_at = dict(zip(picks, rows, strict=True))
-            kept, spent, problems = synthesize(
-                fields, [texts[i] for i in picks], rows, model, box, candidates, min_precision
-            )
-            synthesis_usage += spent
-            outputs = outputs_of(kept, texts, fields, box)
-
-    verdict: dict[int, bool | str] = {
-        k: row[KEEP] if not row[ERROR] else row[ERROR] for k, row in reference_at.items()
-    }
-    todo = [k for k in range(len(ok)) if k not in reference_at]
-    fallback, fallback_usage = 0, Usage()
-    for start in range(0, len(todo), 50):
-        ask = []
-        for k in todo[start : start + 50]:
-            values, decided = decide(kept, outputs, fields, k)
-            if decided:
-                verdict[k] = bool(values[KEEP])
-            else:
-                ask.append(k)
-        if ask:
-            rows, run = _judge(node, [ok[k][1] for k in ask], model)
-            fallback_usage += run.stats.usage
-            stats.failures += run.stats.failures
-            stats.failure_examples = (stats.failure_examples + run.stats.failure_examples)[:5]
-            fallback += len(ask)
-            for k, row in zip(ask, rows, strict=True):
-                verdict[k] = row[KEEP] if not row[ERROR] else row[ERROR]
-                learn(kept, outputs, k, row)
-        if progress:
-            progress(min(start + 50, len(todo)), max(len(todo), 1))
-
+    run = run_synthesis(
+        {KEEP: ("bool", node.predicate)},
+        [r for _, r in ok],
+        [render_fields(r, node.depends_on) for _, r in ok],
+        lambda batch: _judge(node, batch, model),
+        model,
+        progress,
+        functions=functions,
+        sample_size=sample_size,
+        candidates=candidates,
+        min_precision=min_precision,
+        max_fallback=max_fallback,
+        limits=limits,
+    )
     emitted: dict[int, Record] = dict(failed)
     for k, (i, record) in enumerate(ok):
-        v = verdict[k]
-        if isinstance(v, str):  # the model failed on it: passed on with the error, counted
-            emitted[i] = {**record, ERROR: v}
-        elif v:
+        row = run.answers.get(k) or run.values[k]
+        if row.get(ERROR):  # the model failed on it: passed on with the error, counted
+            emitted[i] = {**record, ERROR: row[ERROR]}
+        elif row[KEEP]:
             emitted[i] = record
     out = [emitted[i] for i in sorted(emitted)]
-    stats.usage = synthesis_usage + fallback_usage
-    stats.records_out = len(out)
+    stats = OperatorStats(
+        records_in=len(records),
+        records_out=len(out),
+        evaluated=len(ok),
+        passed_through_errors=len(failed),
+        failures=run.failures,
+        usage=run.synthesis_usage + run.fallback_usage,
+        failure_examples=run.failure_examples,
+    )
     return OperatorResult(
-        out,
-        stats,
-        strategy=STRATEGY,
-        model=model.model_name,
-        extras={
-            "functions": {f: [s.to_dict() for s in fs] for f, fs in kept.items()},
-            "fallback": fallback,
-            "sample": len(reference_at),
-            "reused_functions": reused,
-            "synthesis_problems": problems[:10],
-            "synthesis_tokens": synthesis_usage.input_tokens + synthesis_usage.output_tokens,
-            "fallback_tokens": fallback_usage.input_tokens + fallback_usage.output_tokens,
-        },
+        out, stats, strategy=STRATEGY, model=model.model_name, extras=run.extras()
     )

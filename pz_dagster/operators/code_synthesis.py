@@ -15,7 +15,9 @@ the number of documents (Evaporate).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as default
 from typing import Any
 
 from pz_dagster.models.base import ChatModel, Usage
@@ -37,7 +39,7 @@ from pz_dagster.operators.synthesis import (
     vote,
 )
 from pz_dagster.query.plan import SemanticMap
-from pz_dagster.query.schema import describe_fields
+from pz_dagster.query.schema import RECORD_ID, describe_fields
 
 STRATEGY = "code_synthesis"
 
@@ -150,6 +152,108 @@ def learn(
 
 FALLBACK_CHUNK = 50  # records decided between two rounds of learning from the model's answers
 
+# The model's answers for some records: one row per record, in order, with the fields (or the
+# error), and the operator run that produced them (its usage and failures).
+Judge = Callable[[list[Record]], tuple[list[Record], OperatorResult]]
+
+
+@dataclass
+class SynthesisRun:
+    """What ``run_synthesis`` decided: per healthy record (by position), either the model's
+    answer row (``answers``: the sample's and the fallbacks') or the functions' voted values
+    (``values``); the functions as they stand after learning; and the counts and costs."""
+
+    answers: dict[int, Record] = default(default_factory=dict)
+    values: dict[int, dict[str, Any]] = default(default_factory=dict)
+    functions: dict[str, list[ScoredFunction]] = default(default_factory=dict)
+    synthesis_usage: Usage = default(default_factory=Usage)
+    fallback_usage: Usage = default(default_factory=Usage)
+    failures: int = 0
+    failure_examples: list[str] = default(default_factory=list)
+    fallback: int = 0
+    sample: int = 0
+    reused: bool = False
+    problems: list[str] = default(default_factory=list)
+
+    def count(self, run: OperatorResult) -> None:
+        self.failures += run.stats.failures
+        self.failure_examples = (self.failure_examples + run.stats.failure_examples)[:5]
+
+    def extras(self) -> dict[str, Any]:
+        return {
+            "functions": {f: [s.to_dict() for s in fs] for f, fs in self.functions.items()},
+            "fallback": self.fallback,
+            "synthesis_tokens": self.synthesis_usage.input_tokens
+            + self.synthesis_usage.output_tokens,
+            "fallback_tokens": self.fallback_usage.input_tokens + self.fallback_usage.output_tokens,
+            "sample": self.sample,
+            "reused_functions": self.reused,
+            "synthesis_problems": self.problems[:10],
+        }
+
+
+def run_synthesis(
+    fields: Mapping[str, tuple[str, str]],
+    records: Sequence[Record],
+    texts: Sequence[str],
+    judge: Judge,
+    model: ChatModel,
+    progress: Progress | None,
+    *,
+    functions: Mapping[str, Sequence[Mapping[str, Any]]] | None,
+    sample_size: int,
+    candidates: int,
+    min_precision: float,
+    max_fallback: float,
+    limits: SandboxLimits | None,
+) -> SynthesisRun:
+    """Steps 1-3 of the module docstring over healthy ``records`` (``texts``: what the model
+    reads of each), for a map's fields or a filter's single yes/no "field"."""
+    run = SynthesisRun(reused=bool(functions))
+    with Sandbox(limits or SandboxLimits()) as box:
+        kept = functions_from(functions) if functions else {}
+        outputs = outputs_of(kept, texts, fields, box) if kept else {}
+        undecided = (
+            sum(1 for k in range(len(texts)) if not decide(kept, outputs, fields, k)[1])
+            if kept
+            else len(texts)
+        )
+        if not kept or (texts and undecided / len(texts) > max_fallback):
+            run.reused = False
+            picks = sample_indices([str(r.get(RECORD_ID)) for r in records], sample_size)
+            rows, sample_run = judge([records[i] for i in picks])
+            run.synthesis_usage += sample_run.stats.usage
+            run.count(sample_run)
+            run.answers = dict(zip(picks, rows, strict=True))
+            run.sample = len(picks)
+            kept, spent, run.problems = synthesize(
+                fields, [texts[i] for i in picks], rows, model, box, candidates, min_precision
+            )
+            run.synthesis_usage += spent
+            outputs = outputs_of(kept, texts, fields, box)
+
+    todo = [k for k in range(len(records)) if k not in run.answers]
+    for start in range(0, len(todo), FALLBACK_CHUNK):
+        ask = []
+        for k in todo[start : start + FALLBACK_CHUNK]:
+            values, decided = decide(kept, outputs, fields, k)
+            if decided:
+                run.values[k] = values
+            else:
+                ask.append(k)
+        if ask:
+            rows, fallback_run = judge([records[k] for k in ask])
+            run.fallback_usage += fallback_run.stats.usage
+            run.count(fallback_run)
+            run.fallback += len(ask)
+            for k, row in zip(ask, rows, strict=True):
+                run.answers[k] = row
+                learn(kept, outputs, k, row)
+        if progress:
+            progress(min(start + FALLBACK_CHUNK, len(todo)), max(len(todo), 1))
+    run.functions = kept
+    return run
+
 
 def code_synthesis_map(
     node: SemanticMap,
@@ -167,81 +271,38 @@ def code_synthesis_map(
     """Extract the map's fields with synthesized functions; see the module docstring."""
     types = _type_names(node)
     ok, failed = split_failed(records)
-    texts = [render_fields(r, node.depends_on) for _, r in ok]
-    usage, problems = Usage(), []
-    reference_at: dict[int, Record] = {}
-    reused = bool(functions)
-    with Sandbox(limits or SandboxLimits()) as box:
-        kept = functions_from(functions) if functions else {}
-        outputs = outputs_of(kept, texts, types, box) if kept else {}
-        undecided = (
-            sum(1 for k in range(len(texts)) if not decide(kept, outputs, types, k)[1])
-            if kept
-            else len(texts)
-        )
-        if not kept or (texts and undecided / len(texts) > max_fallback):
-            reused = False
-            picks = sample_indices([str(r.get("record_id")) for _, r in ok], sample_size)
-            ref = direct_map(node, [ok[i][1] for i in picks], model)
-            usage += ref.stats.usage
-            reference_at = dict(zip(picks, ref.records, strict=True))
-            kept, spent, problems = synthesize(
-                types,
-                [texts[i] for i in picks],
-                ref.records,
-                model,
-                box,
-                candidates,
-                min_precision,
-            )
-            usage += spent
-            outputs = outputs_of(kept, texts, types, box)
-    synthesis_usage = usage  # the one-time part: the sample's answers and the candidates
 
-    stats = OperatorStats(records_in=len(records), evaluated=len(ok))
-    stats.passed_through_errors = len(failed)
-    for k in reference_at:
-        if reference_at[k].get("error"):
-            stats.failures += 1
+    def judge(batch: list[Record]) -> tuple[list[Record], OperatorResult]:
+        answered = direct_map(node, batch, model)  # one record out per record in, in order
+        return answered.records, answered
+
+    run = run_synthesis(
+        types,
+        [r for _, r in ok],
+        [render_fields(r, node.depends_on) for _, r in ok],
+        judge,
+        model,
+        progress,
+        functions=functions,
+        sample_size=sample_size,
+        candidates=candidates,
+        min_precision=min_precision,
+        max_fallback=max_fallback,
+        limits=limits,
+    )
     emitted: dict[int, Record] = {i: {**r, **dict.fromkeys(types)} for i, r in failed}
-    todo = [k for k in range(len(ok)) if k not in reference_at]
-    fallback, fallback_usage = 0, Usage()
-    for start in range(0, len(todo), FALLBACK_CHUNK):
-        ask = []
-        for k in todo[start : start + FALLBACK_CHUNK]:
-            values, decided = decide(kept, outputs, types, k)
-            if decided:
-                emitted[ok[k][0]] = {**ok[k][1], **values}
-            else:
-                ask.append(k)
-        if ask:
-            answers = direct_map(node, [ok[k][1] for k in ask], model)
-            fallback_usage += answers.stats.usage
-            stats.failures += answers.stats.failures
-            stats.failure_examples = (stats.failure_examples + answers.stats.failure_examples)[:5]
-            fallback += len(ask)
-            for k, answer in zip(ask, answers.records, strict=True):
-                emitted[ok[k][0]] = answer
-                learn(kept, outputs, k, answer)
-        if progress:
-            progress(min(start + FALLBACK_CHUNK, len(todo)), max(len(todo), 1))
-    for k, answer in reference_at.items():
-        emitted[ok[k][0]] = answer
-    stats.usage = synthesis_usage + fallback_usage
+    for k, (i, record) in enumerate(ok):
+        emitted[i] = run.answers[k] if k in run.answers else {**record, **run.values[k]}
     out = [emitted[i] for i in range(len(records))]
-    stats.records_out = len(out)
+    stats = OperatorStats(
+        records_in=len(records),
+        records_out=len(out),
+        evaluated=len(ok),
+        passed_through_errors=len(failed),
+        failures=run.failures,
+        usage=run.synthesis_usage + run.fallback_usage,
+        failure_examples=run.failure_examples,
+    )
     return OperatorResult(
-        out,
-        stats,
-        strategy=STRATEGY,
-        model=model.model_name,
-        extras={
-            "functions": {f: [s.to_dict() for s in fs] for f, fs in kept.items()},
-            "fallback": fallback,
-            "synthesis_tokens": synthesis_usage.input_tokens + synthesis_usage.output_tokens,
-            "fallback_tokens": fallback_usage.input_tokens + fallback_usage.output_tokens,
-            "sample": len(reference_at),
-            "reused_functions": reused,
-            "synthesis_problems": problems[:10],
-        },
+        out, stats, strategy=STRATEGY, model=model.model_name, extras=run.extras()
     )
