@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pz_dagster.models.base import ChatModel
-from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record, split_failed
-from pz_dagster.operators.code_synthesis import STRATEGY, run_synthesis
+from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
+from pz_dagster.operators.code_synthesis import run_synthesis
 from pz_dagster.operators.filter import direct_filter
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.sandbox import SandboxLimits
@@ -78,16 +78,4 @@ def code_synthesis_filter(
             emitted[i] = {**record, ERROR: row[ERROR]}
         elif row[KEEP]:
             emitted[i] = record
-    out = [emitted[i] for i in sorted(emitted)]
-    stats = OperatorStats(
-        records_in=len(records),
-        records_out=len(out),
-        evaluated=len(ok),
-        passed_through_errors=len(failed),
-        failures=run.failures,
-        usage=run.synthesis_usage + run.fallback_usage,
-        failure_examples=run.failure_examples,
-    )
-    return OperatorResult(
-        out, stats, strategy=STRATEGY, model=model.model_name, extras=run.extras()
-    )
+    return run.result(records, [emitted[i] for i in sorted(emitted)], model)

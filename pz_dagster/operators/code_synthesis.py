@@ -39,7 +39,7 @@ from pz_dagster.operators.synthesis import (
     vote,
 )
 from pz_dagster.query.plan import SemanticMap
-from pz_dagster.query.schema import RECORD_ID, describe_fields
+from pz_dagster.query.schema import ERROR, RECORD_ID, describe_fields
 
 STRATEGY = "code_synthesis"
 
@@ -179,6 +179,21 @@ class SynthesisRun:
         self.failures += run.stats.failures
         self.failure_examples = (self.failure_examples + run.stats.failure_examples)[:5]
 
+    def result(
+        self, records: Sequence[Record], out: list[Record], model: ChatModel
+    ) -> OperatorResult:
+        """The operator's result: ``out`` emitted for ``records``, with this run's counts."""
+        stats = OperatorStats(
+            records_in=len(records),
+            records_out=len(out),
+            evaluated=len(self.answers) + len(self.values),
+            passed_through_errors=sum(1 for r in records if r.get(ERROR)),
+            failures=self.failures,
+            usage=self.synthesis_usage + self.fallback_usage,
+            failure_examples=self.failure_examples,
+        )
+        return OperatorResult(out, stats, STRATEGY, model.model_name, self.extras())
+
     def extras(self) -> dict[str, Any]:
         return {
             "functions": {f: [s.to_dict() for s in fs] for f, fs in self.functions.items()},
@@ -293,16 +308,4 @@ def code_synthesis_map(
     emitted: dict[int, Record] = {i: {**r, **dict.fromkeys(types)} for i, r in failed}
     for k, (i, record) in enumerate(ok):
         emitted[i] = run.answers[k] if k in run.answers else {**record, **run.values[k]}
-    out = [emitted[i] for i in range(len(records))]
-    stats = OperatorStats(
-        records_in=len(records),
-        records_out=len(out),
-        evaluated=len(ok),
-        passed_through_errors=len(failed),
-        failures=run.failures,
-        usage=run.synthesis_usage + run.fallback_usage,
-        failure_examples=run.failure_examples,
-    )
-    return OperatorResult(
-        out, stats, strategy=STRATEGY, model=model.model_name, extras=run.extras()
-    )
+    return run.result(records, [emitted[i] for i in range(len(records))], model)
