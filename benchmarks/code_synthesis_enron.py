@@ -29,7 +29,7 @@ import platform
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,9 +72,10 @@ class ReplayCounting:
     temperature 0 the model would give the same answer; copies of a document cost what the
     original did."""
 
-    def __init__(self, inner: ChatModel, log: dict[str, Completion]):
+    def __init__(self, inner: ChatModel, log: dict[str, Completion], keep: Path | None = None):
         self.inner = inner
         self.log = log
+        self.keep = keep  # JSON lines the new answers are appended to (a rerun replays them)
         self.sent = Usage()
         self._lock = threading.Lock()  # operators call from a thread pool
 
@@ -97,14 +98,47 @@ class ReplayCounting:
         key = json.dumps([messages, json_schema, max_tokens, temperature], sort_keys=True)
         with self._lock:
             done = self.log.get(key)
-        if done is None:
+        fresh = done is None
+        if fresh:
             done = self.inner.complete(
                 messages, json_schema=json_schema, max_tokens=max_tokens, temperature=temperature
             )
         with self._lock:
             self.log[key] = done
+            if fresh and self.keep is not None:
+                with self.keep.open("a") as f:
+                    f.write(
+                        json.dumps(
+                            {
+                                "key": key,
+                                "text": done.text,
+                                "model": done.model,
+                                "usage": asdict(done.usage),
+                                "finish_reason": done.finish_reason,
+                            }
+                        )
+                        + "\n"
+                    )
             self.sent += replace(done.usage, seconds=0.0, retries=0)
         return done
+
+
+def load_log(path: Path | None, model: str) -> dict[str, Completion]:
+    """Answers a previous run of the same model kept (``--replay-log``); a torn last line
+    (an interrupted run) is skipped."""
+    log: dict[str, Completion] = {}
+    if path is None or not path.exists():
+        return log
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["model"] == model:
+            log[row["key"]] = Completion(
+                row["text"], row["model"], Usage(**row["usage"]), row["finish_reason"]
+            )
+    return log
 
 
 def emails(folder: Path) -> list[dict]:
@@ -165,6 +199,14 @@ def main() -> None:
     ap.add_argument("--endpoint", choices=["local", "sim"], default="sim")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--replay-log",
+        type=Path,
+        default=None,
+        help="JSON lines of the model's answers: replayed when present, new answers appended "
+        "(a rerun after a code change skips what the model already answered)",
+    )
+    ap.add_argument("--strategies", default="direct,code_synthesis")
     args = ap.parse_args()
     out_path = args.out or REPO / "benchmarks" / "results" / f"code_synthesis_{args.endpoint}.json"
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -186,13 +228,16 @@ def main() -> None:
 
     console = Console(width=140)
     rows, quality = [], {}
-    log: dict[str, Completion] = {}  # prompts answered so far, shared by both strategies
+    # prompts answered so far, shared by both strategies (and by runs, with --replay-log)
+    log = load_log(args.replay_log, inner.model_name)
+    console.print(f"{len(log)} answers replayed from {args.replay_log}" if log else "")
+    strategies = args.strategies.split(",")
     try:
         for size in sizes:
             records = collection(base, size)
             row: dict[str, Any] = {"documents": size, "copies_of_shared": -(-size // len(base))}
-            for strategy in ("direct", "code_synthesis"):
-                client = ReplayCounting(inner, log)
+            for strategy in strategies:
+                client = ReplayCounting(inner, log, args.replay_log)
                 start = time.perf_counter()
                 result = run_operator(node, records, client, strategy=strategy)
                 took = time.perf_counter() - start
@@ -220,13 +265,17 @@ def main() -> None:
                 if size == sizes[0]:
                     quality[strategy] = exact(result.records, labels)
                 console.print(f"{size} documents, {strategy}: {tokens} tokens in {took:.0f}s")
-            row["token_ratio"] = round(
-                row["direct"]["tokens"] / max(row["code_synthesis"]["tokens"], 1), 1
-            )
+            if len(strategies) == 2:
+                row["token_ratio"] = round(
+                    row["direct"]["tokens"] / max(row["code_synthesis"]["tokens"], 1), 1
+                )
             rows.append(row)
     finally:
         if sim is not None:
             sim.stop()
+    if len(strategies) != 2:  # one strategy: warming the replay log, nothing to compare
+        console.print_json(data={"quality": quality, "growth": rows})
+        return
 
     table = Table(title=f"code synthesis vs one prompt per email ({args.endpoint})")
     for c in (

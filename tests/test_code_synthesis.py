@@ -12,6 +12,8 @@ import pytest
 
 from pz_dagster import Dataset
 from pz_dagster.operators import run_operator
+from pz_dagster.operators.code_synthesis import FALLBACK_CHUNK, Pool
+from pz_dagster.operators.sandbox import Sandbox
 from pz_dagster.operators.synthesis import sample_indices, score, select, vote
 from pz_dagster.orchestration import (
     ModelPrice,
@@ -275,3 +277,72 @@ def test_a_filter_predicate_decided_by_code(code):
     else:
         assert result.extras["functions"] == {"keep": []}
         assert result.extras["fallback"] == 40 - 8 and calls == 8 + 2 + 32
+
+
+def test_functions_are_found_from_the_fallback_answers_when_the_sample_answers_point_nowhere():
+    """A weak model: on the sample it answers nothing usable, so nothing is induced and what it
+    writes is broken. Its answers on the first chunk of fallbacks sit on the header lines: the
+    functions induced from them decide the rest of the batch, and the fallbacks stop there."""
+    records = emails(200)
+    sampled = {
+        records[i]["contents"].strip() for i in sample_indices([r["record_id"] for r in records], 8)
+    }
+    right = oracle(BAD)
+
+    def weak(req):
+        doc = re.search(r'Document:\n"""\n(.*?)\n"""', req.prompt, re.S)
+        if req.schema is not None and doc and doc.group(1).strip() in sampled:
+            return {"sender": "the sender", "subject": "an update"}
+        return right(req)
+
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=weak) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+        calls = sim.calls["sim"]
+    assert result.extras["fallback"] == FALLBACK_CHUNK  # one chunk, then the functions decide
+    assert calls == 8 + 2 * 2 + FALLBACK_CHUNK
+    kept = result.extras["functions"]
+    assert "^From:" in kept["sender"][0]["source"] and "^Subject:" in kept["subject"][0]["source"]
+    # Scored on every answer: wrong against the 8 useless sample answers, right on the rest.
+    assert kept["sender"][0]["seen"] == 8 + FALLBACK_CHUNK
+    assert kept["sender"][0]["right"] == FALLBACK_CHUNK
+    off_sample = [r for r in result.records if r["contents"].strip() not in sampled]
+    assert all(r["sender"] == truth(r["contents"])["sender"] for r in off_sample)
+    assert all(r["subject"] == truth(r["contents"])["subject"] for r in off_sample)
+
+
+def test_a_rival_reading_another_line_does_not_vote_beside_the_better_function():
+    """Against a weak model's answers a To: reader can score well enough to vote; beside the
+    From: reader it would only split every vote. A sloppier From: reader agrees and votes."""
+    texts = [r["contents"] for r in emails(20)]
+    line = 'import re\ndef extract(text):\n    m = re.search(r"^{}:\\s*(\\S+)", text, re.M)\n    return m.group(1) if m else None\n'
+    sloppy = 'def extract(text):\n    return text.split("From:")[1].split()[0]\n'
+    # The model named the sender on 12 emails, the recipient on the other 8.
+    answers = {
+        k: {"sender": f"person{k}@enron.com" if k < 12 else "team@enron.com"} for k in range(20)
+    }
+    with Sandbox() as box:
+        pool = Pool({"sender": ("str", "the sender")}, texts, box, min_precision=0.3)
+        for source in (line.format("To"), sloppy, line.format("From")):
+            pool.add_scored("sender", source, "extract", answers)
+        kept, outputs = pool.chosen()
+    assert {f.source for f in kept["sender"]} == {line.format("From"), sloppy}
+    assert pool.functions["sender"][0].weight >= 0.3  # the To: reader was good enough alone
+    assert all(o == [f"person{k}@enron.com" for k in range(20)] for o in outputs["sender"])
+
+
+def test_a_candidate_that_loops_is_dropped_after_a_few_timeouts_not_run_on_every_text():
+    texts = [r["contents"] for r in emails(300)]
+    with Sandbox() as box:
+        pool = Pool({"sender": ("str", "the sender")}, texts, box, min_precision=0.3)
+        pool.add_scored(
+            "sender", "def extract(text):\n    while True:\n        pass\n", "extract", {}
+        )
+        restarts = box.restarts  # each timeout is caught in the worker, which lives on
+    assert pool.functions["sender"] == [] and restarts == 0
+    assert any("stalled" in p for p in pool.problems)
+    with Sandbox() as box:  # dropped for good: not loaded and run again when induced again
+        pool.box = box
+        pool.add_scored(
+            "sender", "def extract(text):\n    while True:\n        pass\n", "extract", {}
+        )
+    assert sum("stalled" in p for p in pool.problems) == 1

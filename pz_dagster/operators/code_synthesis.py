@@ -11,10 +11,14 @@ the number of documents (Evaporate).
 2. Every record: the kept functions run in the sandbox and vote per field.
 3. Fallback: a record with a field on which they abstain or disagree is answered by the model
    (counted in ``extras["fallback"]``); sample records keep the model's reference answers.
+   Every answer scores all candidates once more, and new candidates are induced from it
+   (``Pool``), so when the sample's answers pointed at no usable function (a weak model's),
+   the fallbacks find one and stop.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as default
@@ -28,6 +32,7 @@ from pz_dagster.operators.sandbox import Sandbox, SandboxLimits
 from pz_dagster.operators.synthesis import (
     CODE_MAX_TOKENS,
     ScoredFunction,
+    agreement,
     as_type,
     functions_from,
     induce_functions,
@@ -49,25 +54,144 @@ def _type_names(node: SemanticMap) -> dict[str, tuple[str, str]]:
     return {n: (t, d) for n, t, d in describe_fields(node.output)}
 
 
+MAX_CANDIDATES = 12  # per field: scored candidates kept in the pool (the vote uses the best)
+VOTERS = 3  # per field: the best candidates that vote
+RUN_SLICE = 25  # texts per sandbox call while a candidate runs over the batch
+MAX_STALLS = 3  # timeouts or killed workers after which a candidate is dropped
+MIN_AGREEMENT = 0.5  # with each better voter, where both answer, to vote beside it
+
+
+@dataclass
+class Pool:
+    """Every candidate function per field that loaded in the sandbox, with its output on every
+    text of the batch and its score against the model's answers so far. The vote uses the best
+    few (``select``); the others keep being scored, so a function the sample did not favour is
+    picked once the model's later answers show it right, and functions induced from those
+    answers join the pool (a small model's sample answers may point at no usable line)."""
+
+    fields: Mapping[str, tuple[str, str]]
+    texts: Sequence[str]
+    box: Sandbox
+    min_precision: float
+    functions: dict[str, list[ScoredFunction]] = default(default_factory=dict)
+    outputs: dict[str, list[list[Any]]] = default(default_factory=dict)
+    problems: list[str] = default(default_factory=list)
+    dropped: set[str] = default(default_factory=set)
+
+    def add(self, field: str, function: ScoredFunction) -> list[Any] | None:
+        """Load ``function`` and run it on every text; its outputs, or None when it is already
+        in the pool or does not load (a problem is recorded). A full pool makes room by
+        dropping its least accurate candidate that does not vote."""
+        fs = self.functions.setdefault(field, [])
+        self.outputs.setdefault(field, [])
+        if function.source in self.dropped or any(f.source == function.source for f in fs):
+            return None
+        if len(fs) >= MAX_CANDIDATES:
+            voting = {id(f) for f in select(fs, min_precision=self.min_precision)}
+            spare = [j for j, f in enumerate(fs) if id(f) not in voting]
+            if not spare:
+                return None
+            worst = min(spare, key=lambda j: (fs[j].accuracy, fs[j].weight))
+            self.dropped.add(fs[worst].source)  # not induced again on every later chunk
+            del fs[worst], self.outputs[field][worst]
+        name = f"{field}#{hashlib.sha256(function.source.encode()).hexdigest()[:12]}"
+        error = self.box.load(name, function.source, function.entry)
+        if error:
+            self.problems.append(f"{name}: {error}")
+            return None
+        outs = self._run(name, self.fields[field][0])
+        if outs is None:
+            self.problems.append(f"{name}: stalled (timeouts or a killed worker); dropped")
+            self.dropped.add(function.source)
+            return None
+        fs.append(function)
+        self.outputs[field].append(outs)
+        return outs
+
+    def _run(self, name: str, type_name: str) -> list[Any] | None:
+        """The loaded function's output on every text (None where it abstained or raised), or
+        None once it stalls ``MAX_STALLS`` times: a function that loops or kills the worker
+        costs the per-call timeout on every text, which a large batch cannot afford."""
+        outs: list[Any] = []
+        stalls = 0
+        while len(outs) < len(self.texts):  # a first short slice finds a looping one early
+            step = RUN_SLICE if outs else MAX_STALLS + 2
+            for o in self.box.call(name, self.texts[len(outs) : len(outs) + step]):
+                stalls += bool(o.error and ("timeout" in o.error or "worker" in o.error))
+                outs.append(as_type(o.value, type_name) if not o.error else None)
+            if stalls >= MAX_STALLS:
+                return None
+        return outs
+
+    def add_scored(self, field: str, source: str, entry: str, answers: Mapping[int, Record]):
+        """Add a new candidate, scored against every answer so far (by text position)."""
+        fresh = ScoredFunction(field, source, entry)
+        outs = self.add(field, fresh)
+        if outs is None:
+            return
+        usable = [k for k, row in answers.items() if not row.get(ERROR)]
+        scored = score(
+            field, source, entry, [outs[k] for k in usable], [answers[k].get(field) for k in usable]
+        )
+        self.functions[field][-1] = scored
+
+    def induce(self, answers: Mapping[int, Record], positions: Sequence[int]) -> None:
+        """Candidates induced from the answers at ``positions`` (the lines they sit on), scored
+        against every answer so far."""
+        for field in self.fields:
+            usable = [k for k in positions if not answers[k].get(ERROR)]
+            found = induce_functions(
+                [self.texts[k] for k in usable], [answers[k].get(field) for k in usable]
+            )
+            for source, entry in found:
+                self.add_scored(field, source, entry, answers)
+
+    def learn(self, k: int, answer: Record) -> None:
+        """The model's answer on record ``k`` scores every candidate once more, so that what
+        they keep getting right (or rightly leaving empty) is trusted on the next records."""
+        if answer.get(ERROR):
+            return
+        for field, fs in self.functions.items():
+            outs = self.outputs[field]
+            self.functions[field] = [
+                f.observe(outs[j][k], answer.get(field)) for j, f in enumerate(fs)
+            ]
+
+    def chosen(self) -> tuple[dict[str, list[ScoredFunction]], dict[str, list[list[Any]]]]:
+        """The functions that vote per field, best first (``select``), and their outputs. A
+        candidate that mostly disagrees with a better one on the batch is left out: it reads
+        something else, and its vote would only keep records undecided."""
+        kept: dict[str, list[ScoredFunction]] = {}
+        outputs: dict[str, list[list[Any]]] = {}
+        for field in self.fields:
+            fs = self.functions.get(field, [])
+            at = {id(f): j for j, f in enumerate(fs)}
+            kept[field], outputs[field] = [], []
+            for f in select(fs, min_precision=self.min_precision, keep=len(fs)):
+                outs = self.outputs[field][at[id(f)]]
+                if all(agreement(outs, o) >= MIN_AGREEMENT for o in outputs[field]):
+                    kept[field].append(f)
+                    outputs[field].append(outs)
+                if len(kept[field]) == VOTERS:
+                    break
+        return kept, outputs
+
+
 def synthesize(
-    fields: Mapping[str, tuple[str, str]],
-    texts: Sequence[str],
-    reference: Sequence[Record],
+    pool: Pool,
+    positions: Sequence[int],
+    answers: Mapping[int, Record],
     model: ChatModel,
-    box: Sandbox,
     candidates: int,
-    min_precision: float,
-) -> tuple[dict[str, list[ScoredFunction]], Usage, list[str]]:
-    """Kept functions per field (name -> (type, description)), what writing them cost, and why
-    candidates were dropped. ``reference``: the sample's answers, one record per text."""
-    usage, problems = Usage(), []
-    kept: dict[str, list[ScoredFunction]] = {}
-    usable = [i for i, r in enumerate(reference) if not r.get("error")]
-    for field, (type_name, desc) in fields.items():
-        truth = [reference[i][field] for i in usable]
-        sources: list[tuple[str, str]] = []
+) -> Usage:
+    """Ask the model for ``candidates`` functions per field, each from a sample document
+    (``positions``, answered in ``answers``), and add them to the pool, scored against the
+    answers; then the candidates induced from the answers. Returns what writing them cost."""
+    usage = Usage()
+    usable = [k for k in positions if not answers[k].get(ERROR)]
+    for field, (type_name, desc) in pool.fields.items():
         for c in range(candidates):
-            doc = texts[usable[c % len(usable)]] if usable else ""
+            doc = pool.texts[usable[c % len(usable)]] if usable else ""
             answer = model.complete(
                 synthesis_messages(field, type_name, desc, doc),
                 max_tokens=CODE_MAX_TOKENS,
@@ -76,46 +200,11 @@ def synthesize(
             usage += answer.usage
             parsed = parse_function(answer.text)
             if parsed is None:
-                problems.append(f"{field} #{c}: no function in the answer")
+                pool.problems.append(f"{field} #{c}: no function in the answer")
             else:
-                sources.append(parsed)
-        sources += induce_functions([texts[i] for i in usable], truth)
-        scored = []
-        for c, (source, entry) in enumerate(sources):
-            name = f"{field}#{c}"
-            error = box.load(name, source, entry)
-            if error:
-                problems.append(f"{field} #{c}: {error}")
-                continue
-            outs = box.call(name, [texts[i] for i in usable])
-            values = [as_type(o.value, type_name) if not o.error else None for o in outs]
-            scored.append(score(field, source, entry, values, truth))
-        kept[field] = select(scored, min_precision=min_precision)
-    return kept, usage, problems
-
-
-def outputs_of(
-    functions: Mapping[str, Sequence[ScoredFunction]],
-    texts: Sequence[str],
-    types: Mapping[str, tuple[str, str]],
-    box: Sandbox,
-) -> dict[str, list[list[Any]]]:
-    """Each kept function's output on every text (None where it abstained or failed)."""
-    out: dict[str, list[list[Any]]] = {}
-    for field, fs in functions.items():
-        out[field] = []
-        for k, f in enumerate(fs):
-            name = f"{field}@{k}"
-            if box.load(name, f.source, f.entry):
-                out[field].append([None] * len(texts))
-                continue
-            out[field].append(
-                [
-                    as_type(o.value, types[field][0]) if not o.error else None
-                    for o in box.call(name, texts)
-                ]
-            )
-    return out
+                pool.add_scored(field, *parsed, answers)
+    pool.induce(answers, positions)
+    return usage
 
 
 def decide(
@@ -132,22 +221,6 @@ def decide(
         values[field] = value
         decided = decided and ok
     return values, decided
-
-
-def learn(
-    functions: dict[str, list[ScoredFunction]],
-    outputs: Mapping[str, list[list[Any]]],
-    k: int,
-    answer: Record,
-) -> None:
-    """The model's answer on a fallback record scores the functions once more, so that what
-    they keep getting right (or rightly leaving empty) is trusted on the next records."""
-    if answer.get("error"):
-        return
-    for field, fs in functions.items():
-        functions[field] = [
-            f.observe(outputs[field][j][k], answer.get(field)) for j, f in enumerate(fs)
-        ]
 
 
 FALLBACK_CHUNK = 50  # records decided between two rounds of learning from the model's answers
@@ -226,46 +299,47 @@ def run_synthesis(
     reads of each), for a map's fields or a filter's single yes/no "field"."""
     run = SynthesisRun(reused=bool(functions))
     with Sandbox(limits or SandboxLimits()) as box:
-        kept = functions_from(functions) if functions else {}
-        outputs = outputs_of(kept, texts, fields, box) if kept else {}
-        undecided = (
-            sum(1 for k in range(len(texts)) if not decide(kept, outputs, fields, k)[1])
-            if kept
-            else len(texts)
-        )
-        if not kept or (texts and undecided / len(texts) > max_fallback):
+        pool = Pool(fields, texts, box, min_precision)
+        for field, fs in functions_from(functions or {}).items():
+            for f in fs:
+                if field in fields:
+                    pool.add(field, f)
+        kept, outputs = pool.chosen()
+        undecided = sum(1 for k in range(len(texts)) if not decide(kept, outputs, fields, k)[1])
+        if not any(kept.values()) or (texts and undecided / len(texts) > max_fallback):
             run.reused = False
+            pool = Pool(fields, texts, box, min_precision)
             picks = sample_indices([str(r.get(RECORD_ID)) for r in records], sample_size)
             rows, sample_run = judge([records[i] for i in picks])
             run.synthesis_usage += sample_run.stats.usage
             run.count(sample_run)
             run.answers = dict(zip(picks, rows, strict=True))
             run.sample = len(picks)
-            kept, spent, run.problems = synthesize(
-                fields, [texts[i] for i in picks], rows, model, box, candidates, min_precision
-            )
-            run.synthesis_usage += spent
-            outputs = outputs_of(kept, texts, fields, box)
+            run.synthesis_usage += synthesize(pool, picks, run.answers, model, candidates)
+            kept, outputs = pool.chosen()
 
-    todo = [k for k in range(len(records)) if k not in run.answers]
-    for start in range(0, len(todo), FALLBACK_CHUNK):
-        ask = []
-        for k in todo[start : start + FALLBACK_CHUNK]:
-            values, decided = decide(kept, outputs, fields, k)
-            if decided:
-                run.values[k] = values
-            else:
-                ask.append(k)
-        if ask:
-            rows, fallback_run = judge([records[k] for k in ask])
-            run.fallback_usage += fallback_run.stats.usage
-            run.count(fallback_run)
-            run.fallback += len(ask)
-            for k, row in zip(ask, rows, strict=True):
-                run.answers[k] = row
-                learn(kept, outputs, k, row)
-        if progress:
-            progress(min(start + FALLBACK_CHUNK, len(todo)), max(len(todo), 1))
+        todo = [k for k in range(len(records)) if k not in run.answers]
+        for start in range(0, len(todo), FALLBACK_CHUNK):
+            ask = []
+            for k in todo[start : start + FALLBACK_CHUNK]:
+                values, decided = decide(kept, outputs, fields, k)
+                if decided:
+                    run.values[k] = values
+                else:
+                    ask.append(k)
+            if ask:
+                rows, fallback_run = judge([records[k] for k in ask])
+                run.fallback_usage += fallback_run.stats.usage
+                run.count(fallback_run)
+                run.fallback += len(ask)
+                for k, row in zip(ask, rows, strict=True):
+                    run.answers[k] = row
+                    pool.learn(k, row)
+                pool.induce(run.answers, ask)
+                kept, outputs = pool.chosen()
+            if progress:
+                progress(min(start + FALLBACK_CHUNK, len(todo)), max(len(todo), 1))
+        run.problems = pool.problems
     run.functions = kept
     return run
 

@@ -251,6 +251,20 @@ def select(
     return out[:keep]
 
 
+def agreement(a: Sequence[Any], b: Sequence[Any]) -> float:
+    """How often two functions give the same (normalized) value where both answer; 1.0 when
+    they never both answer (they complement each other). Functions that mostly disagree read
+    different things (the To: line and the From: line) and are rivals, not a second opinion.
+
+    >>> agreement(["a", "b", None, "c"], ["A ", "x", "y", None])
+    0.5
+    """
+    both = [(x, y) for x, y in zip(a, b, strict=True) if not is_empty(x) and not is_empty(y)]
+    if not both:
+        return 1.0
+    return sum(1 for x, y in both if normalize(x) == normalize(y)) / len(both)
+
+
 def vote(
     outputs: Sequence[Any],
     functions: Sequence[ScoredFunction],
