@@ -80,24 +80,9 @@ PROFILES = {
 CHAMPION = "champion-4"
 
 
-def run_once(
-    label: str,
-    sim: OpenAISimulator,
-    names: list[str],
-    data: Path,
-    tune_labels: Path,
-    *,
-    policy: str | None,
-    concurrency: int,
-    strategies: list[str],
-    console: Console,
-) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="pz-sim-bench-"))
-    folder = work / "emails"
-    folder.mkdir()
-    for n in names:
-        (folder / n).symlink_to(data / n)
-    model = OpenAICompatibleModel(
+def sim_model(sim: OpenAISimulator, concurrency: int) -> OpenAICompatibleModel:
+    """The three profiles behind the simulator, with their prices and quality priors."""
+    return OpenAICompatibleModel(
         model=CHAMPION,
         models=[m for m in PROFILES if m != CHAMPION],
         base_url=sim.base_url,
@@ -108,6 +93,26 @@ def run_once(
         priors={m: ModelPrior(quality=q) for m, (_, _, q) in PROFILES.items()},
         max_concurrency=concurrency,
     )
+
+
+def run_once(
+    label: str,
+    model: OpenAICompatibleModel,
+    names: list[str],
+    data: Path,
+    tune_labels: Path,
+    *,
+    policy: str | None,
+    strategies: list[str],
+    console: Console,
+) -> dict:
+    """The query through Dagster, one run per batch, with ``policy`` (None: every operator
+    pinned to the resource's default model, direct): what it cost, what it kept and extracted."""
+    work = Path(tempfile.mkdtemp(prefix="pz-sim-bench-"))
+    folder = work / "emails"
+    folder.mkdir()
+    for n in names:
+        (folder / n).symlink_to(data / n)
     optimizer = OptimizerResource(
         policy=policy or "MaxQuality", strategies=strategies, labels_path=str(tune_labels)
     )
@@ -121,20 +126,23 @@ def run_once(
     job = defs.resolve_job_def(query.job.name)
     op_config: dict = {"use_cache": False}
     if policy is None:  # the baseline: the champion, direct, pinned by run config
-        op_config |= {"model": CHAMPION, "strategy": "direct"}
+        op_config |= {"model": model.model, "strategy": "direct"}
     run_config = {
         "ops": {f"enron__{n}": {"config": op_config} for n in SEMANTIC},
         "loggers": {"console": {"config": {"log_level": "ERROR"}}},
     }
-    dollars = calls = model_seconds = 0.0
+    dollars = calls = model_seconds = tokens = 0.0
+    partition_seconds: list[float] = []
     chosen: dict[str, list[str]] = {n: [] for n in SEMANTIC}
     start = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         batches = register_partitions(RecordStore(work / "store"), query, instance)
         for b in batches:
+            began = time.perf_counter()
             res = job.execute_in_process(
                 partition_key=b.key, instance=instance, run_config=run_config, raise_on_error=False
             )
+            partition_seconds.append(time.perf_counter() - began)
             if not res.success:
                 console.print(f"[red]{label}: batch {b.key} failed[/red]")
             for n in SEMANTIC:
@@ -150,6 +158,7 @@ def run_once(
                     md["sample_dollars"].value if "sample_dollars" in md else 0.0
                 )
                 calls += md["model_calls"].value
+                tokens += md["input_tokens"].value + md["output_tokens"].value
                 model_seconds += md["model_seconds"].value
                 cfg = md["physical_config"].value
                 chosen[n].append(f"{cfg['strategy']}:{cfg['model'] or '-'}")
@@ -158,11 +167,14 @@ def run_once(
     rows, kept = stored_output(store, f"enron__{OUTPUT}", OUTPUT)
     return {
         "label": label,
-        "policy": policy or f"baseline: all {CHAMPION}, direct",
-        "concurrency": concurrency,
+        "policy": policy or f"baseline: all {model.model}, direct",
+        "concurrency": model.max_concurrency,
         "wall_seconds": round(wall, 2),
+        "partition_seconds": [round(x, 3) for x in partition_seconds],
+        "model_seconds": round(model_seconds, 3),
         "dollars": round(dollars, 5),
         "model_calls": int(calls),
+        "tokens": int(tokens),
         "kept_rows": rows,
         "kept": kept,
         "final_plan": {n: (c[-1] if c else None) for n, c in chosen.items()},
@@ -211,12 +223,11 @@ def main() -> None:
             runs.append(
                 run_once(
                     label,
-                    sim,
+                    sim_model(sim, conc),
                     names,
                     args.data,
                     tune_labels,
                     policy=policy,
-                    concurrency=conc,
                     strategies=strategies,
                     console=console,
                 )

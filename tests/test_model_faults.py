@@ -207,3 +207,42 @@ def test_real_llama_server_http_500_is_retried_then_recorded(llama_server):
     with pytest.raises(RecordFailure, match="HTTP 500 after 3 attempt") as err:
         c.complete(ASK, json_schema=YES_NO, max_tokens=8)
     assert err.value.usage.retries == 2
+
+
+def test_the_simulator_renders_free_text_answers_and_degrades_the_value_not_the_format():
+    """Another system's prompt contract (``Answer: True``): a wrong answer is still well-formed,
+    and log-probabilities come back when asked (a cascade's helper model scores with them)."""
+    import json
+    import math
+    import urllib.request
+
+    from pz_dagster.testing import Rendered
+
+    def oracle(req):
+        return Rendered("about Raptor" in req.prompt, lambda v: f"Answer: {v}")
+
+    models = {"right": SimulatedModel(accuracy=1.0), "wrong": SimulatedModel(accuracy=0.0)}
+    with OpenAISimulator(models, oracle=oracle) as sim:
+
+        def ask(model: str, text: str) -> dict:
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": text}],
+                "logprobs": True,
+                "top_logprobs": 2,
+            }
+            req = urllib.request.Request(
+                f"{sim.base_url}/chat/completions",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())["choices"][0]
+
+        right, wrong = ask("right", "about Raptor"), ask("wrong", "about Raptor")
+        assert right["message"]["content"] == "Answer: True"
+        assert wrong["message"]["content"] == "Answer: False"
+        token = right["logprobs"]["content"][1]
+        assert token["token"] == "True" and math.exp(token["logprob"]) > 0.99
+        assert [t["token"] for t in token["top_logprobs"]] == ["True", "False"]
+        assert ask("right", "about lunch")["message"]["content"] == "Answer: False"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import threading
 import time
@@ -48,6 +49,23 @@ class Fault:
     status: int = 200
     delay_s: float = 0.0
     text: str | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An oracle's answer in a free-text format of its own (another system's prompt contract,
+    such as ``ANSWER: TRUE``): the simulator degrades ``value`` (by ``schema``, when given,
+    else by its type: a bool flips) and sends ``render(value)``, so that a wrong answer is
+    still well-formed, as a real model's wrong answer usually is.
+
+    >>> r = Rendered(True, lambda v: f"Answer: {v}")
+    >>> r.render(wrong_answer(r.value, r.schema, random.Random(0)))
+    'Answer: False'
+    """
+
+    value: Any
+    render: Callable[[Any], str]
+    schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -128,6 +146,38 @@ def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
     if fmt.get("type") == "json_object":
         return fmt.get("schema")
     return None
+
+
+_OPPOSITE = {"True": "False", "False": "True", "TRUE": "FALSE", "FALSE": "TRUE", "YES": "NO"}
+_OPPOSITE |= {v: k for k, v in _OPPOSITE.items()} | {"true": "false", "false": "true"}
+
+
+def simulated_logprobs(text: str, confidence: float, top: int) -> dict[str, Any]:
+    """``choices[0].logprobs`` for ``text``: one entry per word, the word at the model's
+    ``confidence`` (its accuracy: a calibrated model) and, among its ``top`` alternatives, the
+    opposite answer word (True/False, YES/NO) or a variant with the rest. For systems that turn
+    answer-token probabilities into a score (a cascade's helper model).
+
+    >>> lp = simulated_logprobs("Answer: True", 0.9, 2)["content"][1]
+    >>> lp["token"], round(math.exp(lp["logprob"]), 2), lp["top_logprobs"][1]["token"]
+    ('True', 0.9, 'False')
+    """
+    p = min(max(confidence, 1e-6), 1 - 1e-6)
+    content = []
+    for word in text.split():
+        alt = _OPPOSITE.get(word.strip(".,:;\"'"), word + "?")
+        pairs = [(word, math.log(p)), (alt, math.log(1 - p))][: max(top, 0) or 1]
+        content.append(
+            {
+                "token": word,
+                "logprob": math.log(p),
+                "bytes": list(word.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs
+                ],
+            }
+        )
+    return {"content": content}
 
 
 def simulated_embeddings(body: dict[str, Any], dims: int = 16) -> dict[str, Any]:
@@ -235,11 +285,15 @@ class OpenAISimulator:
             # Like a model at temperature 0: the same prompt to the same model gets the same
             # answer, whatever the order requests arrive in (so runs are reproducible).
             draw = self._draw(req)
-            answer = (
-                correct
-                if draw < profile.accuracy
-                else wrong_answer(correct, req.schema, random.Random(draw))
-            )
+            if isinstance(correct, Rendered):
+                value = correct.value
+                if draw >= profile.accuracy:
+                    value = wrong_answer(value, correct.schema, random.Random(draw))
+                answer = correct.render(value)
+            elif draw < profile.accuracy:
+                answer = correct
+            else:
+                answer = wrong_answer(correct, req.schema, random.Random(draw))
         text = answer if isinstance(answer, str) and req.schema is None else json.dumps(answer)
         delay = profile.latency_s + profile.seconds_per_output_token * approx_tokens(text)
         return 200, delay, text
@@ -335,6 +389,17 @@ class OpenAISimulator:
                                 "index": 0,
                                 "finish_reason": finish,
                                 "message": {"role": "assistant", "content": text},
+                                **(
+                                    {
+                                        "logprobs": simulated_logprobs(
+                                            text or "",
+                                            sim.models[req.model].accuracy,
+                                            int(body.get("top_logprobs") or 1),
+                                        )
+                                    }
+                                    if body.get("logprobs")
+                                    else {}
+                                ),
                             }
                         ],
                         "usage": {
