@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.pz-installed
 
-.PHONY: install system-deps demo test clean
+.PHONY: install system-deps demo test bench-peers clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -ra
+
+# Side by side with Palimpzest and LOTUS (issue 9): ENDPOINT=sim (minutes) or local (hours).
+ENDPOINT ?= sim
+bench-peers: $(STAMP)
+	bash benchmarks/peers/install.sh
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/peer_enron.py --endpoint $(ENDPOINT)
 
 clean:
 	rm -rf $(VENV) .pz_home

@@ -346,3 +346,15 @@ def test_a_candidate_that_loops_is_dropped_after_a_few_timeouts_not_run_on_every
             "sender", "def extract(text):\n    while True:\n        pass\n", "extract", {}
         )
     assert sum("stalled" in p for p in pool.problems) == 1
+
+
+def test_a_weak_model_s_verbose_answers_still_point_at_the_right_line():
+    """SmolLM2 runs on past the subject ("... (Non-Privileged) (Non-Privileged)"): the Subject:
+    line never matches its answers exactly, yet agrees with them by words far more than any
+    other line, so it is kept, and the line that never agrees is not."""
+    subjects = [f"Raptor update {i}" for i in range(10)]
+    answers = [s + " (Non-Privileged) (Non-Privileged)" for s in subjects]
+    line = score("subject", "subject-line", "extract", subjects, answers)
+    other = score("subject", "to-line", "extract", ["team@enron.com"] * 10, answers)
+    assert line.precision == pytest.approx(2 * 0.6 / 1.6)  # word F1: precision 1, recall 3/5
+    assert [f.source for f in select([other, line])] == ["subject-line"]

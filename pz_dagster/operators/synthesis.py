@@ -93,19 +93,44 @@ def is_empty(value: Any) -> bool:
     return value is None or normalize(value) in EMPTY_ANSWERS
 
 
+def similarity(output: Any, reference: Any) -> float:
+    """How far a function's output agrees with a reference answer: 1.0 when equal (normalized),
+    else the F1 of their words, as Evaporate scores candidates against a model's extractions. A
+    weak model's answer may run on past the subject, or miss a word of it; the line that holds
+    the subject still agrees with it far more than any other line does.
+
+    >>> similarity("Re: Raptor P&L", "re: raptor p&l"), similarity("Raptor P&L", "Raptor P&L (Non-Privileged)")
+    (1.0, 0.8)
+    >>> similarity("a@x.com", "b@x.com"), similarity(True, False)
+    (0.0, 0.0)
+    """
+    a, b = normalize(output), normalize(reference)
+    if a == b:
+        return 1.0
+    if not isinstance(output, str) or not isinstance(reference, str):
+        return 0.0
+    words_a, words_b = a.split(), b.split()
+    common = sum(min(words_a.count(w), words_b.count(w)) for w in set(words_a))
+    if not common:
+        return 0.0
+    precision, recall = common / len(words_a), common / len(words_b)
+    return 2 * precision * recall / (precision + recall)
+
+
 @dataclass(frozen=True)
 class ScoredFunction:
     """A candidate's record against reference answers (the sample's, then every answer the
     model gives on a fallback record): ``seen`` records, ``answered`` by it, ``right`` among
-    those, ``abstained`` on, ``abstained_empty`` where the reference also said the field is
-    absent. Counts, so that a function reused on later batches keeps learning."""
+    those (summed ``similarity``: 1 per exact agreement), ``abstained`` on, ``abstained_empty``
+    where the reference also said the field is absent. Sums, so that a function reused on later
+    batches keeps learning."""
 
     field: str
     source: str
     entry: str
     seen: int = 0
     answered: int = 0
-    right: int = 0
+    right: float = 0.0
     abstained: int = 0
     abstained_empty: int = 0
 
@@ -141,10 +166,8 @@ class ScoredFunction:
                 abstained=self.abstained + 1,
                 abstained_empty=self.abstained_empty + int(is_empty(reference)),
             )
-        hit = not is_empty(reference) and normalize(output) == normalize(reference)
-        return replace(
-            self, seen=self.seen + 1, answered=self.answered + 1, right=self.right + int(hit)
-        )
+        hit = 0.0 if is_empty(reference) else similarity(output, reference)
+        return replace(self, seen=self.seen + 1, answered=self.answered + 1, right=self.right + hit)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,6 +175,7 @@ class ScoredFunction:
             "accuracy": round(self.accuracy, 4),
             "precision": round(self.precision, 4),
             "coverage": round(self.coverage, 4),
+            "right": round(self.right, 4),
             "weight": round(self.weight, 4),
         }
 
