@@ -12,7 +12,7 @@ import pytest
 
 from pz_dagster import Dataset
 from pz_dagster.operators import run_operator
-from pz_dagster.operators.code_synthesis import FALLBACK_CHUNK, Pool
+from pz_dagster.operators.code_synthesis import FIRST_FALLBACKS, Pool
 from pz_dagster.operators.sandbox import Sandbox
 from pz_dagster.operators.synthesis import sample_indices, score, select, vote
 from pz_dagster.orchestration import (
@@ -281,7 +281,7 @@ def test_a_filter_predicate_decided_by_code(code):
 
 def test_functions_are_found_from_the_fallback_answers_when_the_sample_answers_point_nowhere():
     """A weak model: on the sample it answers nothing usable, so nothing is induced and what it
-    writes is broken. Its answers on the first chunk of fallbacks sit on the header lines: the
+    writes is broken. Its answers on the first round of fallbacks sit on the header lines: the
     functions induced from them decide the rest of the batch, and the fallbacks stop there."""
     records = emails(200)
     sampled = {
@@ -298,13 +298,14 @@ def test_functions_are_found_from_the_fallback_answers_when_the_sample_answers_p
     with OpenAISimulator({"sim": SimulatedModel()}, oracle=weak) as sim:
         result = run_operator(node(), records, client(sim), strategy="code_synthesis")
         calls = sim.calls["sim"]
-    assert result.extras["fallback"] == FALLBACK_CHUNK  # one chunk, then the functions decide
-    assert calls == 8 + 2 * 2 + FALLBACK_CHUNK
+    # One round of fallbacks, then the functions decide.
+    assert result.extras["fallback"] == FIRST_FALLBACKS
+    assert calls == 8 + 2 * 2 + FIRST_FALLBACKS
     kept = result.extras["functions"]
     assert "^From:" in kept["sender"][0]["source"] and "^Subject:" in kept["subject"][0]["source"]
     # Scored on every answer: wrong against the 8 useless sample answers, right on the rest.
-    assert kept["sender"][0]["seen"] == 8 + FALLBACK_CHUNK
-    assert kept["sender"][0]["right"] == FALLBACK_CHUNK
+    assert kept["sender"][0]["seen"] == 8 + FIRST_FALLBACKS
+    assert kept["sender"][0]["right"] == FIRST_FALLBACKS
     off_sample = [r for r in result.records if r["contents"].strip() not in sampled]
     assert all(r["sender"] == truth(r["contents"])["sender"] for r in off_sample)
     assert all(r["subject"] == truth(r["contents"])["subject"] for r in off_sample)

@@ -223,7 +223,11 @@ def decide(
     return values, decided
 
 
-FALLBACK_CHUNK = 50  # records decided between two rounds of learning from the model's answers
+# Fallback records the model answers together before the functions learn from its answers:
+# few at first (a weak sample may have left no usable function: learn early), then more (the
+# model answers a round concurrently).
+FIRST_FALLBACKS = 10
+MAX_FALLBACKS_PER_ROUND = 50
 
 # The model's answers for some records: one row per record, in order, with the fields (or the
 # error), and the operator run that produced them (its usage and failures).
@@ -319,26 +323,29 @@ def run_synthesis(
             kept, outputs = pool.chosen()
 
         todo = [k for k in range(len(records)) if k not in run.answers]
-        for start in range(0, len(todo), FALLBACK_CHUNK):
-            ask = []
-            for k in todo[start : start + FALLBACK_CHUNK]:
-                values, decided = decide(kept, outputs, fields, k)
-                if decided:
-                    run.values[k] = values
-                else:
-                    ask.append(k)
-            if ask:
-                rows, fallback_run = judge([records[k] for k in ask])
+        ask: list[int] = []
+        round_size = FIRST_FALLBACKS
+        for done, k in enumerate(todo, start=1):
+            values, decided = decide(kept, outputs, fields, k)
+            if decided:
+                run.values[k] = values
+            else:
+                ask.append(k)
+            if ask and (len(ask) >= round_size or done == len(todo)):
+                rows, fallback_run = judge([records[j] for j in ask])
                 run.fallback_usage += fallback_run.stats.usage
                 run.count(fallback_run)
                 run.fallback += len(ask)
-                for k, row in zip(ask, rows, strict=True):
-                    run.answers[k] = row
-                    pool.learn(k, row)
+                for j, row in zip(ask, rows, strict=True):
+                    run.answers[j] = row
+                    pool.learn(j, row)
                 pool.induce(run.answers, ask)
                 kept, outputs = pool.chosen()
-            if progress:
-                progress(min(start + FALLBACK_CHUNK, len(todo)), max(len(todo), 1))
+                ask, round_size = [], min(round_size * 2, MAX_FALLBACKS_PER_ROUND)
+                if progress:
+                    progress(done, len(todo))
+        if progress:
+            progress(len(todo), max(len(todo), 1))
         run.problems = pool.problems
     run.functions = kept
     return run
