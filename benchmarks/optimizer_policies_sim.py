@@ -105,6 +105,7 @@ def run_once(
     policy: str | None,
     strategies: list[str],
     console: Console,
+    batch_size: int = 25,
 ) -> dict:
     """The query through Dagster, one run per batch, with ``policy`` (None: every operator
     pinned to the resource's default model, direct): what it cost, what it kept and extracted."""
@@ -117,7 +118,7 @@ def run_once(
         policy=policy or "MaxQuality", strategies=strategies, labels_path=str(tune_labels)
     )
     defs, query = build_definitions(
-        legal_discovery_query(folder, batch_size=25),
+        legal_discovery_query(folder, batch_size=batch_size),
         "enron",
         model=model,
         optimizer=optimizer,
