@@ -167,18 +167,17 @@ def naive(base_url: str, model: str, paths: list[Path]) -> dict[str, Any]:
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key="sk-local", max_retries=2, timeout=600)
+    # llama-cpp-python's server takes {"type": "json_object", "schema": ...} (it refuses OpenAI's
+    # "json_schema" type with HTTP 500); the simulator reads both
     yes_no = {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "answer",
-            "schema": {
-                "type": "object",
-                "properties": {"answer": {"enum": ["YES", "NO"]}},
-                "required": ["answer"],
-            },
+        "type": "json_object",
+        "schema": {
+            "type": "object",
+            "properties": {"answer": {"enum": ["YES", "NO"]}},
+            "required": ["answer"],
         },
     }
-    fields = {"type": "json_schema", "json_schema": {"name": "fields", "schema": EXTRACT_SCHEMA}}
+    fields = {"type": "json_object", "schema": EXTRACT_SCHEMA}
     failures: list[str] = []
 
     def ask(text: str, question: str, fmt: dict, max_tokens: int) -> dict | None:

@@ -92,7 +92,7 @@ class Pool:
             if not spare:
                 return None
             worst = min(spare, key=lambda j: (fs[j].accuracy, fs[j].weight))
-            self.dropped.add(fs[worst].source)  # not induced again on every later chunk
+            self.dropped.add(fs[worst].source)  # not induced again on every later round
             del fs[worst], self.outputs[field][worst]
         name = f"{field}#{hashlib.sha256(function.source.encode()).hexdigest()[:12]}"
         error = self.box.load(name, function.source, function.entry)
