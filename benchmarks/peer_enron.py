@@ -119,15 +119,15 @@ class PeerOracle(LabelOracle):
         return self.by_words.get(" ".join(m.group(1).split())) if m else None
 
     def _values(self, rid: str) -> dict[str, str]:
+        """The labelled sender and subject, else the email's own From: address and Subject:."""
         expected = self.labels.expected.get(rid) or {}
         doc = self.texts.get(rid, "")
-        out = {}
-        for f in FIELDS:
-            m = re.search(rf"^{'From' if f == 'sender' else 'Subject'}:[ \t]*(.*?)\s*$", doc, re.M)
-            out[f] = expected.get(f) or (m.group(1).split()[0] if m and f == "sender" else "")
-            if f == "subject" and not expected.get(f):
-                out[f] = m.group(1) if m else ""
-        return out
+        sender = re.search(r"^From:[ \t]*(\S*)", doc, re.M)
+        subject = re.search(r"^Subject:[ \t]*(.*?)\s*$", doc, re.M)
+        return {
+            "sender": expected.get("sender") or (sender.group(1) if sender else ""),
+            "subject": expected.get("subject") or (subject.group(1) if subject else ""),
+        }
 
     def __call__(self, req):
         prompt = req.prompt
