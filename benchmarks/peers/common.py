@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import platform
 import sys
 import threading
 import time
@@ -250,3 +251,64 @@ def offline_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("DISABLE_TELEMETRY", "1")
+
+
+def new_result(system: str, records: int) -> dict[str, Any]:
+    """The runner's JSON, filled in as the run goes (``errors`` and ``notes`` are lists)."""
+    return {
+        "system": system,
+        "version": None,
+        "python": platform.python_version(),
+        "wall_seconds": None,
+        "import_seconds": None,
+        "query_seconds": None,
+        "records": records,
+        "kept": [],
+        "extracted": {},
+        "model_calls": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "dollars": None,
+        "errors": [],
+        "notes": [],
+        "peer_stats": {},
+    }
+
+
+def record_traffic(result: dict[str, Any], proxy: CountingProxy, args: argparse.Namespace) -> None:
+    """Stop the proxy and put what it counted into ``result`` (and the dollars at the given
+    prices, when given)."""
+    proxy.stop()
+    result["model_calls"] = proxy.calls
+    result["http_requests"] = proxy.requests
+    result["http_statuses"] = {str(k): v for k, v in sorted(proxy.statuses.items())}
+    result["input_tokens"] = proxy.input_tokens
+    result["output_tokens"] = proxy.output_tokens
+    result["by_model"] = proxy.by_model  # model -> [calls, input, output tokens]
+    if args.usd_per_1m_input or args.usd_per_1m_output:
+        result["dollars_at_given_prices"] = (
+            proxy.input_tokens * args.usd_per_1m_input
+            + proxy.output_tokens * args.usd_per_1m_output
+        ) / 1e6
+
+
+def finish(
+    result: dict[str, Any],
+    capture: LogCapture,
+    started: float,
+    out_path: Path,
+    dists: tuple[str, ...],
+) -> int:
+    """Add the captured log records, refused network attempts, versions and wall time; write
+    the JSON. Exit code 1 when the run failed."""
+    errors, notes = result["errors"], result["notes"]
+    errors.extend(capture.messages)
+    if capture.count > len(capture.messages):
+        errors.append(f"... {capture.count - len(capture.messages)} more log records")
+    if BLOCKED:
+        notes.append(f"refused network attempts: {sorted(set(BLOCKED))}")
+    result["versions"] = versions(*dists)
+    result["wall_seconds"] = round(time.perf_counter() - started, 3)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0 if not any(e.startswith("run failed") for e in errors) else 1

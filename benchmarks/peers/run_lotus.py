@@ -47,7 +47,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -55,14 +54,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, beside this runner
 from common import (  # noqa: E402
-    BLOCKED,
     CountingProxy,
     LogCapture,
     common_args,
+    finish,
     install_network_guard,
+    new_result,
     offline_env,
     read_file_list,
-    versions,
+    record_traffic,
 )
 
 SYSTEM = "lotus"
@@ -115,26 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     files = read_file_list(args.files)
     out_path = Path(args.out).resolve()
     log_path = str(Path(args.log_requests).resolve()) if args.log_requests else None
-    errors: list[str] = []
-    notes: list[str] = []
-    result: dict[str, Any] = {
-        "system": SYSTEM,
-        "version": None,
-        "python": platform.python_version(),
-        "wall_seconds": None,
-        "import_seconds": None,
-        "query_seconds": None,
-        "records": len(files),
-        "kept": [],
-        "extracted": {},
-        "model_calls": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "dollars": None,
-        "errors": errors,
-        "notes": notes,
-        "peer_stats": {},
-    }
+    result = new_result(SYSTEM, len(files))
+    errors, notes = result["errors"], result["notes"]
     proxy = CountingProxy(args.base_url, log_path, args.log_limit, args.timeout).start()
     capture = LogCapture()
     parse_failures = ParseFailures()
@@ -246,13 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, KeyboardInterrupt):
             raise
     finally:
-        proxy.stop()
-        result["model_calls"] = proxy.calls
-        result["http_requests"] = proxy.requests
-        result["http_statuses"] = {str(k): v for k, v in sorted(proxy.statuses.items())}
-        result["input_tokens"] = proxy.input_tokens
-        result["output_tokens"] = proxy.output_tokens
-        result["by_model"] = proxy.by_model  # model -> [calls, input, output tokens]
+        record_traffic(result, proxy, args)
         if lms:
             usage = [lm_.stats.physical_usage for lm_ in lms]
             result["dollars"] = sum(u.total_cost for u in usage)
@@ -264,25 +240,24 @@ def main(argv: list[str] | None = None) -> int:
                     "cache_hits": sum(lm_.stats.cache_hits for lm_ in lms),
                 }
             )
-        if args.usd_per_1m_input or args.usd_per_1m_output:
-            result["dollars_at_given_prices"] = (
-                proxy.input_tokens * args.usd_per_1m_input
-                + proxy.output_tokens * args.usd_per_1m_output
-            ) / 1e6
         result["parse_failures"] = parse_failures.count
         errors.extend(parse_failures.messages)
-        errors.extend(capture.messages)
-        if capture.count > len(capture.messages):
-            errors.append(f"... {capture.count - len(capture.messages)} more log records")
-        if BLOCKED:
-            notes.append(f"refused network attempts: {sorted(set(BLOCKED))}")
-        result["versions"] = versions(
-            "lotus-ai", "litellm", "openai", "pandas", "numpy", "sentence-transformers", "torch"
+        code = finish(
+            result,
+            capture,
+            t_start,
+            out_path,
+            (
+                "lotus-ai",
+                "litellm",
+                "openai",
+                "pandas",
+                "numpy",
+                "sentence-transformers",
+                "torch",
+            ),
         )
-        result["wall_seconds"] = round(time.perf_counter() - t_start, 3)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return 0 if not any(e.startswith("run failed") for e in errors) else 1
+    return code
 
 
 if __name__ == "__main__":

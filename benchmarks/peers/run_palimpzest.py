@@ -56,7 +56,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -67,14 +66,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, beside this runner
 from common import (  # noqa: E402
-    BLOCKED,
     CountingProxy,
     LogCapture,
     common_args,
+    finish,
     install_network_guard,
+    new_result,
     offline_env,
     read_file_list,
-    versions,
+    record_traffic,
 )
 
 SYSTEM = "palimpzest"
@@ -192,26 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     out_path = Path(args.out).resolve()
     log_path = str(Path(args.log_requests).resolve()) if args.log_requests else None
     model_info = str(Path(args.model_info).resolve()) if args.model_info else None
-    errors: list[str] = []
-    notes: list[str] = []
-    result: dict[str, Any] = {
-        "system": SYSTEM,
-        "version": None,
-        "python": platform.python_version(),
-        "wall_seconds": None,
-        "import_seconds": None,
-        "query_seconds": None,
-        "records": len(files),
-        "kept": [],
-        "extracted": {},
-        "model_calls": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "dollars": None,
-        "errors": errors,
-        "notes": notes,
-        "peer_stats": {},
-    }
+    result = new_result(SYSTEM, len(files))
+    errors, notes = result["errors"], result["notes"]
     proxy = CountingProxy(args.base_url, log_path, args.log_limit, args.timeout).start()
     capture = LogCapture()
     for name in ("palimpzest", "LiteLLM", "litellm"):
@@ -293,18 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, KeyboardInterrupt):
             raise
     finally:
-        proxy.stop()
-        result["model_calls"] = proxy.calls
-        result["http_requests"] = proxy.requests
-        result["http_statuses"] = {str(k): v for k, v in sorted(proxy.statuses.items())}
-        result["input_tokens"] = proxy.input_tokens
-        result["output_tokens"] = proxy.output_tokens
-        result["by_model"] = proxy.by_model  # model -> [calls, input, output tokens]
-        if args.usd_per_1m_input or args.usd_per_1m_output:
-            result["dollars_at_given_prices"] = (
-                proxy.input_tokens * args.usd_per_1m_input
-                + proxy.output_tokens * args.usd_per_1m_output
-            ) / 1e6
+        record_traffic(result, proxy, args)
         parse_dir = workdir / "parse-answer-errors"
         n_parse = len(list(parse_dir.iterdir())) if parse_dir.is_dir() else 0
         result["parse_failures"] = n_parse
@@ -316,25 +287,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{n_parse} unparseable answers (palimpzest dropped/nulled them; "
                 f"texts in {parse_dir})"
             )
-        errors.extend(capture.messages)
-        if capture.count > len(capture.messages):
-            errors.append(f"... {capture.count - len(capture.messages)} more log records")
-        if BLOCKED:
-            notes.append(f"refused network attempts: {sorted(set(BLOCKED))}")
-        result["versions"] = versions(
-            "palimpzest",
-            "litellm",
-            "openai",
-            "pydantic",
-            "numpy",
-            "chromadb",
-            "sentence-transformers",
-            "torch",
+        code = finish(
+            result,
+            capture,
+            t_start,
+            out_path,
+            (
+                "palimpzest",
+                "litellm",
+                "openai",
+                "pydantic",
+                "numpy",
+                "chromadb",
+                "sentence-transformers",
+                "torch",
+            ),
         )
-        result["wall_seconds"] = round(time.perf_counter() - t_start, 3)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return 0 if not any(e.startswith("run failed") for e in errors) else 1
+    return code
 
 
 if __name__ == "__main__":
