@@ -312,3 +312,18 @@ def finish(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0 if not any(e.startswith("run failed") for e in errors) else 1
+
+
+def begin(
+    system: str, args: argparse.Namespace
+) -> tuple[list[Path], Path, dict[str, Any], CountingProxy, LogCapture]:
+    """What every runner does first: go offline (and guard the network unless allowed), read
+    the file list, start the result and the counting proxy, and a log capture for the peer's
+    loggers. Returns (files, output path, result, proxy, capture)."""
+    offline_env()
+    if not args.allow_network:
+        install_network_guard()
+    files = read_file_list(args.files)
+    log_path = str(Path(args.log_requests).resolve()) if args.log_requests else None
+    proxy = CountingProxy(args.base_url, log_path, args.log_limit, args.timeout).start()
+    return files, Path(args.out).resolve(), new_result(system, len(files)), proxy, LogCapture()

@@ -66,14 +66,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, beside this runner
 from common import (  # noqa: E402
-    CountingProxy,
-    LogCapture,
+    begin,
     common_args,
     finish,
-    install_network_guard,
-    new_result,
-    offline_env,
-    read_file_list,
     record_traffic,
 )
 
@@ -185,17 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
-    offline_env()
-    if not args.allow_network:
-        install_network_guard()
-    files = read_file_list(args.files)
-    out_path = Path(args.out).resolve()
-    log_path = str(Path(args.log_requests).resolve()) if args.log_requests else None
-    model_info = str(Path(args.model_info).resolve()) if args.model_info else None
-    result = new_result(SYSTEM, len(files))
+    files, out_path, result, proxy, capture = begin(SYSTEM, args)
     errors, notes = result["errors"], result["notes"]
-    proxy = CountingProxy(args.base_url, log_path, args.log_limit, args.timeout).start()
-    capture = LogCapture()
+    model_info = str(Path(args.model_info).resolve()) if args.model_info else None
     for name in ("palimpzest", "LiteLLM", "litellm"):
         logging.getLogger(name).addHandler(capture)
     workdir = Path(tempfile.mkdtemp(prefix="pz-run-"))
