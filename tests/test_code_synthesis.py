@@ -12,7 +12,7 @@ import pytest
 
 from pz_dagster import Dataset
 from pz_dagster.operators import run_operator
-from pz_dagster.operators.code_synthesis import FIRST_FALLBACKS, Pool
+from pz_dagster.operators.code_synthesis import Pool, first_round
 from pz_dagster.operators.sandbox import Sandbox
 from pz_dagster.operators.synthesis import sample_indices, score, select, vote
 from pz_dagster.orchestration import (
@@ -127,6 +127,29 @@ def test_a_field_the_sample_shows_absent_is_left_empty_without_asking_the_model(
     assert all(result.records[i]["subject"] is None for i in no_subject - sampled)
     assert all(result.records[i]["subject"] == "none" for i in no_subject & sampled)  # the model's
     assert all(result.records[i]["subject"] == f"Raptor update {i}" for i in range(0, 30, 3))
+
+
+def test_a_line_stating_the_field_empty_decides_it_without_asking_the_model():
+    """``Subject:`` with nothing after it: the document says there is no subject. The function
+    read off that line states it empty and the record is decided (None), although the model,
+    asked about such an email, makes a subject up from the body."""
+    records = emails(40)
+    for r in records[::4]:
+        r["contents"] = re.sub(r"^Subject:.*$", "Subject:", r["contents"], flags=re.M)
+    sampled = set(sample_indices([r["record_id"] for r in records], 8))
+    empty = set(range(0, 40, 4))
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(BAD)) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+        calls = sim.calls["sim"]
+    assert empty & sampled and empty - sampled  # the sample saw such emails, and not all
+    assert result.extras["fallback"] == 0 and calls == 8 + 2 * 2
+    assert all(result.records[i]["subject"] is None for i in empty - sampled)
+    assert all(result.records[i]["subject"] == f"Body {i}." for i in empty & sampled)  # made up
+    assert all(result.records[i]["subject"] == f"Raptor update {i}" for i in set(range(40)) - empty)
+    subject = result.extras["functions"]["subject"][0]
+    assert "^Subject:" in subject["source"]
+    # Scored an answer, and a miss, where the model made a subject up.
+    assert subject["answered"] == 8 and subject["right"] == 8 - len(empty & sampled)
 
 
 def test_broken_and_malicious_candidates_are_dropped_and_induced_ones_kept():
@@ -279,10 +302,15 @@ def test_a_filter_predicate_decided_by_code(code):
         assert result.extras["fallback"] == 40 - 8 and calls == 8 + 2 + 32
 
 
-def test_functions_are_found_from_the_fallback_answers_when_the_sample_answers_point_nowhere():
+@pytest.mark.parametrize(("concurrency", "fallbacks"), [(8, 8), (1, 3)])
+def test_functions_are_found_from_the_fallback_answers_when_the_sample_answers_point_nowhere(
+    concurrency, fallbacks
+):
     """A weak model: on the sample it answers nothing usable, so nothing is induced and what it
-    writes is broken. Its answers on the first round of fallbacks sit on the header lines: the
-    functions induced from them decide the rest of the batch, and the fallbacks stop there."""
+    writes is broken. Its answers on the first fallbacks sit on the header lines: the
+    functions induced from them decide the rest of the batch, and the fallbacks stop there.
+    The first round is as many records as the model answers at once; one at a time, the
+    functions learn after each round (1, then 2): 3 right answers outweigh the 8 wrong ones."""
     records = emails(200)
     sampled = {
         records[i]["contents"].strip() for i in sample_indices([r["record_id"] for r in records], 8)
@@ -296,16 +324,18 @@ def test_functions_are_found_from_the_fallback_answers_when_the_sample_answers_p
         return right(req)
 
     with OpenAISimulator({"sim": SimulatedModel()}, oracle=weak) as sim:
-        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+        model = client(sim, max_concurrency=concurrency)
+        assert first_round(model) == concurrency
+        result = run_operator(node(), records, model, strategy="code_synthesis")
         calls = sim.calls["sim"]
-    # One round of fallbacks, then the functions decide.
-    assert result.extras["fallback"] == FIRST_FALLBACKS
-    assert calls == 8 + 2 * 2 + FIRST_FALLBACKS
+    # The first rounds of fallbacks, then the functions decide.
+    assert result.extras["fallback"] == fallbacks
+    assert calls == 8 + 2 * 2 + fallbacks
     kept = result.extras["functions"]
     assert "^From:" in kept["sender"][0]["source"] and "^Subject:" in kept["subject"][0]["source"]
     # Scored on every answer: wrong against the 8 useless sample answers, right on the rest.
-    assert kept["sender"][0]["seen"] == 8 + FIRST_FALLBACKS
-    assert kept["sender"][0]["right"] == FIRST_FALLBACKS
+    assert kept["sender"][0]["seen"] == 8 + fallbacks
+    assert kept["sender"][0]["right"] == fallbacks
     off_sample = [r for r in result.records if r["contents"].strip() not in sampled]
     assert all(r["sender"] == truth(r["contents"])["sender"] for r in off_sample)
     assert all(r["subject"] == truth(r["contents"])["subject"] for r in off_sample)

@@ -224,10 +224,16 @@ def decide(
 
 
 # Fallback records the model answers together before the functions learn from its answers:
-# few at first (a weak sample may have left no usable function: learn early), then more (the
-# model answers a round concurrently).
-FIRST_FALLBACKS = 10
+# at first as many as it answers at once (its ``max_concurrency``; a weak sample may have
+# left no usable function, and every answer may find one: learn as early as that costs no
+# speed), doubling each round up to this many.
 MAX_FALLBACKS_PER_ROUND = 50
+
+
+def first_round(model: ChatModel) -> int:
+    """How many fallback records the model answers before the functions first learn."""
+    return max(1, min(model.max_concurrency, MAX_FALLBACKS_PER_ROUND))
+
 
 # The model's answers for some records: one row per record, in order, with the fields (or the
 # error), and the operator run that produced them (its usage and failures).
@@ -324,7 +330,7 @@ def run_synthesis(
 
         todo = [k for k in range(len(records)) if k not in run.answers]
         ask: list[int] = []
-        round_size = FIRST_FALLBACKS
+        round_size = first_round(model)
         for done, k in enumerate(todo, start=1):
             values, decided = decide(kept, outputs, fields, k)
             if decided:

@@ -93,6 +93,18 @@ def is_empty(value: Any) -> bool:
     return value is None or normalize(value) in EMPTY_ANSWERS
 
 
+def stated_empty(output: Any) -> bool:
+    """A function's output saying the document states the field empty: ``""``, the value of
+    a labelled line with nothing after its label (``Subject:`` alone). Unlike None (the
+    function did not find it), it decides the record: the field is absent, no model call. A
+    weak model asked about such a record invents a value from the body.
+
+    >>> stated_empty(""), stated_empty(None), stated_empty("x")
+    (True, False, False)
+    """
+    return isinstance(output, str) and not output.strip()
+
+
 def similarity(output: Any, reference: Any) -> float:
     """How far a function's output agrees with a reference answer: 1.0 when equal (normalized),
     else the F1 of their words, as Evaporate scores candidates against a model's extractions. A
@@ -158,7 +170,13 @@ class ScoredFunction:
         return (self.abstained_empty + 1) / (self.abstained + 2)
 
     def observe(self, output: Any, reference: Any) -> ScoredFunction:
-        """The record with one more (output, reference) pair."""
+        """The record with one more (output, reference) pair. Stating the field empty is an
+        answer, right when the reference also says it is absent."""
+        if stated_empty(output):
+            hit = float(is_empty(reference))
+            return replace(
+                self, seen=self.seen + 1, answered=self.answered + 1, right=self.right + hit
+            )
         if is_empty(output):
             return replace(
                 self,
@@ -188,14 +206,17 @@ def induce_functions(texts: Sequence[str], answers: Sequence[Any]) -> list[tuple
     r"""Functions induced from the model's own answers on the sample (programming by example,
     no model call): where an answer sits on a labelled line of its document (``From: ...``),
     a function that reads the same label's line in any document, the whole rest of the line
-    or, when the answer is an email address, the address on it. Returns (source, entry)
-    pairs, one per distinct label, in the order first seen.
+    or, when the answer is an email address, the address on it; ``""`` when the line is there
+    with nothing after its label (``stated_empty``), None when it is not there. Returns
+    (source, entry) pairs, one per distinct label, in the order first seen.
 
     >>> src, entry = induce_functions(["Date: x\nFrom: Bob <b@x.org>"], ["b@x.org"])[0]
     >>> namespace = {}
     >>> exec(src, namespace)
     >>> namespace[entry]("To: z@q.org\nFrom:  Al <al@y.com>  ")
     'al@y.com'
+    >>> namespace[entry]("From: \nTo: z@q.org"), namespace[entry]("To: z@q.org")
+    ('', None)
     """
     out: dict[str, str] = {}
     for text, answer in zip(texts, answers, strict=True):
@@ -217,8 +238,10 @@ def induce_functions(texts: Sequence[str], answers: Sequence[Any]) -> list[tuple
                 "import re",
                 "def extract(text):",
                 f"    m = re.search(r'^{re.escape(label)}[ \\t]*(.*?)[ \\t]*$', text, re.MULTILINE)",
-                "    if not m or not m.group(1):",
+                "    if not m:",
                 "        return None",
+                "    if not m.group(1):",
+                "        return ''",
             ]
             if pick:
                 body = [
@@ -297,19 +320,24 @@ def vote(
     min_absent: float = 0.8,
 ) -> tuple[Any, bool]:
     """(value, decided) for one record and field. Functions that answered vote with their
-    weight for their (normalized) value; the record is decided when the winner holds at least
-    ``min_share`` of the weight that voted. When all abstain, the field is decided absent
-    (None) if a function's abstentions have meant "absent" often enough (``min_absent``).
-    Undecided: the model answers instead.
+    weight for their (normalized) value, stating the field empty included (the value is then
+    None); the record is decided when the winner holds at least ``min_share`` of the weight
+    that voted. When all abstain, the field is decided absent (None) if a function's
+    abstentions have meant "absent" often enough (``min_absent``). Undecided: the model
+    answers instead.
 
     >>> f = [ScoredFunction("f", "a", "extract", 10, 10, 9), ScoredFunction("f", "b", "extract", 10, 10, 4)]
     >>> vote(["a@x.com", "A@x.com "], f), vote(["a", "b"], f), vote([None, None], f)
     (('a@x.com', True), ('a', True), (None, False))
+    >>> vote(["", None], f), vote(["", "b"], f), vote(["b", ""], f)
+    ((None, True), (None, True), ('b', True))
     """
     tally: dict[str, float] = {}
     first: dict[str, Any] = {}
     for value, fn in zip(outputs, functions, strict=True):
-        if is_empty(value):
+        if stated_empty(value):
+            value = ""
+        elif is_empty(value):
             continue
         key = normalize(value)
         tally[key] = tally.get(key, 0.0) + fn.weight
@@ -321,7 +349,7 @@ def vote(
     best = max(sorted(tally), key=lambda k: tally[k])
     if tally[best] / total < min_share:
         return None, False
-    return first[best], True
+    return (None if stated_empty(first[best]) else first[best]), True
 
 
 def sample_indices(ids: Sequence[str], size: int) -> list[int]:
@@ -336,8 +364,7 @@ def as_type(value: Any, type_name: str) -> Any:
         return None
     try:
         if type_name == "str":
-            text = str(value).strip()
-            return text or None
+            return str(value).strip()  # "": stated empty
         if type_name == "int" and not isinstance(value, bool):
             return int(value)
         if type_name == "float" and not isinstance(value, bool):
