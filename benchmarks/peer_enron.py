@@ -335,10 +335,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--endpoint", choices=["sim", "local"], default="sim")
-    ap.add_argument("--emails", type=int, default=None, help="sim: 0 (all 250); local: 40")
+    ap.add_argument("--emails", type=int, default=None, help="sim: 0 (all 250); local: 100")
     ap.add_argument("--systems", default="naive,palimpzest,lotus,pz-dagster")
     ap.add_argument("--policies", default="MaxQuality,MinCost,MinCostAtQuality(0.8)")
-    ap.add_argument("--strategies", default="direct,lexical_proxy")
+    ap.add_argument(
+        "--strategies",
+        default=None,
+        help="pz-dagster's physical strategies (sim: direct,lexical_proxy; "
+        "local: direct,lexical_proxy,code_synthesis)",
+    )
     ap.add_argument("--parallel", type=int, default=8, help="pz-dagster's requests in flight")
     ap.add_argument(
         "--batch-size", type=int, default=None, help="emails per partition (sim 25, local 10)"
@@ -352,7 +357,11 @@ def main() -> None:
 
     labels_raw: dict[str, list] = json.loads(LABELS.read_text())
     all_names = sorted(p.name for p in DEFAULT_ENRON_DIR.iterdir() if p.is_file())
-    n = args.emails if args.emails is not None else (0 if args.endpoint == "sim" else 40)
+    n = args.emails if args.emails is not None else (0 if args.endpoint == "sim" else 100)
+    if args.strategies is None:
+        args.strategies = "direct,lexical_proxy" + (
+            ",code_synthesis" if args.endpoint == "local" else ""
+        )
     if args.batch_size is None:
         args.batch_size = 25 if args.endpoint == "sim" else 10
     names = select_emails(all_names, labels_raw, n)
