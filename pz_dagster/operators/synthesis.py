@@ -335,9 +335,7 @@ def vote(
     tally: dict[str, float] = {}
     first: dict[str, Any] = {}
     for value, fn in zip(outputs, functions, strict=True):
-        if stated_empty(value):
-            value = ""
-        elif is_empty(value):
+        if is_empty(value) and not stated_empty(value):
             continue
         key = normalize(value)
         tally[key] = tally.get(key, 0.0) + fn.weight
