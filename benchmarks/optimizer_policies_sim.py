@@ -133,6 +133,7 @@ def run_once(
         "loggers": {"console": {"config": {"log_level": "ERROR"}}},
     }
     dollars = calls = model_seconds = tokens = 0.0
+    failures = 0  # records the model failed on (invalid JSON after retries, timeouts...)
     partition_seconds: list[float] = []
     chosen: dict[str, list[str]] = {n: [] for n in SEMANTIC}
     start = time.perf_counter()
@@ -159,6 +160,7 @@ def run_once(
                     md["sample_dollars"].value if "sample_dollars" in md else 0.0
                 )
                 calls += md["model_calls"].value
+                failures += md["failures"].value if "failures" in md else 0
                 tokens += md["input_tokens"].value + md["output_tokens"].value
                 model_seconds += md["model_seconds"].value
                 cfg = md["physical_config"].value
@@ -176,6 +178,7 @@ def run_once(
         "dollars": round(dollars, 5),
         "model_calls": int(calls),
         "tokens": int(tokens),
+        "failures": int(failures),
         "kept_rows": rows,
         "kept": kept,
         "final_plan": {n: (c[-1] if c else None) for n, c in chosen.items()},
