@@ -74,8 +74,9 @@ class StrategyProfile:
     # once there are scored examples to learn its threshold from
     needs: frozenset[str] = frozenset()
     params: dict[str, object] = field(default_factory=dict, hash=False, compare=False)
-    # a one-time cost per operator run, in direct calls of its model (code synthesis: the
-    # sample's reference answers and the candidate functions), amortized over the batch
+    # a one-time cost, in direct calls of its model (code synthesis: the sample's reference
+    # answers and the candidate functions), spread over the records of the runs that reuse
+    # what it made (``OperatorSpec.runs_ahead``), and not counted once that is at hand
     fixed_calls: float = 0.0
     fixed_prompt_factor: float = 1.0
     fixed_output_tokens: float = 0.0
@@ -161,11 +162,17 @@ class OperatorSpec:
     prompt_tokens: float = 500.0
     output_tokens: float = 8.0
     selectivity: float = 1.0
-    batch_records: int = 100  # records per run: what a strategy's one-time cost is spread over
+    batch_records: int = 100  # records per run
+    # runs (this one and those still to come) that reuse what a strategy made once (code
+    # synthesis's functions): its one-time cost is spread over their records
+    runs_ahead: int = 1
+    paid_once: frozenset[str] = frozenset()  # strategies whose one-time product is at hand
 
     def __post_init__(self) -> None:
         if self.selectivity < 0:
             raise ValueError(f"operator {self.name!r}: selectivity cannot be negative")
+        if self.runs_ahead < 1:
+            raise ValueError(f"operator {self.name!r}: runs_ahead must be at least 1")
 
     @property
     def is_filter(self) -> bool:

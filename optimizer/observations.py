@@ -81,6 +81,8 @@ class Observation:
 
     candidate: Candidate
     records: int
+    # what the run cost apart from a strategy's one-time cost (code synthesis's sample and
+    # functions), which the estimate adds on its own terms
     dollars: float = 0.0
     seconds: float = 0.0  # model time (summed over calls), comparable across concurrency
     records_out: int | None = None
@@ -137,13 +139,38 @@ def prior_estimate(
         cost = s.calls * m.call_dollars(prompt, out)
         seconds = s.calls * m.call_seconds(prompt, out)
         quality = min(1.0, max(0.0, m.quality + s.quality_delta))
-    if s.fixed_calls:
-        per_run = max(op.batch_records, 1)
-        fixed_prompt = op.prompt_tokens * s.fixed_prompt_factor
-        fixed_out = op.output_tokens + s.fixed_output_tokens
-        cost += s.fixed_calls * used[0].call_dollars(fixed_prompt, fixed_out) / per_run
-        seconds += s.fixed_calls * used[0].call_seconds(fixed_prompt, fixed_out) / per_run
-    return Estimate(cost, seconds, op.selectivity, quality)
+    once_cost, once_seconds = one_time_share(op, candidate, models)
+    return Estimate(cost + once_cost, seconds + once_seconds, op.selectivity, quality)
+
+
+def one_time_share(
+    op: OperatorSpec, candidate: Candidate, models: dict[str, ModelProfile]
+) -> tuple[float, float]:
+    """Dollars and seconds per record of a strategy's one-time cost (code synthesis's sample
+    answers and functions): spread over this run's records and those of the runs to come that
+    reuse what it made; nothing once that is at hand.
+
+    >>> from optimizer.candidates import ModelProfile, OperatorSpec, Candidate
+    >>> m, c = ModelProfile("a", input_price=1e-6), Candidate("x", "code_synthesis", "a", ("a",))
+    >>> one, ten = (one_time_share(OperatorSpec("x", "sem_map", batch_records=10, runs_ahead=r),
+    ...             c, {"a": m})[0] for r in (1, 10))
+    >>> round(one / ten, 6)
+    10.0
+    >>> one_time_share(OperatorSpec("x", "sem_map", paid_once=frozenset({"code_synthesis"})),
+    ...                c, {"a": m})
+    (0.0, 0.0)
+    """
+    s = STRATEGIES[candidate.strategy]
+    if not s.fixed_calls or candidate.strategy in op.paid_once or not candidate.models:
+        return 0.0, 0.0
+    model = models[candidate.models[0]]
+    records = max(op.batch_records, 1) * op.runs_ahead
+    prompt = op.prompt_tokens * s.fixed_prompt_factor
+    out = op.output_tokens + s.fixed_output_tokens
+    return (
+        s.fixed_calls * model.call_dollars(prompt, out) / records,
+        s.fixed_calls * model.call_seconds(prompt, out) / records,
+    )
 
 
 def majority_quality(qualities: list[float]) -> float:
@@ -201,6 +228,9 @@ def estimate(
     (0.24, 1.19)
     """
     prior = prior_estimate(op, candidate, models)
+    # Observations hold what runs cost per record apart from the one-time cost (see
+    # ``Observation``): the prior is blended with them without it, and it is added back.
+    once_cost, once_seconds = one_time_share(op, candidate, models)
     mine = sorted(
         (o for o in observations if o.candidate.key == candidate.key and o.records > 0),
         key=lambda o: o.sequence,
@@ -224,8 +254,10 @@ def estimate(
     k = settings.prior_records
     costed = [(w, o) for w, o in zip(record_w, mine, strict=True) if o.costed]
     n = sum(w * o.records for w, o in costed)
-    cost = (k * prior.cost + sum(w * o.dollars for w, o in costed)) / (k + n)
-    seconds = (k * prior.seconds + sum(w * o.seconds for w, o in costed)) / (k + n)
+    recurring = k * (prior.cost - once_cost) + sum(w * o.dollars for w, o in costed)
+    cost = recurring / (k + n) + once_cost
+    recurring_s = k * (prior.seconds - once_seconds) + sum(w * o.seconds for w, o in costed)
+    seconds = recurring_s / (k + n) + once_seconds
     with_out = [(w, o) for w, o in zip(record_w, mine, strict=True) if o.records_out is not None]
     n_out = sum(w * o.records for w, o in with_out)
     kept = sum(w * (o.records_out or 0) for w, o in with_out)

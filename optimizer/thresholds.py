@@ -155,3 +155,27 @@ def apply_threshold(
     fp = sum(1 for k, y in zip(kept, labels, strict=True) if k and not y)
     fn = sum(1 for k, y in zip(kept, labels, strict=True) if not k and y)
     return QualityCounts(tp, fp, fn, len(scores) - tp - fp - fn)
+
+
+def leave_one_out(scores: Sequence[float], labels: Sequence[bool]) -> QualityCounts:
+    """How a threshold learned on examples does on an example it did not learn from: each one
+    judged by the threshold learned on all the others. An example whose others hold only one
+    kind (the only positive, say) counts as a miss: no threshold could have been learned for
+    it. What a proxy's quality is first estimated by, from the few labelled records of a batch.
+
+    >>> leave_one_out([9, 8, 1, 0, 2], [True, True, False, False, False])
+    QualityCounts(tp=2, fp=0, fn=0, tn=3, agree=0.0, total=0.0)
+    >>> leave_one_out([9, 1, 0], [True, False, False]).fn
+    1
+    """
+    tp = fp = fn = tn = 0
+    for i, (score, label) in enumerate(zip(scores, labels, strict=True)):
+        rest = [y for j, y in enumerate(labels) if j != i]
+        if set(rest) != {True, False}:
+            keeps = not label  # unlearnable: the wrong answer
+        else:
+            learned = learn_signed_threshold([s for j, s in enumerate(scores) if j != i], rest)
+            keeps = learned.keeps(score)
+        tp, fp = tp + (keeps and label), fp + (keeps and not label)
+        fn, tn = fn + (not keeps and label), tn + (not keeps and not label)
+    return QualityCounts(tp, fp, fn, tn)

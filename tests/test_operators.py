@@ -850,3 +850,36 @@ def test_proxy_thresholds_learn_from_labels_not_from_a_weak_champion():
     assert merged.pairs("lexical_proxy") == [(5.0, True), (0.0, False)]
     only_champion = NodeHistory(proxy_pairs={"lexical_proxy@champion": [(1.0, True), (0.0, False)]})
     assert only_champion.can_learn("lexical_proxy")
+
+
+def test_the_history_keeps_code_synthesis_s_recurring_cost_without_its_one_time_part():
+    from pz_dagster.orchestration.planning import observations_of
+
+    config = {"operator": "extract", "model": "m", "strategy": "code_synthesis", "params": {}}
+    numbers = {
+        "evaluated": 20,
+        "model_calls": 12,
+        "dollars": 0.9,
+        "model_seconds": 9.0,
+        "input_tokens": 9000,
+        "synthesis_sample": 8,
+        "synthesis_tokens": 8000,
+        "fallback_tokens": 1000,
+    }
+    # an explored run on a sample the synthesis sample covers: no recurring record
+    explored_run = {
+        "config": config,
+        "records": 5,
+        "dollars": 0.5,
+        "seconds": 5.0,
+        "records_out": 5,
+        "one_time": {"sample": 5, "synthesis_tokens": 5000, "fallback_tokens": 0},
+    }
+    md = {k: dg.MetadataValue.float(float(v)) for k, v in numbers.items()} | {
+        "physical_config": dg.MetadataValue.json(config),
+        "sample_runs": dg.MetadataValue.json([explored_run]),
+    }
+    run, explored = observations_of(md, 0.0).observations
+    # 12 records answered by the functions or a fallback, at the fallbacks' 1/9 of the cost
+    assert run.records == 12 and run.dollars == pytest.approx(0.1) and run.seconds == 1.0
+    assert explored.records == 0 and explored.dollars == 0.0

@@ -327,3 +327,28 @@ def test_code_synthesis_pays_off_on_a_large_batch_and_not_once_its_functions_fai
         decide([large], [MID], [worked], policy, strategies=strategies).config("extract").strategy
         == "code_synthesis"
     )
+
+
+def test_code_synthesis_s_one_time_cost_is_spread_over_the_batches_that_reuse_its_functions():
+    # A small batch alone does not pay for writing functions; ten batches to come do, and a
+    # batch that reuses functions already written pays nothing for them.
+    policy = MinCostAtQuality(0.7)
+    strategies = ["direct", "code_synthesis"]
+    small = replace(MAP, batch_records=10)
+
+    def pick(op: OperatorSpec) -> str:
+        return decide([op], [MID], [], policy, strategies=strategies).config("extract").strategy
+
+    assert pick(small) == "direct"
+    assert pick(replace(small, runs_ahead=10)) == "code_synthesis"
+    assert pick(replace(small, paid_once=frozenset({"code_synthesis"}))) == "code_synthesis"
+    # observations hold the recurring cost only: the one-time share is added on the estimate's
+    # own terms, so a cheap observed run stays cheap when functions are at hand
+    synth = Candidate("extract", "code_synthesis", MID.name, (MID.name,))
+    cheap = Observation(
+        synth, 10, dollars=0.0, seconds=0.0, quality=QualityCounts(9, 0, 0, 0, 9, 10)
+    )
+    direct_cost = MID.call_dollars(MAP.prompt_tokens, MAP.output_tokens)
+    paid = replace(small, paid_once=frozenset({"code_synthesis"}))
+    assert estimate(paid, synth, {MID.name: MID}, [cheap]).cost < 0.5 * direct_cost
+    assert estimate(small, synth, {MID.name: MID}, [cheap]).cost > direct_cost

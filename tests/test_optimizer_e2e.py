@@ -207,6 +207,59 @@ def test_a_learned_lexical_proxy_replaces_a_weak_model(tmp_path: Path):
             assert md["model_calls"].value + md["cache_hits"].value == md["evaluated"].value
 
 
+def test_a_proxy_is_chosen_in_the_first_batch_whose_labels_hold_both_answers(tmp_path: Path):
+    """Cold start: the batch's own labelled records teach the proxy its threshold before the
+    plan is made, and its quality on them is judged leave-one-out. Under MinCost it replaces
+    the model from that batch on, not from the next one."""
+    labels = ValidationSet.from_json(LABELS)
+    names = sorted(p.name for p in EMAILS.iterdir() if p.is_file())
+    first = min(i // 25 for i, n in enumerate(names) if labels.relevant(n))
+    with OpenAISimulator(
+        {"weak": SimulatedModel(accuracy=0.6)}, oracle=LabelOracle(EMAILS, labels)
+    ) as sim:
+        model = OpenAICompatibleModel(
+            model="weak",
+            base_url=sim.base_url,
+            max_concurrency=4,
+            prices={"weak": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)},
+        )
+        optimizer = OptimizerResource(
+            policy="MinCost", strategies=["direct", "lexical_proxy"], labels_path=str(LABELS)
+        )
+        store = tmp_path / "store"
+        ds = Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
+            'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", '
+            'and/or "Fat Boy")',
+            depends_on="contents",
+            name="mentions_scheme",
+        )
+        defs, q = build_definitions(
+            ds, "cold", model=model, optimizer=optimizer, store_root=str(store)
+        )
+        job = defs.resolve_job_def(q.job.name)
+        with dg.instance_for_test() as instance:
+            batches = register_partitions(RecordStore(store), q, instance)
+            for b in batches[: first + 2]:
+                assert job.execute_in_process(partition_key=b.key, instance=instance).success
+            recs = sorted(
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=q.asset_key("mentions_scheme")), limit=100
+                ).records,
+                key=lambda r: r.timestamp,
+            )
+            mds = [r.asset_materialization.metadata for r in recs]
+            strategies = [md["physical_config"].value["strategy"] for md in mds]
+            assert strategies == ["direct"] * first + ["lexical_proxy"] * 2, strategies
+            md = mds[first]
+            assert md["model_calls"].value == 0
+            # the same leave-one-out judgement is recorded, so the next batch reads it back
+            judged = [
+                s for s in md["sample_runs"].value if s["config"]["strategy"] == "lexical_proxy"
+            ]
+            assert len(judged) == 1 and judged[0]["quality_source"] == "labels"
+            assert judged[0]["records"] == 25 * (first + 1)
+
+
 def test_few_shot_examples_come_from_labelled_history(tmp_path: Path):
     labels = ValidationSet.from_json(LABELS)
     with OpenAISimulator({"sim": SimulatedModel()}, oracle=LabelOracle(EMAILS, labels)) as sim:

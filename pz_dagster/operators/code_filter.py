@@ -14,7 +14,7 @@ from typing import Any
 
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
-from pz_dagster.operators.code_synthesis import run_synthesis
+from pz_dagster.operators.code_synthesis import SAMPLE_SIZE, run_synthesis
 from pz_dagster.operators.filter import direct_filter
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.sandbox import SandboxLimits
@@ -48,7 +48,7 @@ def code_synthesis_filter(
     progress: Progress | None = None,
     *,
     functions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    sample_size: int = 8,
+    sample_size: int = SAMPLE_SIZE,
     candidates: int = 2,
     min_precision: float = 0.3,
     max_fallback: float = 0.5,

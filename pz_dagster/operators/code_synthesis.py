@@ -47,6 +47,7 @@ from pz_dagster.query.plan import SemanticMap
 from pz_dagster.query.schema import ERROR, RECORD_ID, describe_fields
 
 STRATEGY = "code_synthesis"
+SAMPLE_SIZE = 8  # records the model answers to write and score the functions from
 
 
 def _type_names(node: SemanticMap) -> dict[str, tuple[str, str]]:
@@ -364,7 +365,7 @@ def code_synthesis_map(
     progress: Progress | None = None,
     *,
     functions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    sample_size: int = 8,
+    sample_size: int = SAMPLE_SIZE,
     candidates: int = 2,
     min_precision: float = 0.3,
     max_fallback: float = 0.5,

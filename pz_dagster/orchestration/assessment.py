@@ -27,6 +27,7 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import OperatorResult, run_operator
 from pz_dagster.operators.base import Record
+from pz_dagster.operators.code_synthesis import SAMPLE_SIZE as SYNTHESIS_SAMPLE
 from pz_dagster.operators.filter import EXAMPLE_CHARS
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.proxy import PROXIES, scores_for
@@ -34,6 +35,8 @@ from pz_dagster.orchestration.planning import (
     FEW_SHOT_EACH,
     NodeHistory,
     OptimizerResource,
+    first_pairs,
+    first_quality,
     strategy_params,
     threshold_params,
 )
@@ -42,8 +45,19 @@ from pz_dagster.query.schema import ERROR, RECORD_ID
 
 
 def sample_of(records: Sequence[Record], n: int, labels: ValidationSet | None) -> list[Record]:
-    """A deterministic sample: labelled records first, then by a hash of the record id."""
+    """A deterministic sample, by a hash of the record id: only labelled records when the
+    batch has any (they are judged against their labels, so exploring on them needs no
+    champion run for a reference), else any.
+
+    >>> recs = [{RECORD_ID: i} for i in "abcd"]
+    >>> [r[RECORD_ID] for r in sample_of(recs, 3, ValidationSet({"b": None, "d": None}))]
+    ['d', 'b']
+    >>> len(sample_of(recs, 3, ValidationSet({"x": None})))
+    3
+    """
     ok = [r for r in records if not r.get(ERROR)]
+    if labels is not None and any(str(r[RECORD_ID]) in labels for r in ok):
+        ok = [r for r in ok if str(r[RECORD_ID]) in labels]
 
     def order(r: Record) -> tuple[bool, str]:
         rid = str(r[RECORD_ID])
@@ -167,6 +181,11 @@ def assess(
             break
         if cand.strategy in PROXIES:  # judged below on every partition, at no model cost
             continue
+        if cand.strategy == "code_synthesis" and len(sample) <= SYNTHESIS_SAMPLE:
+            # the model would answer the whole sample to write the functions, which would then
+            # answer none of it: a one-time cost that tells nothing of them
+            log(f"{node.name}: not exploring {cand.key} on a sample of {len(sample)}")
+            continue
         try:
             res = run_on_sample(cand)
         except Exception as exc:  # a candidate that cannot run is noted, not fatal
@@ -213,10 +232,14 @@ def assess(
             out.proxy_pairs[proxy] = [[s, y] for s, y in zip(scores, truth, strict=True)]
             out.proxy_pairs_source = source
             past = history.pairs(proxy) if history else []
-            if {y for _, y in past} != {True, False}:
-                continue
-            threshold = learn_signed_threshold([x for x, _ in past], [y for _, y in past])
-            counts = apply_threshold(threshold, scores, truth)
+            if {y for _, y in past} == {True, False}:  # learned before, judged on this batch
+                threshold = learn_signed_threshold([x for x, _ in past], [y for _, y in past])
+                counts = apply_threshold(threshold, scores, truth)
+            else:  # the first time it can be learned: each example judged by all the others
+                pairs = first_pairs(history, proxy, source, list(zip(scores, truth, strict=True)))
+                if pairs is None:
+                    continue
+                threshold, counts = first_quality(pairs)
             out.sample_runs.append(
                 {
                     "config": json.loads(
@@ -224,7 +247,7 @@ def assess(
                         .config(**threshold_params(threshold))
                         .to_json()
                     ),
-                    "records": len(judged),
+                    "records": int(sum(counts.as_tuple()[:4])),  # judged (leave-one-out: all)
                     "dollars": usage.dollars,
                     "seconds": seconds,
                     "records_out": int(counts.tp + counts.fp),
@@ -268,6 +291,12 @@ def _side(
         "dollars": usage.dollars * scale,
         "seconds": usage.seconds * scale,
         "records_out": len(_kept(res)),
+        # code synthesis's one-time part, which the history leaves out of the recurring cost
+        "one_time": {
+            k: res.extras[k]
+            for k in ("sample", "synthesis_tokens", "fallback_tokens")
+            if k in res.extras
+        },
         "quality": None
         if q is None
         else dict(zip(("tp", "fp", "fn", "tn", "agree", "total"), q.as_tuple(), strict=True)),

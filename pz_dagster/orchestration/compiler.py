@@ -37,6 +37,7 @@ from pz_dagster.orchestration.planning import (
     read_history,
     strategy_params,
     threshold_params,
+    with_batch_labels,
 )
 from pz_dagster.orchestration.resources import BATCHES_METADATA
 from pz_dagster.orchestration.source_assets import source_asset, table_asset
@@ -185,6 +186,14 @@ def _operator_asset(
     )
     chain_keys = {n.name: dg.AssetKey([query, n.name]) for n in chain}
 
+    def runs_ahead(context: dg.AssetExecutionContext) -> int:
+        """This batch and the query's batches this asset has not materialized yet."""
+        if parts is None or parts.name is None or not context.has_partition_key:
+            return 1
+        known = set(context.instance.get_dynamic_partitions(parts.name))
+        done = context.instance.get_materialized_partitions(key)
+        return len((known - done) | {context.partition_key})
+
     def run(
         context: dg.AssetExecutionContext,
         config: OperatorConfig,
@@ -222,13 +231,19 @@ def _operator_asset(
                 pinned = pinned_candidate(node, config.strategy, config.model, profiles)
                 history = read_history(context.instance, chain_keys, optimizer.history_limit)
                 cold = not history.get(node.name) or not history[node.name].observations
-                decision = plan_operator(node, chain, history, profiles, optimizer, records, pinned)
+                recorded = history.get(node.name) or NodeHistory()  # what the assessment extends
+                history[node.name] = with_batch_labels(
+                    recorded, node, records, optimizer, embedder_for, context.log.warning
+                )
+                decision = plan_operator(
+                    node, chain, history, profiles, optimizer, records, pinned, runs_ahead(context)
+                )
                 chosen = decision.candidate(node.name)
                 context.log.info(
                     f"{node.name}: {chosen.key} ({decision.result.reason})"
                     + (" [pinned by run config]" if pinned else "")
                 )
-                own = history.get(node.name) or NodeHistory()
+                own = history[node.name]
                 threshold = None
                 if chosen.strategy in PROXIES:
                     threshold = learned_threshold(own, chosen.strategy)
@@ -266,7 +281,7 @@ def _operator_asset(
                     client_for,
                     optimizer,
                     context.log.warning,
-                    history=own,
+                    history=recorded,
                     embedder_for=embedder_for,
                 )
                 extra = decision_metadata(decision, node.name, assessment, cold) | extra_counts

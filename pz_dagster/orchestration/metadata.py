@@ -63,7 +63,29 @@ def code_metadata(result: OperatorResult) -> dict[str, Any]:
         "fallback": int(result.extras.get("fallback", 0)),
         "fallback_rate": float(result.extras.get("fallback", 0) / evaluated) if evaluated else 0.0,
         "reused_functions": bool(result.extras.get("reused_functions")),
+        # the one-time part (the sample the model answered, the functions it wrote) apart
+        # from the recurring one (fallbacks), which is what the optimizer's history keeps
+        "synthesis_sample": int(result.extras.get("sample", 0)),
+        "synthesis_tokens": int(result.extras.get("synthesis_tokens", 0)),
+        "fallback_tokens": int(result.extras.get("fallback_tokens", 0)),
     }
+
+
+def recurring_part(extras: dict[str, Any], records: int) -> tuple[int, float]:
+    """Of a run over ``records`` records, the records and the share of its cost that recur
+    per batch: all of them for a strategy without a one-time cost; for code synthesis, the
+    records outside the sample the model answered to write the functions, and the fallback
+    tokens' share of the tokens.
+
+    >>> recurring_part({}, 10)
+    (10, 1.0)
+    >>> recurring_part({"sample": 8, "synthesis_tokens": 900, "fallback_tokens": 100}, 10)
+    (2, 0.1)
+    """
+    once = float(extras.get("synthesis_tokens", 0) or 0)
+    recurring = float(extras.get("fallback_tokens", 0) or 0)
+    share = recurring / (once + recurring) if once + recurring else 1.0
+    return max(records - int(extras.get("sample", 0) or 0), 0), share
 
 
 def operator_metadata(

@@ -12,8 +12,9 @@ explore on the same sample, and returns metadata that the next partition reads b
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
@@ -38,15 +39,17 @@ from optimizer.thresholds import (
     SignedThreshold,
     learn_cascade,
     learn_signed_threshold,
+    leave_one_out,
 )
 from pz_dagster.errors import PlanError
 from pz_dagster.operators import SEMANTIC_STRATEGIES
 from pz_dagster.operators.base import CHARS_PER_TOKEN, Record
 from pz_dagster.operators.filter import MULTI_MODEL_STRATEGIES
 from pz_dagster.operators.prompts import render_fields
-from pz_dagster.operators.proxy import PROXIES
+from pz_dagster.operators.proxy import PROXIES, scores_for
+from pz_dagster.orchestration.metadata import recurring_part
 from pz_dagster.query import plan
-from pz_dagster.query.schema import ERROR
+from pz_dagster.query.schema import ERROR, RECORD_ID
 
 OPTIMIZED = (plan.SemanticFilter, plan.SemanticMap, plan.SemanticClassify)
 AUTO = "auto"
@@ -167,12 +170,20 @@ def observations_of(md: dict[str, Any], sequence: float) -> NodeHistory:
         costed = calls > 0 or hits == 0
         if calls and hits:  # answers from the cache cost nothing now but would have cost this
             dollars, seconds = dollars * (calls + hits) / calls, seconds * (calls + hits) / calls
+        # code synthesis: what recurs per batch, without the one-time sample and functions
+        once = {
+            "sample": _value(md, "synthesis_sample", 0),
+            "synthesis_tokens": _value(md, "synthesis_tokens", 0),
+            "fallback_tokens": _value(md, "fallback_tokens", 0),
+        }
+        recurring, share = recurring_part(once, evaluated)
+        dollars, seconds = dollars * share, seconds * share
         sel = _value(md, "selectivity")
-        records_out = round(sel * evaluated) if sel is not None else None
+        records_out = round(sel * recurring) if sel is not None else None
         out.append(
             Observation(
                 Candidate.from_config(config),
-                evaluated,
+                recurring,
                 dollars=dollars,
                 seconds=seconds,
                 records_out=records_out,
@@ -184,19 +195,22 @@ def observations_of(md: dict[str, Any], sequence: float) -> NodeHistory:
         )
         if calls:
             hist.prompt_tokens.append(float(_value(md, "input_tokens", 0)) / calls)
-        if costed:
-            hist.cost.append(dollars / evaluated)
-            hist.seconds.append(seconds / evaluated)
+        if costed and recurring:
+            hist.cost.append(dollars / recurring)
+            hist.seconds.append(seconds / recurring)
         if sel is not None:
             hist.selectivity.append(float(sel))
     for side in _value(md, "sample_runs", []) or []:
+        records = int(side["records"])
+        recurring, share = recurring_part(side.get("one_time", {}), records)
+        kept = side.get("records_out")
         out.append(
             Observation(
                 Candidate.from_config(PhysicalConfig.from_json(json.dumps(side["config"]))),
-                int(side["records"]),
-                dollars=float(side["dollars"]),
-                seconds=float(side["seconds"]),
-                records_out=side.get("records_out"),
+                recurring,
+                dollars=float(side["dollars"]) * share,
+                seconds=float(side["seconds"]) * share,
+                records_out=None if kept is None else round(kept * recurring / max(records, 1)),
                 quality=_counts(side.get("quality")),
                 quality_source=side.get("quality_source", ""),
                 sequence=sequence,
@@ -254,10 +268,15 @@ def output_tokens(node: plan.PlanNode) -> float:
 
 
 def spec_of(
-    node: plan.PlanNode, hist: NodeHistory, records: Sequence[Record] | None
+    node: plan.PlanNode,
+    hist: NodeHistory,
+    records: Sequence[Record] | None,
+    runs_ahead: int = 1,
 ) -> OperatorSpec:
     """The optimizer's view of a node: tokens per call from history, else from the records at
-    hand, else a default; selectivity prior 0.5 for filters."""
+    hand, else a default; selectivity prior 0.5 for filters. Code synthesis's one-time cost is
+    spread over ``runs_ahead`` batches (this one and those still to come, which reuse its
+    functions), and not counted while the history holds functions to reuse."""
     default_tokens = 500.0
     if records and isinstance(node, OPTIMIZED):
         texts = [render_fields(r, node.depends_on) for r in records[:50] if not r.get(ERROR)]
@@ -271,6 +290,8 @@ def spec_of(
         output_tokens=output_tokens(node),
         selectivity=0.5 if is_filter else 1.0,
         batch_records=len(records) if records else 100,
+        runs_ahead=max(runs_ahead, 1),
+        paid_once=frozenset({"code_synthesis"}) if hist.functions else frozenset(),
     )
 
 
@@ -337,13 +358,15 @@ def plan_operator(
     optimizer: OptimizerResource,
     records: Sequence[Record],
     pinned: Candidate | None,
+    runs_ahead: int = 1,
 ) -> Decision:
     """The optimizer's decision over the per-batch ``chain`` (sources excluded), made at the
-    start of ``node``'s asset."""
+    start of ``node``'s asset; ``runs_ahead``: this batch and those of the query still to
+    come."""
     specs, fixed = [], {}
     for n in chain:
         h = history.get(n.name, NodeHistory())
-        specs.append(spec_of(n, h, records if n is node else None))
+        specs.append(spec_of(n, h, records if n is node else None, runs_ahead))
         if not isinstance(n, OPTIMIZED):
             fixed[n.name] = fixed_estimate(n, h)
     # Per operator: the strategies both the optimizer can price and the operator implements.
@@ -418,3 +441,80 @@ def learned_threshold(history: NodeHistory, proxy: str) -> SignedThreshold:
     if {y for _, y in pairs} != {True, False}:
         raise PlanError(f"{proxy} has no labelled examples of both kinds to learn from yet")
     return learn_signed_threshold([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def first_pairs(
+    history: NodeHistory | None,
+    proxy: str,
+    source: str,
+    current: list[tuple[float, bool]],
+) -> list[tuple[float, bool]] | None:
+    """The examples a proxy is first learned from: those of the history judged the same way
+    (labels, or the champion) and ``current``; None while they do not hold both answers."""
+    suffix = "" if source == "labels" else CHAMPION_JUDGED
+    past = history.proxy_pairs.get(proxy + suffix, []) if history else []
+    pairs = list(past) + list(current)
+    return pairs if {y for _, y in pairs} == {True, False} else None
+
+
+def first_quality(pairs: list[tuple[float, bool]]) -> tuple[SignedThreshold, QualityCounts]:
+    """A proxy's threshold learned on all ``pairs``, and its quality judged leave-one-out (each
+    example by the threshold learned on the others), so that it is not judged on what it
+    learned from."""
+    xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+    return learn_signed_threshold(xs, ys), leave_one_out(xs, ys)
+
+
+def with_batch_labels(
+    history: NodeHistory,
+    node: plan.PlanNode,
+    records: Sequence[Record],
+    optimizer: OptimizerResource,
+    embedder_for: Any,
+    log: Any,
+) -> NodeHistory:
+    """Cold start of a filter's proxies: where the history cannot learn a proxy yet, the
+    batch's own labelled records, scored by the proxy (no chat model call), are added to it,
+    with the proxy's leave-one-out quality on them as an observation. So a proxy can be
+    chosen for the first batch whose labels hold both answers, not only for the next one.
+    The assessment after the run records the same pairs and the same quality."""
+    labels = optimizer.get_labels()
+    if labels is None or not isinstance(node, plan.SemanticFilter):
+        return history
+    judged = [r for r in records if not r.get(ERROR) and str(r[RECORD_ID]) in labels]
+    truth = [labels.relevant(str(r[RECORD_ID])) for r in judged]
+    out = history
+    for proxy in [p for p in optimizer.strategies if p in PROXIES]:
+        if not judged or history.can_learn(proxy):
+            continue
+        start = time.perf_counter()
+        try:
+            embedder = embedder_for() if proxy == "embedding_proxy" else None
+            scores, usage = scores_for(proxy, node, judged, embedder)
+        except Exception as exc:  # the assessment notes it again; the plan goes on without
+            log(f"{node.name}: scoring {proxy} on the batch's labels failed: {exc}")
+            continue
+        pairs = first_pairs(history, proxy, "labels", list(zip(scores, truth, strict=True)))
+        if pairs is None:
+            continue
+        _, counts = first_quality(pairs)
+        if out is history:
+            out = replace(
+                history,
+                observations=list(history.observations),
+                proxy_pairs=dict(history.proxy_pairs),
+            )
+        out.proxy_pairs[proxy] = pairs
+        out.observations.append(
+            Observation(
+                Candidate(node.name, proxy, None),
+                len(pairs),
+                dollars=usage.dollars,
+                seconds=time.perf_counter() - start,
+                records_out=int(counts.tp + counts.fp),
+                quality=counts,
+                quality_source="labels",
+                sequence=time.time(),
+            )
+        )
+    return out
