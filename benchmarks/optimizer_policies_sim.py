@@ -136,6 +136,8 @@ def run_once(
     failures = 0  # records the model failed on (invalid JSON after retries, timeouts...)
     partition_seconds: list[float] = []
     chosen: dict[str, list[str]] = {n: [] for n in SEMANTIC}
+    calls_by: dict[str, list[int]] = {n: [] for n in SEMANTIC}  # the chosen run's model calls
+    sampled: dict[str, list[list[str]]] = {n: [] for n in SEMANTIC}
     start = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         batches = register_partitions(RecordStore(work / "store"), query, instance)
@@ -165,6 +167,15 @@ def run_once(
                 model_seconds += md["model_seconds"].value
                 cfg = md["physical_config"].value
                 chosen[n].append(f"{cfg['strategy']}:{cfg['model'] or '-'}")
+                calls_by[n].append(int(md["model_calls"].value))
+                # the sample runs beside the chosen one: the champion's reference, exploration
+                sampled[n].append(
+                    [
+                        f"{r['config']['strategy']}:{r['config']['model'] or '-'} x{r['records']}"
+                        for r in (md["sample_runs"].value if "sample_runs" in md else [])
+                        if r["config"]["model"]
+                    ]
+                )
     wall = time.perf_counter() - start
     store = RecordStore(work / "store")
     rows, kept = stored_output(store, f"enron__{OUTPUT}", OUTPUT)
@@ -183,6 +194,8 @@ def run_once(
         "kept": kept,
         "final_plan": {n: (c[-1] if c else None) for n, c in chosen.items()},
         "plans_by_partition": chosen,
+        "calls_by_partition": calls_by,
+        "sample_runs_by_partition": sampled,
     }
 
 

@@ -13,8 +13,11 @@ Split (documented, the same as benchmarks/optimizer_policies_sim.py): an email i
 half when the first byte of SHA-256 of its file name is even. pz-dagster's optimizer gets the
 tune half's labels; the peers get none (their optimizers have no labels to use). Every system
 runs on every selected email; precision, recall, F1 and exact match are on the held-out half.
-``--emails N`` selects every relevant email plus the first others by name, up to N: the
-bundled model runs a few seconds per call on 2 cores, so the local endpoint defaults to a subset.
+``--emails N`` selects every relevant email plus others spread evenly over the sorted names, up
+to N, so that relevant emails arrive throughout the batches as in the whole collection (taking the
+first others by name, as before 2026-11-24, put 10 of the 13 relevant emails in the last batch).
+The bundled model runs a few seconds per call on 2 cores, so the local endpoint defaults to a
+subset.
 
 Endpoints:
 - ``sim``: pz_dagster.testing's OpenAI-compatible *simulator* on loopback (it is not a model),
@@ -323,11 +326,18 @@ def inprocess_same_plan(base_url: str, folder: Path, names: list[str], batch: in
 
 
 def select_emails(names: list[str], labels: dict[str, list], n: int) -> list[str]:
+    """Every relevant email and ``n`` minus those of the others, taken at even steps through
+    the sorted names (the relevant ones keep their place among them).
+
+    >>> select_emails(list("abcdefgh"), {"g": [{}]}, 4)
+    ['a', 'c', 'e', 'g']
+    """
     if not n or n >= len(names):
         return names
     relevant = [x for x in names if labels.get(x)]
     others = [x for x in names if not labels.get(x)]
-    return sorted(relevant + others[: max(n - len(relevant), 0)])
+    k = max(n - len(relevant), 0)
+    return sorted(relevant + [others[i * len(others) // k] for i in range(k)])
 
 
 def main() -> None:
@@ -449,6 +459,8 @@ def main() -> None:
                                 "notes",
                                 "final_plan",
                                 "plans_by_partition",
+                                "calls_by_partition",
+                                "sample_runs_by_partition",
                                 "failures",
                                 "parse_failures",
                             )
@@ -483,8 +495,15 @@ def pz_dagster(base_url, champion, names, folder, tune_labels, policy, args, con
             max_concurrency=args.parallel,
         )
     else:
+        # Tokens are the local endpoint's cost axis, so the optimizer prices them: a nominal
+        # rate (only ratios matter), else every plan costs $0 and MinCost cannot tell them apart.
         model = OpenAICompatibleModel(
-            model=champion, base_url=base_url, context_tokens=4096, max_concurrency=1, timeout_s=600
+            model=champion,
+            base_url=base_url,
+            context_tokens=4096,
+            max_concurrency=1,
+            timeout_s=600,
+            prices={champion: ModelPrice(input_per_mtok=0.1, output_per_mtok=0.1)},
         )
     r = run_once(
         f"pz-dagster {policy}",
@@ -502,6 +521,8 @@ def pz_dagster(base_url, champion, names, folder, tune_labels, policy, args, con
         "extracted": r["kept_rows"],
         "final_plan": r["final_plan"],
         "plans_by_partition": r["plans_by_partition"],
+        "calls_by_partition": r["calls_by_partition"],
+        "sample_runs_by_partition": r["sample_runs_by_partition"],
         "failures": r["failures"],
     }
 
