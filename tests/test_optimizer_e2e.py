@@ -60,6 +60,16 @@ def query() -> Dataset:
     )
 
 
+def scheme_filter() -> Dataset:
+    """The query's first filter alone, in batches of 25."""
+    return Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
+        'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", '
+        'and/or "Fat Boy")',
+        depends_on="contents",
+        name="mentions_scheme",
+    )
+
+
 def chosen_models(instance, key: dg.AssetKey) -> list[str]:
     recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1000).records
     recs = sorted(recs, key=lambda r: r.timestamp)
@@ -154,12 +164,7 @@ def test_a_learned_lexical_proxy_replaces_a_weak_model(tmp_path: Path):
             labels_path=str(LABELS),
         )
         store = tmp_path / "store"
-        ds = Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
-            'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", '
-            'and/or "Fat Boy")',
-            depends_on="contents",
-            name="mentions_scheme",
-        )
+        ds = scheme_filter()
         defs, q = build_definitions(
             ds, "proxy", model=model, optimizer=optimizer, store_root=str(store)
         )
@@ -227,12 +232,7 @@ def test_a_proxy_is_chosen_in_the_first_batch_whose_labels_hold_both_answers(tmp
             policy="MinCost", strategies=["direct", "lexical_proxy"], labels_path=str(LABELS)
         )
         store = tmp_path / "store"
-        ds = Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
-            'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", '
-            'and/or "Fat Boy")',
-            depends_on="contents",
-            name="mentions_scheme",
-        )
+        ds = scheme_filter()
         defs, q = build_definitions(
             ds, "cold", model=model, optimizer=optimizer, store_root=str(store)
         )
@@ -265,12 +265,7 @@ def test_few_shot_examples_come_from_labelled_history(tmp_path: Path):
     with OpenAISimulator({"sim": SimulatedModel()}, oracle=LabelOracle(EMAILS, labels)) as sim:
         model = OpenAICompatibleModel(model="sim", base_url=sim.base_url, max_concurrency=4)
         optimizer = OptimizerResource(strategies=["direct", "few_shot"], labels_path=str(LABELS))
-        ds = Dataset.from_directory(EMAILS, batch_size=25).sem_filter(
-            'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", '
-            'and/or "Fat Boy")',
-            depends_on="contents",
-            name="mentions_scheme",
-        )
+        ds = scheme_filter()
         store = tmp_path / "store"
         defs, q = build_definitions(
             ds, "fs", model=model, optimizer=optimizer, store_root=str(store)
