@@ -13,6 +13,7 @@ import pytest
 from pz_dagster import Dataset
 from pz_dagster.operators import run_operator
 from pz_dagster.operators.code_synthesis import Pool, first_round
+from pz_dagster.operators.prompts import field_chunks, line_chunks
 from pz_dagster.operators.sandbox import Sandbox
 from pz_dagster.operators.synthesis import sample_indices, score, select, vote
 from pz_dagster.orchestration import (
@@ -389,3 +390,67 @@ def test_a_weak_model_s_verbose_answers_still_point_at_the_right_line():
     other = score("subject", "to-line", "extract", ["team@enron.com"] * 10, answers)
     assert line.precision == pytest.approx(2 * 0.6 / 1.6)  # word F1: precision 1, recall 3/5
     assert [f.source for f in select([other, line])] == ["subject-line"]
+
+
+def test_the_view_of_a_long_document_is_the_chunks_naming_its_fields():
+    body = "".join(f"Line {k} of a long body about the quarterly numbers.\n" for k in range(60))
+    text = "From: a@enron.com\nSubject: Raptor\n\n" + body + "Sent from the desk.\n"
+    view = field_chunks(text, ["subject"], size=200, keep=2)
+    assert view.startswith("From: a@enron.com\nSubject: Raptor\n") and view.endswith("[...]\n")
+    assert "Line 40" not in view and len(view) < 300
+    # A field named nowhere adds no chunk; the union keeps document order.
+    tail = field_chunks(text, ["sender", "desk_sent"], size=200, keep=1)
+    assert tail.startswith("[...]\n") and "Sent from the desk." in tail and "Raptor" not in tail
+    # When no field is named in the document, nothing says where to look: all of it.
+    assert field_chunks(text, ["sender"], size=200) == text
+    # A line longer than a chunk is cut at spaces, never lost.
+    long_line = "word " * 100
+    assert "".join(line_chunks(long_line, 120)) == long_line
+    assert max(map(len, line_chunks(long_line, 120))) <= 120
+
+
+def test_the_model_reads_only_the_chunks_naming_the_fields_of_a_long_email():
+    filler = "".join(f"Paragraph {k}: the desk's positions and the weather.\n" for k in range(80))
+    records = [
+        {**r, "contents": r["contents"].replace("\nBody", "\n" + filler + "Body")}
+        for r in emails(30)
+    ]
+    shown: list[str] = []
+
+    def reading(req):
+        if req.schema is not None:
+            shown.append(re.search(r'Document:\n"""\n(.*?)\n"""', req.prompt, re.S).group(1))
+        return oracle(BAD)(req)  # the model writes no usable code: functions are induced
+
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=reading) as sim:
+        result = run_operator(node(), records, client(sim), strategy="code_synthesis")
+    assert len(shown) == 8 and result.extras["fallback"] == 0
+    assert all(s.startswith("From: person") and "Paragraph 70" not in s for s in shown)
+    assert [r["sender"] for r in result.records] == [f"person{i}@enron.com" for i in range(30)]
+    assert all(r["subject"] == f"Raptor update {i}" for i, r in enumerate(result.records))
+    assert all("Paragraph 70" in r["contents"] for r in result.records)  # the record is whole
+
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=reading) as sim:
+        whole = run_operator(
+            node(), records, client(sim), strategy="code_synthesis", params={"chunk_chars": None}
+        )
+    # the code prompts show 1,000 characters either way; the answers read 4x more here
+    assert whole.extras["synthesis_tokens"] > 2 * result.extras["synthesis_tokens"]
+
+
+def test_a_sample_record_the_model_fails_on_is_decided_by_the_functions():
+    def flaky(req):
+        if req.schema is not None and "person3@" in req.prompt:
+            return "Sure! The sender is person3."  # not JSON, also on the corrective retry
+        return oracle(GOOD)(req)
+
+    records = emails(12)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=flaky) as sim:
+        result = run_operator(
+            node(), records, client(sim), strategy="code_synthesis", params={"sample_size": 12}
+        )
+    assert result.extras["recovered"] == 1 and result.stats.failures == 0
+    assert not result.stats.failure_examples
+    assert not any(r.get("error") for r in result.records)
+    assert result.records[3]["sender"] == "person3@enron.com"
+    assert result.records[3]["subject"] == "Raptor update 3"

@@ -13,7 +13,12 @@ the number of documents (Evaporate).
    (counted in ``extras["fallback"]``); sample records keep the model's reference answers.
    Every answer scores all candidates once more, and new candidates are induced from it
    (``Pool``), so when the sample's answers pointed at no usable function (a weak model's),
-   the fallbacks find one and stop.
+   the fallbacks find one and stop. A record the model failed on is decided by the functions
+   where they can (``extras["recovered"]``).
+
+The model reads only the chunks of a document that name a field (``field_chunks``, as
+Evaporate filters chunks by attribute), for its answers and its code; the functions run on the
+whole document.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 from pz_dagster.models.base import ChatModel, Usage
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record, split_failed
 from pz_dagster.operators.map import direct_map
-from pz_dagster.operators.prompts import render_fields
+from pz_dagster.operators.prompts import FIELD_CHUNK_CHARS, field_chunks, render_fields
 from pz_dagster.operators.sandbox import Sandbox, SandboxLimits
 from pz_dagster.operators.synthesis import (
     CODE_MAX_TOKENS,
@@ -184,15 +189,17 @@ def synthesize(
     answers: Mapping[int, Record],
     model: ChatModel,
     candidates: int,
+    shown: Callable[[str], str] = lambda text: text,
 ) -> Usage:
     """Ask the model for ``candidates`` functions per field, each from a sample document
-    (``positions``, answered in ``answers``), and add them to the pool, scored against the
-    answers; then the candidates induced from the answers. Returns what writing them cost."""
+    (``positions``, answered in ``answers``; the model sees ``shown(text)`` of it), and add
+    them to the pool, scored against the answers; then the candidates induced from the
+    answers. Returns what writing them cost."""
     usage = Usage()
     usable = [k for k in positions if not answers[k].get(ERROR)]
     for field, (type_name, desc) in pool.fields.items():
         for c in range(candidates):
-            doc = pool.texts[usable[c % len(usable)]] if usable else ""
+            doc = shown(pool.texts[usable[c % len(usable)]]) if usable else ""
             answer = model.complete(
                 synthesis_messages(field, type_name, desc, doc),
                 max_tokens=CODE_MAX_TOKENS,
@@ -255,6 +262,7 @@ class SynthesisRun:
     failures: int = 0
     failure_examples: list[str] = default(default_factory=list)
     fallback: int = 0
+    recovered: int = 0  # records the model failed on that the functions then decided
     sample: int = 0
     reused: bool = False
     problems: list[str] = default(default_factory=list)
@@ -282,6 +290,7 @@ class SynthesisRun:
         return {
             "functions": {f: [s.to_dict() for s in fs] for f, fs in self.functions.items()},
             "fallback": self.fallback,
+            "recovered": self.recovered,
             "synthesis_tokens": self.synthesis_usage.input_tokens
             + self.synthesis_usage.output_tokens,
             "fallback_tokens": self.fallback_usage.input_tokens + self.fallback_usage.output_tokens,
@@ -305,9 +314,12 @@ def run_synthesis(
     min_precision: float,
     max_fallback: float,
     limits: SandboxLimits | None,
+    shown: Callable[[str], str] = lambda text: text,
 ) -> SynthesisRun:
-    """Steps 1-3 of the module docstring over healthy ``records`` (``texts``: what the model
-    reads of each), for a map's fields or a filter's single yes/no "field"."""
+    """Steps 1-3 of the module docstring over healthy ``records`` (``texts``: what the
+    functions read of each; ``shown(text)``: what the model reads of it when asked for code,
+    as ``judge`` does when it answers), for a map's fields or a filter's single yes/no
+    "field"."""
     run = SynthesisRun(reused=bool(functions))
     with Sandbox(limits or SandboxLimits()) as box:
         pool = Pool(fields, texts, box, min_precision)
@@ -326,7 +338,7 @@ def run_synthesis(
             run.count(sample_run)
             run.answers = dict(zip(picks, rows, strict=True))
             run.sample = len(picks)
-            run.synthesis_usage += synthesize(pool, picks, run.answers, model, candidates)
+            run.synthesis_usage += synthesize(pool, picks, run.answers, model, candidates, shown)
             kept, outputs = pool.chosen()
 
         todo = [k for k in range(len(records)) if k not in run.answers]
@@ -351,6 +363,17 @@ def run_synthesis(
                 ask, round_size = [], min(round_size * 2, MAX_FALLBACKS_PER_ROUND)
                 if progress:
                     progress(done, len(todo))
+        # A record the model failed on (invalid JSON twice) keeps no error where the
+        # functions, as they finally stand, decide it.
+        for k in [k for k, row in run.answers.items() if row.get(ERROR)]:
+            values, decided = decide(kept, outputs, fields, k)
+            if decided:
+                run.values[k] = values
+                del run.answers[k]
+                run.recovered += 1
+                gone = f"{records[k].get(RECORD_ID)}: "
+                run.failure_examples = [e for e in run.failure_examples if not e.startswith(gone)]
+        run.failures -= run.recovered
         if progress:
             progress(len(todo), max(len(todo), 1))
         run.problems = pool.problems
@@ -370,13 +393,22 @@ def code_synthesis_map(
     min_precision: float = 0.3,
     max_fallback: float = 0.5,
     limits: SandboxLimits | None = None,
+    chunk_chars: int | None = FIELD_CHUNK_CHARS,
 ) -> OperatorResult:
-    """Extract the map's fields with synthesized functions; see the module docstring."""
+    """Extract the map's fields with synthesized functions; see the module docstring.
+    ``chunk_chars``: the model reads only the chunks of this size that name a field, for its
+    answers and its code (None: whole documents)."""
     types = _type_names(node)
     ok, failed = split_failed(records)
 
+    def shown(text: str) -> str:
+        return field_chunks(text, list(types), chunk_chars) if chunk_chars else text
+
     def judge(batch: list[Record]) -> tuple[list[Record], OperatorResult]:
-        answered = direct_map(node, batch, model)  # one record out per record in, in order
+        # one record out per record in, in order
+        answered = direct_map(
+            node, batch, model, text_of=lambda r: shown(render_fields(r, node.depends_on))
+        )
         return answered.records, answered
 
     run = run_synthesis(
@@ -392,6 +424,7 @@ def code_synthesis_map(
         min_precision=min_precision,
         max_fallback=max_fallback,
         limits=limits,
+        shown=shown,
     )
     emitted: dict[int, Record] = {i: {**r, **dict.fromkeys(types)} for i, r in failed}
     for k, (i, record) in enumerate(ok):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pz_dagster.models.base import ChatModel, json_schema_for
 from pz_dagster.operators.base import (
     OperatorResult,
@@ -30,9 +32,16 @@ def map_instruction(node: SemanticMap) -> str:
 
 
 def direct_map(
-    node: SemanticMap, records: list[Record], model: ChatModel, progress: Progress | None = None
+    node: SemanticMap,
+    records: list[Record],
+    model: ChatModel,
+    progress: Progress | None = None,
+    *,
+    text_of: Callable[[Record], str] | None = None,
 ) -> OperatorResult:
     """One prompt per record; the answer is decoded under the output model's JSON schema.
+    The model reads the record's ``depends_on`` columns, or ``text_of(record)`` when given
+    (code synthesis shows it only the chunks that name the fields).
 
     A record whose answer fails validation (also after one corrective retry) keeps its place,
     with null output columns and the ``error`` column saying why.
@@ -45,7 +54,8 @@ def direct_map(
     instruction = map_instruction(node)
 
     def extract(record: Record) -> Outcome:
-        text, cut = fit_to_context(render_fields(record, node.depends_on), model, max_tokens)
+        shown = text_of(record) if text_of else render_fields(record, node.depends_on)
+        text, cut = fit_to_context(shown, model, max_tokens)
         values, usage = ask_json(
             model, document_prompt(text, instruction), output, schema, max_tokens
         )

@@ -6,6 +6,7 @@ document share a prompt prefix that llama.cpp and vLLM reuse from their KV cache
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,75 @@ def split_to_context(text: str, model: ChatModel, max_tokens: int) -> list[str]:
             break
         start = max(end - CHUNK_OVERLAP_CHARS, start + 1)
     return chunks
+
+
+FIELD_CHUNK_CHARS = 1000  # chunk size when a document is cut to the chunks naming a field
+FIELD_CHUNKS_KEPT = 2  # per field, the first chunks naming it
+OMITTED = "[...]\n"  # between kept chunks that were not adjacent
+
+
+def line_chunks(text: str, size: int) -> list[str]:
+    """``text`` in consecutive chunks of whole lines, each at most ``size`` characters; a
+    longer line is cut at the last space before the limit (or at the limit).
+
+    >>> line_chunks("ab\\ncd\\nef\\n", 6)
+    ['ab\\ncd\\n', 'ef\\n']
+    """
+    pieces: list[str] = []
+    for line in text.splitlines(keepends=True):
+        while len(line) > size:
+            cut = line.rfind(" ", size // 2, size) + 1 or size
+            pieces.append(line[:cut])
+            line = line[cut:]
+        pieces.append(line)
+    chunks: list[str] = []
+    for piece in pieces:
+        if chunks and len(chunks[-1]) + len(piece) <= size:
+            chunks[-1] += piece
+        else:
+            chunks.append(piece)
+    return chunks
+
+
+def field_chunks(
+    text: str,
+    names: Sequence[str],
+    size: int = FIELD_CHUNK_CHARS,
+    keep: int = FIELD_CHUNKS_KEPT,
+) -> str:
+    """The part of ``text`` a model reads to extract the fields ``names`` (Evaporate's chunk
+    filter): for each field, the first ``keep`` chunks that contain its name (``date_sent``
+    also as "date sent" or "datesent"), else the chunks holding most of its words; the union,
+    in document order, with ``[...]`` where chunks were skipped. The whole text when it is one
+    chunk, or when no field's name occurs in it (nothing says where to look).
+
+    >>> field_chunks("Subject: hi\\n" + "x" * 30 + "\\n" + "y" * 30 + "\\n", ["subject"], 20, 1)
+    'Subject: hi\\n[...]\\n'
+    """
+    chunks = line_chunks(text, size)
+    if len(chunks) <= 1:
+        return text
+    lowered = [c.lower() for c in chunks]
+    picked: set[int] = set()
+    for name in names:
+        words = [w for w in re.split(r"[^0-9a-z]+", name.lower()) if w]
+        forms = {name.lower(), " ".join(words), "".join(words)} - {""}
+        hits = [i for i, c in enumerate(lowered) if any(f in c for f in forms)]
+        if not hits and len(words) > 1:
+            counts = [(sum(w in c for w in words), i) for i, c in enumerate(lowered)]
+            hits = [i for n, i in sorted(counts, key=lambda x: (-x[0], x[1])) if n]
+        picked.update(hits[:keep])
+    if not picked:
+        return text
+    out, last = [], -1
+    for i in sorted(picked):
+        if i != last + 1:
+            out.append(OMITTED)
+        out.append(chunks[i] if chunks[i].endswith("\n") else chunks[i] + "\n")
+        last = i
+    if last != len(chunks) - 1:
+        out.append(OMITTED)
+    return "".join(out)
 
 
 def fit_to_context(text: str, model: ChatModel, max_tokens: int) -> tuple[str, bool]:

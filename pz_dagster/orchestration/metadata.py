@@ -63,6 +63,8 @@ def code_metadata(result: OperatorResult) -> dict[str, Any]:
         "fallback": int(result.extras.get("fallback", 0)),
         "fallback_rate": float(result.extras.get("fallback", 0) / evaluated) if evaluated else 0.0,
         "reused_functions": bool(result.extras.get("reused_functions")),
+        # records the model failed on (invalid JSON) that the functions decided instead
+        "recovered_by_functions": int(result.extras.get("recovered", 0)),
         # the one-time part (the sample the model answered, the functions it wrote) apart
         # from the recurring one (fallbacks), which is what the optimizer's history keeps
         "synthesis_sample": int(result.extras.get("sample", 0)),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from optimizer.quality import ValidationSet
+from pz_dagster.operators.prompts import OMITTED
 from pz_dagster.sources import read_file, scan_folder
 from pz_dagster.testing.simulator import ChatRequest, placeholder
 
@@ -36,8 +37,17 @@ class LabelOracle:
                     self.by_text[rec["contents"].strip()] = rec["record_id"]
 
     def record_of(self, req: ChatRequest) -> str | None:
+        """The document the prompt shows: all of it, or (a view of the chunks naming the
+        fields, parts joined by ``[...]``) the one holding its longest part."""
         m = _DOCUMENT.search(req.prompt)
-        return self.by_text.get(m.group(1).strip()) if m else None
+        if not m:
+            return None
+        shown = m.group(1).strip()
+        if shown in self.by_text:
+            return self.by_text[shown]
+        part = max(shown.split(OMITTED.strip()), key=len).strip()
+        found = [rid for text, rid in self.by_text.items() if part and part in text]
+        return found[0] if len(found) == 1 else None
 
     def __call__(self, req: ChatRequest) -> Any:
         rid = self.record_of(req)
