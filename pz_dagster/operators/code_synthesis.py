@@ -10,11 +10,13 @@ the number of documents (Evaporate).
    ones agreeing best are kept.
 2. Every record: the kept functions run in the sandbox and vote per field.
 3. Fallback: a record with a field on which they abstain or disagree is answered by the model
-   (counted in ``extras["fallback"]``); sample records keep the model's reference answers.
-   Every answer scores all candidates once more, and new candidates are induced from it
-   (``Pool``), so when the sample's answers pointed at no usable function (a weak model's),
-   the fallbacks find one and stop. A record the model failed on is decided by the functions
-   where they can (``extras["recovered"]``).
+   (counted in ``extras["fallback"]``). Every answer scores all candidates once more, and
+   new candidates are induced from it (``Pool``), so when the sample's answers pointed at no
+   usable function (a weak model's), the fallbacks find one and stop.
+4. Output: the functions as they finally stand decide every field they can, on the records
+   the model answered too (the sample's and the fallbacks': ``extras["overruled"]`` counts
+   where their vote replaced its answer; a record it failed on, ``extras["recovered"]``); its
+   answers stand where the functions cannot tell.
 
 The model reads only the chunks of a document that name a field (``field_chunks``, as
 Evaporate filters chunks by attribute), for its answers and its code; the functions run on the
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Any
 
+from optimizer.quality import normalize
 from pz_dagster.models.base import ChatModel, Usage
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record, split_failed
 from pz_dagster.operators.map import direct_map
@@ -215,6 +218,23 @@ def synthesize(
     return usage
 
 
+def decided_fields(
+    functions: Mapping[str, Sequence[ScoredFunction]],
+    outputs: Mapping[str, list[list[Any]]],
+    types: Mapping[str, tuple[str, str]],
+    k: int,
+) -> dict[str, Any]:
+    """Record ``k``'s voted value of each field the functions decide."""
+    out = {}
+    for field in types:
+        fs = functions.get(field) or []
+        if fs:
+            value, ok = vote([o[k] for o in outputs[field]], fs)
+            if ok:
+                out[field] = value
+    return out
+
+
 def decide(
     functions: Mapping[str, Sequence[ScoredFunction]],
     outputs: Mapping[str, list[list[Any]]],
@@ -222,13 +242,8 @@ def decide(
     k: int,
 ) -> tuple[dict[str, Any], bool]:
     """Record ``k``'s voted values and whether every field was decided."""
-    values, decided = {}, True
-    for field in types:
-        fs = functions.get(field) or []
-        value, ok = vote([o[k] for o in outputs[field]], fs) if fs else (None, False)
-        values[field] = value
-        decided = decided and ok
-    return values, decided
+    got = decided_fields(functions, outputs, types, k)
+    return {field: got.get(field) for field in types}, len(got) == len(types)
 
 
 # Fallback records the model answers together before the functions learn from its answers:
@@ -263,6 +278,7 @@ class SynthesisRun:
     failure_examples: list[str] = default(default_factory=list)
     fallback: int = 0
     recovered: int = 0  # records the model failed on that the functions then decided
+    overruled: int = 0  # records the model answered on which the functions' vote differs
     sample: int = 0
     reused: bool = False
     problems: list[str] = default(default_factory=list)
@@ -291,6 +307,7 @@ class SynthesisRun:
             "functions": {f: [s.to_dict() for s in fs] for f, fs in self.functions.items()},
             "fallback": self.fallback,
             "recovered": self.recovered,
+            "overruled": self.overruled,
             "synthesis_tokens": self.synthesis_usage.input_tokens
             + self.synthesis_usage.output_tokens,
             "fallback_tokens": self.fallback_usage.input_tokens + self.fallback_usage.output_tokens,
@@ -363,16 +380,26 @@ def run_synthesis(
                 ask, round_size = [], min(round_size * 2, MAX_FALLBACKS_PER_ROUND)
                 if progress:
                     progress(done, len(todo))
-        # A record the model failed on (invalid JSON twice) keeps no error where the
-        # functions, as they finally stand, decide it.
-        for k in [k for k, row in run.answers.items() if row.get(ERROR)]:
-            values, decided = decide(kept, outputs, fields, k)
-            if decided:
-                run.values[k] = values
-                del run.answers[k]
-                run.recovered += 1
-                gone = f"{records[k].get(RECORD_ID)}: "
-                run.failure_examples = [e for e in run.failure_examples if not e.startswith(gone)]
+        # The functions as they finally stand decide every record they can, the model's
+        # (the sample's, the fallbacks') included, as in Evaporate: its answers were their
+        # reference, and stand where the functions cannot tell. A weak model's answer is
+        # noisier than the line its answers, taken together, pointed the functions at.
+        for k, row in list(run.answers.items()):
+            got = decided_fields(kept, outputs, fields, k)
+            if row.get(ERROR):  # the model failed on it (invalid JSON, also on the retry)
+                if len(got) == len(fields):
+                    run.values[k] = got
+                    del run.answers[k]
+                    run.recovered += 1
+                    gone = f"{records[k].get(RECORD_ID)}: "
+                    run.failure_examples = [
+                        e for e in run.failure_examples if not e.startswith(gone)
+                    ]
+                continue
+            changed = {f: v for f, v in got.items() if normalize(v) != normalize(row.get(f))}
+            if changed:
+                run.answers[k] = {**row, **changed}
+                run.overruled += 1
         run.failures -= run.recovered
         if progress:
             progress(len(todo), max(len(todo), 1))

@@ -202,13 +202,42 @@ _LABEL = re.compile(r"^[A-Za-z][\w .\-]{0,40}:\s*$")
 _EMAIL = re.compile(r"[\w.+\-']+@[\w\-]+(?:\.[\w\-]+)+")
 
 
+MIN_OVERLAP_CHARS = 5  # of a line's value that a run-on answer must hold to point at it
+
+
+def _labelled_line(text: str, value: str) -> tuple[str, bool] | None:
+    """The label of the line of ``text`` that ``value`` sits on, and whether to read an email
+    address off it: the first line holding ``value`` right after a label (``From: value``),
+    or holding it as an address on a labelled line; else (a run-on answer, ``"Fw: Golf!!!
+    2001-10-29T0..."``) the labelled line whose whole value the answer holds, the longest."""
+    email = bool(_EMAIL.fullmatch(value))
+    for line in text.splitlines():
+        at = line.find(value)
+        if at < 0:
+            continue
+        label = line[:at]
+        if not _LABEL.match(label) and not (email and _LABEL.match(label.split(":")[0] + ":")):
+            break
+        return label.split(":")[0].strip() + ":", email
+    best: tuple[int, str, bool] | None = None
+    for line in text.splitlines():
+        label, colon, rest = line.partition(":")
+        rest = rest.strip()
+        if not colon or not _LABEL.match(label + ":") or len(rest) < MIN_OVERLAP_CHARS:
+            continue
+        if rest in value and (best is None or len(rest) > best[0]):
+            best = (len(rest), label.strip() + ":", bool(_EMAIL.fullmatch(rest)))
+    return best[1:] if best else None
+
+
 def induce_functions(texts: Sequence[str], answers: Sequence[Any]) -> list[tuple[str, str]]:
     r"""Functions induced from the model's own answers on the sample (programming by example,
-    no model call): where an answer sits on a labelled line of its document (``From: ...``),
-    a function that reads the same label's line in any document, the whole rest of the line
-    or, when the answer is an email address, the address on it; ``""`` when the line is there
-    with nothing after its label (``stated_empty``), None when it is not there. Returns
-    (source, entry) pairs, one per distinct label, in the order first seen.
+    no model call): where an answer sits on a labelled line of its document (``From: ...``,
+    or a run-on answer holds a labelled line's whole value), a function that reads the same
+    label's line in any document, the whole rest of the line or, when the answer is an email
+    address, the address on it; ``""`` when the line is there with nothing after its label
+    (``stated_empty``), None when it is not there. Returns (source, entry) pairs, one per
+    distinct label, in the order first seen.
 
     >>> src, entry = induce_functions(["Date: x\nFrom: Bob <b@x.org>"], ["b@x.org"])[0]
     >>> namespace = {}
@@ -217,44 +246,38 @@ def induce_functions(texts: Sequence[str], answers: Sequence[Any]) -> list[tuple
     'al@y.com'
     >>> namespace[entry]("From: \nTo: z@q.org"), namespace[entry]("To: z@q.org")
     ('', None)
+    >>> src, _ = induce_functions(["To: a@x.org\nSubject: Golf!!!"], ["Golf!!! 2001-10-29"])[0]
+    >>> "Subject:" in src
+    True
     """
     out: dict[str, str] = {}
     for text, answer in zip(texts, answers, strict=True):
         if not isinstance(answer, str) or not answer.strip():
             continue
-        value = answer.strip()
-        for line in text.splitlines():
-            at = line.find(value)
-            if at < 0:
-                continue
-            label = line[:at]
-            if not _LABEL.match(label) and not (
-                _EMAIL.fullmatch(value) and _LABEL.match(label.split(":")[0] + ":")
-            ):
-                break
-            label = label.split(":")[0].strip() + ":"
-            pick = "_EMAIL.search(m.group(1))" if _EMAIL.fullmatch(value) else None
+        found = _labelled_line(text, answer.strip())
+        if found is None:
+            continue
+        label, pick = found
+        body = [
+            "import re",
+            "def extract(text):",
+            f"    m = re.search(r'^{re.escape(label)}[ \\t]*(.*?)[ \\t]*$', text, re.MULTILINE)",
+            "    if not m:",
+            "        return None",
+            "    if not m.group(1):",
+            "        return ''",
+        ]
+        if pick:
             body = [
-                "import re",
-                "def extract(text):",
-                f"    m = re.search(r'^{re.escape(label)}[ \\t]*(.*?)[ \\t]*$', text, re.MULTILINE)",
-                "    if not m:",
-                "        return None",
-                "    if not m.group(1):",
-                "        return ''",
+                body[0],
+                f"_EMAIL = re.compile({_EMAIL.pattern!r})",
+                *body[1:],
+                "    found = _EMAIL.search(m.group(1))",
+                "    return found.group(0) if found else None",
             ]
-            if pick:
-                body = [
-                    body[0],
-                    f"_EMAIL = re.compile({_EMAIL.pattern!r})",
-                    *body[1:],
-                    f"    found = {pick}",
-                    "    return found.group(0) if found else None",
-                ]
-            else:
-                body.append("    return m.group(1)")
-            out.setdefault(label + (" email" if pick else ""), "\n".join(body) + "\n")
-            break
+        else:
+            body.append("    return m.group(1)")
+        out.setdefault(label + (" email" if pick else ""), "\n".join(body) + "\n")
     return [(src, ENTRY) for src in out.values()]
 
 

@@ -65,6 +65,8 @@ def code_metadata(result: OperatorResult) -> dict[str, Any]:
         "reused_functions": bool(result.extras.get("reused_functions")),
         # records the model failed on (invalid JSON) that the functions decided instead
         "recovered_by_functions": int(result.extras.get("recovered", 0)),
+        # records the model answered (sample, fallbacks) whose value the functions' vote set
+        "overruled_by_functions": int(result.extras.get("overruled", 0)),
         # the one-time part (the sample the model answered, the functions it wrote) apart
         # from the recurring one (fallbacks), which is what the optimizer's history keeps
         "synthesis_sample": int(result.extras.get("sample", 0)),
