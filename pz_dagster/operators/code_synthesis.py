@@ -333,7 +333,7 @@ def run_synthesis(
     limits: SandboxLimits | None,
     shown: Callable[[str], str] = lambda text: text,
 ) -> SynthesisRun:
-    """Steps 1-3 of the module docstring over healthy ``records`` (``texts``: what the
+    """Steps 1-4 of the module docstring over healthy ``records`` (``texts``: what the
     functions read of each; ``shown(text)``: what the model reads of it when asked for code,
     as ``judge`` does when it answers), for a map's fields or a filter's single yes/no
     "field"."""
