@@ -27,12 +27,13 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from code_synthesis_enron import emails  # noqa: E402
+
 from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT  # noqa: E402
 from pz_dagster import Dataset  # noqa: E402
 from pz_dagster.operators.map import direct_map  # noqa: E402
 from pz_dagster.operators.prompts import field_chunks  # noqa: E402
 from pz_dagster.operators.synthesis import score  # noqa: E402
-from pz_dagster.sources import read_file, scan_folder  # noqa: E402
 
 FIELDS = [f["name"] for f in SENDER_SUBJECT]
 
@@ -55,10 +56,9 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    records = []
-    for ref in scan_folder(DEFAULT_ENRON_DIR):
-        records += [r for r in read_file(DEFAULT_ENRON_DIR, ref.path) if not r["error"]]
-    cut = [r for r in records if field_chunks(r["contents"], FIELDS) != r["contents"]]
+    cut = [
+        r for r in emails(DEFAULT_ENRON_DIR) if field_chunks(r["contents"], FIELDS) != r["contents"]
+    ]
     random.Random(args.seed).shuffle(cut)
     chosen = cut[: args.emails]
     node = (
