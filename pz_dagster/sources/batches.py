@@ -6,7 +6,10 @@ key and a file already placed in a batch is never placed in a second one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,6 +17,17 @@ from pydantic import BaseModel
 
 from pz_dagster.errors import SourceError
 from pz_dagster.sources.files import SUPPORTED_SUFFIXES
+from pz_dagster.sources.paths import (
+    Refused,
+    link_is_reportable,
+    name_problem,
+    open_dir,
+    open_in_folder,
+    shown,
+)
+
+# The hash of a file listed but not readable now (the reader reports why as an error record).
+UNREADABLE = "unreadable"
 
 
 class FileRef(BaseModel, frozen=True):
@@ -28,33 +42,104 @@ class Batch(BaseModel, frozen=True):
     registered_at: float = 0.0  # set when its manifest is saved; orders versions of a file
 
 
-def file_sha256(path: Path) -> str:
+def _sha256_fd(fd: int) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
     return h.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """Hash of the regular file ``path``: a link or a FIFO there raises OSError (never followed,
+    never opened for reading)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return _sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _hash_in_folder(root: Path, relpath: str) -> tuple[str, int]:
+    """Hash and size of a file of the folder, opened as the reader opens it (never outside)."""
+    fd, st = open_in_folder(root, relpath)
+    try:
+        return _sha256_fd(fd), st.st_size
+    finally:
+        os.close(fd)
+
+
+def _entries(root_fd: int, rel_dir: str) -> list[tuple[str, str]]:
+    """(name, kind) of a folder's entries; kind is link, dir, file or other (by ``lstat``: the
+    scan follows no link and opens no FIFO)."""
+    fd = open_dir(root_fd, rel_dir.split("/") if rel_dir else [])
+    try:
+        with os.scandir(fd) as it:
+            out = []
+            for e in it:
+                if e.is_symlink():
+                    kind = "link"
+                elif e.is_dir(follow_symlinks=False):
+                    kind = "dir"
+                else:
+                    kind = "file" if e.is_file(follow_symlinks=False) else "other"
+                out.append((e.name, kind))
+            return out
+    finally:
+        os.close(fd)
+
+
+def _ref(root: Path, rel: str) -> FileRef:
+    if name_problem(rel):  # its record id is the escaped name; the reader says what to do
+        return FileRef(path=shown(rel), sha256=UNREADABLE, size=-1)
+    try:
+        sha, size = _hash_in_folder(root, rel)
+        return FileRef(path=rel, sha256=sha, size=size)
+    except (OSError, Refused):
+        # Refused or unreadable now: still listed, so the source asset reports it as an error
+        # record (the reader checks again and says why). Never a silent skip.
+        return FileRef(path=rel, sha256=UNREADABLE, size=-1)
+
+
 def scan_folder(root: str | Path) -> list[FileRef]:
-    """Supported files under ``root``, sorted by relative path. Hidden files are skipped."""
+    """Supported files under ``root``, sorted by relative path. Hidden files are skipped. Links
+    to folders are not followed; they, links that cannot be read (dangling, loops, outside the
+    folder) and folders that cannot be listed are listed as unreadable, so each becomes an error
+    record. Walks with descriptors and ``O_NOFOLLOW`` (no recursion: deep trees are fine)."""
     root = Path(root)
     if not root.is_dir():
         raise SourceError(f"source folder {str(root)!r} does not exist or is not a directory")
-    refs = []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES:
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SourceError(f"cannot open source folder {str(root)!r}: {exc.strerror}") from exc
+    refs: list[FileRef] = []
+    pending = [""]
+    try:
+        while pending:
+            rel_dir = pending.pop()
             try:
-                refs.append(
-                    FileRef(path=rel.as_posix(), sha256=file_sha256(p), size=p.stat().st_size)
-                )
-            except OSError:
-                # Unreadable now: still listed, so the source asset reports it as an error record.
-                refs.append(FileRef(path=rel.as_posix(), sha256="unreadable", size=-1))
-    return refs
+                entries = _entries(root_fd, rel_dir)
+            except (OSError, Refused) as exc:
+                if not rel_dir:
+                    raise SourceError(f"cannot list source folder {str(root)!r}: {exc}") from exc
+                refs.append(FileRef(path=rel_dir, sha256=UNREADABLE, size=-1))
+                continue
+            for name, kind in entries:
+                if name.startswith("."):
+                    continue
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                supported = Path(name).suffix.lower() in SUPPORTED_SUFFIXES
+                if kind == "dir" and name_problem(name):
+                    refs.append(_ref(root, rel))  # its files would all have unusable ids
+                elif kind == "dir":
+                    pending.append(rel)
+                elif supported or (kind == "link" and link_is_reportable(root, rel)):
+                    refs.append(_ref(root, rel))
+    finally:
+        os.close(root_fd)
+    return sorted(refs, key=lambda r: r.path.split("/"))
 
 
 def batch_key(files: Iterable[FileRef]) -> str:
@@ -80,10 +165,13 @@ def changed_files(root: str | Path, batch: Batch) -> set[str]:
     """Paths of the batch whose size or content differ from its manifest now."""
     changed = set()
     for ref in batch.files:
-        p = Path(root) / ref.path
         try:
-            if p.stat().st_size != ref.size or file_sha256(p) != ref.sha256:
+            fd, st = open_in_folder(root, ref.path)
+        except (OSError, Refused):
+            continue  # unreadable or refused: the reader reports it as an error record
+        try:
+            if st.st_size != ref.size or _sha256_fd(fd) != ref.sha256:
                 changed.add(ref.path)
-        except OSError:
-            pass  # unreadable: the reader reports it as an error record
+        finally:
+            os.close(fd)
     return changed

@@ -3,19 +3,27 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import email
+import email.message
 import email.policy
+import hashlib
 import io
 import json
+import os
+from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from pz_dagster.sources.paths import ESCAPE_HINT, Refused, open_in_folder, shown
 
 SUPPORTED_SUFFIXES = frozenset(
     {".txt", ".text", ".md", ".eml", ".html", ".htm", ".json", ".jsonl", ".csv"}
 )
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
+CHANGED = "file changed since its batch was registered; the new version is a new batch"
 
 Record = dict[str, Any]
 
@@ -47,24 +55,123 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
+class MalformedHTML(ValueError):
+    """HTML that the standard parser gives up on."""
+
+
 def html_to_text(html: str) -> str:
     parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
+    try:
+        parser.feed(html)
+        parser.close()
+    except AssertionError as exc:  # html.parser asserts on an unknown "<![keyword" section
+        raise MalformedHTML(f"malformed HTML: {exc}") from None
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)
 
 
-def eml_to_text(raw: bytes) -> str:
-    """Headers that matter for analysis, then the plain-text body (HTML bodies are stripped)."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    head = [f"{h}: {msg[h]}" for h in ("From", "To", "Cc", "Date", "Subject") if msg[h]]
+class MalformedEmail(ValueError):
+    """A .eml file that does not parse as a MIME message; the message says what is wrong."""
+
+
+# The headers shown to the model, in this order.
+_EMAIL_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+_DEFECTS = {
+    "MissingHeaderBodySeparatorDefect": "no blank line between the headers and the body "
+    "(a line of the header block is not a header)",
+    "CloseBoundaryNotFoundDefect": "a multipart part has no closing boundary (truncated?)",
+    "StartBoundaryNotFoundDefect": "the boundary of a multipart message is never found",
+    "NoBoundaryInMultipartDefect": "a multipart message has no boundary parameter",
+    "MultipartInvariantViolationDefect": "a multipart message holds no parts",
+    "FirstHeaderLineIsContinuationDefect": "the first header line is a continuation line",
+    "InvalidBase64PaddingDefect": "a base64 part is damaged (padding)",
+    "InvalidBase64CharactersDefect": "a base64 part is damaged (bad characters)",
+    "InvalidBase64LengthDefect": "a base64 part is damaged (length)",
+}
+
+
+def _defects(msg: email.message.Message) -> list[str]:
+    """Plain words for the parser's defects of every part: each means the text would be
+    mojibake or cut short."""
+    found: list[str] = []
+    for part in msg.walk():
+        for d in part.defects:
+            why = _DEFECTS.get(type(d).__name__, f"{type(d).__name__}: {d}".rstrip(": "))
+            if why not in found:
+                found.append(why)
+    return found
+
+
+def _email_headers(msg: email.message.EmailMessage) -> list[str]:
+    raw = dict(msg.raw_items())
+    head = []
+    for h in _EMAIL_HEADERS:
+        value = msg[h]
+        if value is None:
+            continue
+        text = str(value)
+        undecodable = any(type(d).__name__ == "UndecodableBytesDefect" for d in value.defects)
+        if undecodable or ("\ufffd" in text and "\ufffd" not in str(raw.get(h, ""))):
+            raise MalformedEmail(f"the {h} header cannot be decoded (bad charset or bytes)")
+        head.append(f"{h}: {text}")
+    if not head:
+        raise MalformedEmail("no From, To, Date or Subject header: not an email")
+    return head
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _email_body(msg: email.message.EmailMessage) -> str:
     body = msg.get_body(preferencelist=("plain", "html"))
-    text = ""
-    if body is not None:
-        content = body.get_content()
-        text = html_to_text(content) if body.get_content_type() == "text/html" else content
-    return "\n".join(head) + "\n\n" + text
+    if body is None:
+        raise MalformedEmail("no text/plain or text/html part")
+    payload = body.get_payload(decode=True) or b""
+    ctype = body.get_content_type()
+    found = _defects(body)  # decoding base64 adds its defects only now
+    if found:
+        raise MalformedEmail("; ".join(found))
+    charset = body.get_content_charset() or "us-ascii"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise MalformedEmail(f"unknown charset {charset!r} of the {ctype} part") from None
+    try:
+        text = payload.decode(charset)
+    except UnicodeDecodeError as exc:
+        # Undeclared or "us-ascii" 8-bit text is UTF-8 more often than not; anything else
+        # decoded with errors="replace" (what get_content does) would be silent mojibake.
+        text = _utf8(payload) if codecs.lookup(charset).name == "ascii" else None
+        if text is None:
+            raise MalformedEmail(
+                f"the {ctype} part is not valid {charset} "
+                f"(byte 0x{payload[exc.start]:02x} at offset {exc.start})"
+            ) from None
+    try:
+        return html_to_text(text) if ctype == "text/html" else text
+    except MalformedHTML as exc:
+        raise MalformedEmail(f"the text/html part: {exc}") from None
+
+
+def eml_to_text(raw: bytes) -> str:
+    """Headers that matter for analysis, then the plain-text body (HTML bodies are stripped).
+    Raises MalformedEmail when the message is not MIME (parser defects, no usual header, no text
+    part, a part not in its charset): decoding it anyway gives mojibake or a cut text."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        found = _defects(msg)
+        if found:
+            raise MalformedEmail("; ".join(found))
+        assert isinstance(msg, email.message.EmailMessage)  # policy.default makes them
+        return "\n".join(_email_headers(msg)) + "\n\n" + _email_body(msg)
+    except MalformedEmail:
+        raise
+    except Exception as exc:  # the header parser has raised on odd input; say so, keep going
+        raise MalformedEmail(f"cannot parse ({type(exc).__name__}: {exc})") from exc
 
 
 def _decode(raw: bytes) -> str:
@@ -72,86 +179,235 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8-sig")
 
 
-def read_file(root: Path, relpath: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Record]:
-    """Records of one file (one per file; one per row for .csv and per line for .jsonl)."""
-    path = root / relpath
+def _read_bytes(root: Path, relpath: str, max_bytes: int) -> bytes:
+    """The bytes of a file of the folder, never read outside it (see paths.open_in_folder).
+    Raises Refused, OSError, or _TooBig."""
+    fd, st = open_in_folder(root, relpath)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            return [
-                _record(
-                    relpath,
-                    relpath,
-                    "",
-                    f"file is {size} bytes, over the {max_bytes}-byte "
-                    "limit (max_file_bytes); split it or raise the limit",
-                )
-            ]
-        raw = path.read_bytes()
+        if st.st_size > max_bytes:
+            raise _TooBig(st.st_size)
+        buf = bytearray()
+        # At most one byte past the limit: a file growing since the fstat is still caught.
+        while len(buf) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - len(buf))):
+            buf += chunk
+        if len(buf) > max_bytes:
+            raise _TooBig(len(buf))
+        return bytes(buf)
+    finally:
+        os.close(fd)
+
+
+class _TooBig(Exception):
+    def __init__(self, size: int):
+        self.size = size
+
+
+def _fetch(root: Path, relpath: str, rid: str, max_bytes: int) -> bytes | Record:
+    """The file's bytes, or the error record saying why there are none."""
+    try:
+        return _read_bytes(root, relpath, max_bytes)
+    except Refused as exc:
+        return _record(rid, rid, "", str(exc))
+    except _TooBig as exc:
+        return _record(
+            rid,
+            rid,
+            "",
+            f"file is {exc.size} bytes, over the {max_bytes}-byte "
+            "limit (max_file_bytes); split it or raise the limit",
+        )
+    except FileNotFoundError as exc:
+        if "\\x" in relpath:  # most likely the escaped name of a file listed as unreadable
+            return _record(rid, rid, "", f"not read: {ESCAPE_HINT}")
+        return _record(rid, rid, "", f"cannot read file: {exc.strerror or exc}")
     except OSError as exc:
-        return [_record(relpath, relpath, "", f"cannot read file: {exc.strerror or exc}")]
+        return _record(rid, rid, "", f"cannot read file: {exc.strerror or exc}")
+
+
+def read_file(
+    root: Path,
+    relpath: str,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    expected_sha256: str | None = None,
+) -> list[Record]:
+    """Records of one file (one per file; one per row for .csv and per line for .jsonl).
+
+    The file is opened inside ``root`` only (links out of it, FIFOs and hard-linked files are
+    error records). With ``expected_sha256`` (the batch manifest's), records of bytes that hash
+    otherwise are flagged: the file changed between the scan and this read."""
+    rid = shown(relpath)  # scan gives clean paths; a manifest edited by hand may not
+    raw = _fetch(Path(root), relpath, rid, max_bytes)
+    if isinstance(raw, dict):
+        return [raw]
+    try:
+        records = _parse(rid, raw)
+    except Exception as exc:  # a parser bug on odd input: one error record, never a failed run
+        records = [_record(rid, rid, "", f"cannot parse file ({type(exc).__name__}: {exc})")]
+    for rec in records:
+        _make_storable(rec)
+    if expected_sha256 is not None and hashlib.sha256(raw).hexdigest() != expected_sha256:
+        for rec in records:
+            rec["error"] = rec["error"] or CHANGED
+    return records
+
+
+def _make_storable(rec: Record) -> None:
+    """A lone surrogate (an undecodable byte kept by a parser) would fail the whole batch when
+    the store encodes it as UTF-8: such contents are dropped with an error, errors escaped."""
+    if rec["error"] and not _is_utf8(rec["error"]):
+        rec["error"] = shown(rec["error"])
+    if not _is_utf8(rec["contents"]):
+        rec["contents"], rec["error"] = "", "file has text that is not valid Unicode"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _parse(rid: str, raw: bytes) -> list[Record]:
     if not raw.strip():
-        return [_record(relpath, relpath, "", "empty file: nothing to analyse")]
-    suffix = path.suffix.lower()
+        return [_record(rid, rid, "", "empty file: nothing to analyse")]
+    suffix = PurePosixPath(rid).suffix.lower()
     try:
         if suffix == ".eml":
-            return [_record(relpath, relpath, eml_to_text(raw))]
+            return [_record(rid, rid, eml_to_text(raw))]
         text = _decode(raw)
     except UnicodeDecodeError as exc:
         return [
             _record(
-                relpath,
-                relpath,
+                rid,
+                rid,
                 "",
                 f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
                 f"offset {exc.start}); re-encode the file as UTF-8",
             )
         ]
-    except Exception as exc:  # malformed MIME: report, keep going
-        return [_record(relpath, relpath, "", f"cannot parse email: {exc}")]
+    except MalformedEmail as exc:
+        return [_record(rid, rid, "", f"malformed email: {exc}")]
     if suffix in {".html", ".htm"}:
-        return [_record(relpath, relpath, html_to_text(text))]
+        try:
+            return [_record(rid, rid, html_to_text(text))]
+        except MalformedHTML as exc:
+            return [_record(rid, rid, "", str(exc))]
     if suffix == ".csv":
-        return _csv_records(relpath, text)
+        return _csv_records(rid, text)
     if suffix == ".jsonl":
-        return _jsonl_records(relpath, text)
+        return _jsonl_records(rid, text)
     if suffix == ".json":
         try:
             json.loads(text)
-        except json.JSONDecodeError as exc:
-            return [
-                _record(relpath, relpath, text, f"malformed JSON: {exc.msg} at line {exc.lineno}")
-            ]
-    return [_record(relpath, relpath, text)]
+        except (ValueError, RecursionError) as exc:
+            return [_record(rid, rid, text, f"malformed JSON: {_json_why(exc)}")]
+    return [_record(rid, rid, text)]
+
+
+def _json_why(exc: ValueError | RecursionError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)  # e.g. an integer of more than 4300 digits
+
+
+class _Lines:
+    """Iterator over ``lines`` from ``pos`` that tells which line it gives next: the csv module
+    pulls one line at a time, so a row starts at the ``pos`` seen before it is read."""
+
+    def __init__(self, lines: list[str], pos: int):
+        self.lines, self.pos = lines, pos
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.pos >= len(self.lines):
+            raise StopIteration
+        self.pos += 1
+        return self.lines[self.pos - 1]
+
+
+def _csv_why(exc: csv.Error) -> str:
+    msg = str(exc)
+    if "unexpected end of data" in msg:
+        return "a quote opened in this row is never closed"
+    if "expected after" in msg:
+        return "text follows a closing quote (a stray quote joined lines into one value?)"
+    if "field larger than field limit" in msg:
+        return f"a value is longer than {csv.field_size_limit()} characters (unclosed quote?)"
+    return msg
+
+
+def _csv_rows(lines: list[str]) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line number, values, None) per row, or (line number, None, why) for a row the csv
+    module rejects. Strict mode makes a stray quote an error instead of a value that swallows
+    the rows after it; parsing then resumes on the line after the bad row's first line, so the
+    good rows after it are kept."""
+    pos = 0
+    while pos < len(lines):
+        feed = _Lines(lines, pos)
+        reader = csv.reader(feed, strict=True)
+        start = pos
+        try:
+            while True:
+                start = feed.pos
+                values = next(reader, None)
+                if values is None:
+                    return
+                if values:  # [] is a blank line
+                    yield start + 1, values, None
+        except csv.Error as exc:
+            yield start + 1, None, _csv_why(exc)
+            pos = start + 1
 
 
 def _csv_records(relpath: str, text: str) -> list[Record]:
-    try:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    except csv.Error as exc:
-        return [_record(relpath, relpath, text, f"malformed CSV: {exc}")]
-    if not rows:
-        return [_record(relpath, relpath, "", "CSV has a header but no rows")]
+    # Lines as the csv module sees them (\n, \r\n, \r), never split on U+2028 and the like.
+    lines = io.StringIO(text, newline="").readlines()
+    rows = _csv_rows(lines)
+    first = next(rows, None)
+    if first is None:
+        return [_record(relpath, relpath, "", "CSV has no header")]
+    line_no, header, why = first
+    if header is None:
+        return [_record(relpath, relpath, text, f"malformed CSV header (line {line_no}): {why}")]
     out = []
-    for i, row in enumerate(rows, start=1):
-        # A row longer than the header puts the extras under the key None.
-        extra = row.pop(None, None)  # type: ignore[call-overload]
-        body = "\n".join(f"{k}: {v}" for k, v in row.items())
-        err = f"row {i} has {len(extra)} more value(s) than the header" if extra else None
-        out.append(_record(f"{relpath}#row{i}", relpath, body, err))
+    for i, (line_no, values, why) in enumerate(rows, start=1):
+        rid = f"{relpath}#row{i}"
+        if values is None:
+            bad = lines[line_no - 1].rstrip("\r\n")
+            out.append(_record(rid, relpath, bad, f"malformed CSV row {i} (line {line_no}): {why}"))
+            continue
+        # Pairs, not a dict: a repeated column name keeps both values.
+        body = "\n".join(f"{k}: {v}" for k, v in zip(header, values, strict=False))
+        err = None
+        if len(values) != len(header):
+            err = (
+                f"row {i} (line {line_no}) has {len(values)} value(s), the header has {len(header)}"
+            )
+            if len(values) > len(header):
+                err += f" ({len(values) - len(header)} more value(s) than the header, left out)"
+        out.append(_record(rid, relpath, body, err))
+    if not out:
+        return [_record(relpath, relpath, "", "CSV has a header but no rows")]
     return out
 
 
 def _jsonl_records(relpath: str, text: str) -> list[Record]:
     out = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines are split on \n only: U+2028, U+2029 and NEL are valid inside a JSON string.
+    for i, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         err = None
         try:
             value = json.loads(line)
             body = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        except json.JSONDecodeError as exc:
-            body, err = line, f"malformed JSON on line {i}: {exc.msg}"
+        except (ValueError, RecursionError) as exc:
+            body, err = line, f"malformed JSON on line {i}: {_json_why(exc)}"
         out.append(_record(f"{relpath}#line{i}", relpath, body, err))
     return out
