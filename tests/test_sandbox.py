@@ -242,14 +242,14 @@ FORK_EXEC_311 = (  # _posixsubprocess.fork_exec raises no audit event: only the 
 
 @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="fork_exec's 3.11 signature")
 def test_unaudited_process_creation_is_out_of_reach(box: Sandbox, tmp_path: Path) -> None:
-    # The worker never loads _posixsubprocess and candidates may not import it; were it
-    # reachable, the kernel would refuse the fork (the worker runs as nobody under
-    # RLIMIT_NPROC=0: see test_threads_are_refused).
+    # os.pipe is gone and _posixsubprocess (imported to find libseccomp) is dropped from
+    # sys.modules; were both reachable, the kernel would refuse the fork (seccomp, and a uid of
+    # its own under RLIMIT_NPROC=0: see test_threads_are_refused and test_kernel_filter_*).
     target = tmp_path / "pwned"
     result = run(box, FORK_EXEC_311.format(p=target))
     assert result.error in (
+        "AttributeError: module 'os' has no attribute 'pipe'",
         "KeyError: '_posixsubprocess'",
-        "BlockingIOError: [Errno 11] Resource temporarily unavailable",
     )
     assert not target.exists()
 
@@ -259,11 +259,20 @@ def test_threads_are_refused(box: Sandbox) -> None:
     assert run(box, body).error == "RuntimeError: can't start new thread"
 
 
-def test_worker_never_runs_as_root(box: Sandbox) -> None:
+def _uid_of(pid: int | None) -> int:
+    return int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+
+
+def test_worker_never_runs_as_root_and_as_root_each_has_a_uid_of_its_own(box: Sandbox) -> None:
     still_works(box)
-    status = Path(f"/proc/{box.pid}/status").read_text()
-    real_uid = int(status.split("Uid:")[1].split()[0])
-    assert real_uid != 0 and real_uid == (os.getuid() or 65534)
+    first = _uid_of(box.pid)
+    assert box.load("other", SUBJECT) is None
+    second = _uid_of(box.pid)
+    assert first != 0 and second != 0
+    if os.getuid() == 0:  # no two workers share a uid, none shares one with the host's processes
+        assert first != second and first >= 1 << 30 and second >= 1 << 30
+    else:
+        assert first == second == os.getuid()
 
 
 def test_tampering_with_its_own_import_function_does_not_unlock_anything(box: Sandbox) -> None:
@@ -395,8 +404,11 @@ def test_printing_and_forged_replies_do_not_corrupt_the_protocol(box: Sandbox) -
 )
 def test_worker_death_restarts_and_reloads(box: Sandbox, body: str, died: str) -> None:
     assert box.load("subject", SUBJECT) is None
+    subject_pid = box.pid
     assert run(box, body, ["a", "b"]) == CallResult(error=died)
     assert box.call("subject", ["Subject: after death"]) == [CallResult("after death")]
+    assert box.pid == subject_pid and box.restarts == 0  # each function has its own worker
+    assert box.call("candidate", ["a"]) == [CallResult(error=died)]  # reloaded, dies again
     assert box.restarts == 1
 
 
@@ -418,7 +430,7 @@ def test_a_load_that_kills_the_worker_is_not_replayed(box: Sandbox) -> None:
     assert box.call("killer", ["x"]) == [
         CallResult(error="not loaded: worker died (signal SIGABRT)")
     ]
-    assert box.restarts == 1
+    assert box.restarts == 0  # the subject's worker was never touched
 
 
 def test_cpu_limit_kills_the_worker_and_the_sandbox_recovers() -> None:

@@ -109,27 +109,30 @@ class Pool:
             self.problems.append(f"{name}: {error}")
             return None
         outs = self._run(name, self.fields[field][0])
-        if outs is None:
-            self.problems.append(f"{name}: stalled (timeouts or a killed worker); dropped")
+        if isinstance(outs, str):
+            self.problems.append(f"{name}: {outs}; dropped")
             self.dropped.add(function.source)
             return None
         fs.append(function)
         self.outputs[field].append(outs)
         return outs
 
-    def _run(self, name: str, type_name: str) -> list[Any] | None:
+    def _run(self, name: str, type_name: str) -> list[Any] | str:
         """The loaded function's output on every text (None where it abstained or raised), or
-        None once it stalls ``MAX_STALLS`` times: a function that loops or kills the worker
-        costs the per-call timeout on every text, which a large batch cannot afford."""
+        why it was stopped: it attempted a forbidden operation (the sandbox stops it for
+        good), or it stalled ``MAX_STALLS`` times (a function that loops or kills the worker
+        costs the per-call timeout on every text, which a large batch cannot afford)."""
         outs: list[Any] = []
         stalls = 0
         while len(outs) < len(self.texts):  # a first short slice finds a looping one early
             step = RUN_SLICE if outs else MAX_STALLS + 2
             for o in self.box.call(name, self.texts[len(outs) : len(outs) + step]):
+                if o.error and o.error.startswith("forbidden"):
+                    return o.error
                 stalls += bool(o.error and ("timeout" in o.error or "worker" in o.error))
                 outs.append(as_type(o.value, type_name) if not o.error else None)
             if stalls >= MAX_STALLS:
-                return None
+                return "stalled (timeouts or a killed worker)"
         return outs
 
     def add_scored(self, field: str, source: str, entry: str, answers: Mapping[int, Record]):

@@ -1,26 +1,34 @@
 """A sandbox for untrusted, model-generated extraction functions (Evaporate-style code synthesis).
 
-Candidates run in a worker process (``python -I -S -B``, minimal environment, cwd ``/``; its code
-is ``sandbox_worker``) that speaks JSON lines over pipes. Defences, the strongest first:
+Model-written code is treated as hostile. Each candidate function runs in a worker process of
+its own (``python -I -S -B``, minimal environment, cwd ``/``; its code is ``sandbox_worker``)
+that speaks JSON lines over pipes. Defences, the strongest first (the threat model, and what
+each test proves, are in ``docs/threat-model.md``):
 
-- the kernel: ``RLIMIT_CPU``, ``RLIMIT_AS``, ``RLIMIT_FSIZE=0``, ``RLIMIT_NPROC=0``,
-  ``RLIMIT_CORE=0``; a worker started as root becomes ``nobody`` first (root ignores
-  ``RLIMIT_NPROC``), so no process or thread can be created by any route;
+- the kernel: a seccomp filter (libseccomp through pyseccomp) that allows only reading and
+  writing the worker's own pipes, memory, clocks, timers and signals to itself, and refuses
+  every other system call with EPERM: no process or thread, no pidfd, no signal to another
+  process, no socket, no file opened, made, linked, probed or removed; ``RLIMIT_CPU``,
+  ``RLIMIT_AS``, ``RLIMIT_FSIZE=0``, ``RLIMIT_NPROC=0``, ``RLIMIT_CORE=0``; a worker started
+  as root takes a uid no other process has (so neither RLIMIT_NPROC nor signals are shared);
+- one process per candidate: a candidate can disturb only its own results, never another's;
 - the parent: it kills a worker silent past ``call_timeout_s + kill_grace_s`` (C code that never
-  looks at signals), restarts dead workers and reloads their functions;
-- an audit hook that denies every event not known to be harmless: process creation, sockets,
+  looks at signals), restarts dead workers and reloads their function;
+- an audit hook that denies every event not known to be harmless (process creation, sockets,
   ``os.*`` file operations, opening for writing or outside the stdlib, ``ctypes``, frames,
-  ``exec``/``compile`` by candidates, imports beyond the allow-list;
+  ``exec``/``compile`` by candidates, imports beyond the allow-list): a violation is reported
+  straight to the parent and the worker exits, so a candidate cannot swallow it;
+- the unaudited entry points to processes, signals and the filesystem (``pidfd_open``,
+  ``mknod``, ``mkfifo``, the ``stat`` family, ``readlink``...) removed from ``os``, ``posix``,
+  ``signal`` and ``resource`` before the hook is installed;
 - restricted ``__builtins__`` (no ``open``/``eval``/``exec``/``compile``/``input``...) whose
   ``__import__`` enforces the allow-list (``"urllib.parse"`` allows that module, not ``urllib``);
 - a ``SIGALRM`` timer around every call in the worker.
 
-CPython-level restrictions are not a security boundary against a determined attacker: only the
-kernel-enforced limits are. For hostile code, also run the worker in a container or under
-seccomp/nsjail without network (``os.mkfifo``/``os.mknod`` have no audit event, for instance,
-and can create empty entries in world-writable directories). Functions loaded in one Sandbox
-share an interpreter: one candidate can disturb another's results, never the parent. A Sandbox
-is not thread-safe; use one per thread.
+Without seccomp (not Linux, or libseccomp missing) the worker refuses to start unless
+``SandboxLimits(require_seccomp=False)``: then only the Python-level layers and the limits
+stand, which is no boundary against a determined attacker. A Sandbox is not thread-safe; use
+one per thread.
 
 >>> with Sandbox() as box:
 ...     box.load("subject", "import re\\ndef extract(t):\\n    return re.findall('S: (.*)', t)")
@@ -31,6 +39,7 @@ is not thread-safe; use one per thread.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -40,6 +49,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -54,6 +64,7 @@ DEFAULT_IMPORTS = frozenset(
 _WORKER_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # none of the parent's secrets
 _CHUNK_ITEMS, _CHUNK_BYTES = 2000, 4 << 20  # inputs per request, so that RLIMIT_AS holds one
 _STARTUP_S, _REAP_S = 15.0, 1.0
+MAX_LIVE_WORKERS = 4  # workers kept alive at once; an evicted function reloads on demand
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PACKAGES = [("pz_dagster", os.path.dirname(_HERE)), ("pz_dagster.operators", _HERE)]
 # Stub packages: the worker imports sandbox_worker without pz_dagster's heavy __init__ modules.
@@ -83,6 +94,9 @@ class SandboxLimits:
     kill_grace_s: float = 2.0  # the parent's patience beyond call_timeout_s (busy machines)
     max_result_chars: int = 100_000  # of one returned value's JSON
     allowed_imports: frozenset[str] = DEFAULT_IMPORTS
+    # Refuse to run without the kernel's system-call filter (Linux with libseccomp). Off only
+    # where no seccomp exists (macOS): then only the audit hook and the limits stand.
+    require_seccomp: bool = sys.platform.startswith("linux")
 
     def __post_init__(self) -> None:
         if not (self.cpu_seconds >= 1 and self.memory_mb >= 64 and self.call_timeout_s > 0) or (
@@ -107,8 +121,133 @@ class _WorkerLost(Exception):
     """The worker died, went silent or sent garbage; it has been killed and reaped."""
 
 
+class _Stopped(Exception):
+    """The candidate attempted a forbidden operation; its worker stopped itself."""
+
+
+def _seccomp_path() -> str | None:
+    """The folder the worker imports pyseccomp from (it runs with ``-I -S``: no site-packages)."""
+    spec = importlib.util.find_spec("pyseccomp")
+    return os.path.dirname(spec.origin) if spec is not None and spec.origin else None
+
+
+class _Process:
+    """One worker process, holding at most one candidate: started at once, its readiness
+    awaited only when it is first used (so that a spare starts while the parent works)."""
+
+    def __init__(self, limits: SandboxLimits, argv_limits: str):
+        self.limits = limits
+        self.proc = proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, argv_limits],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_WORKER_ENV,
+            cwd="/",
+            start_new_session=True,  # a terminal's Ctrl-C is the parent's business
+        )
+        os.set_blocking(proc.stdin.fileno(), False)  # type: ignore[union-attr]
+        self._reaper = weakref.finalize(self, _reap, proc)
+        self._buf = bytearray()
+        self._ready = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ready(self) -> None:
+        """Wait for the worker's greeting; SandboxError (worker retired) if it refuses."""
+        if self._ready:
+            return
+        try:
+            refusal = self._reply("ready", time.monotonic() + _STARTUP_S).get("e")
+        except (_WorkerLost, _Stopped) as lost:
+            refusal = str(lost)
+        if refusal:
+            self.retire()
+            raise SandboxError(f"the sandbox worker did not start: {refusal}")
+        self._ready = True
+
+    def load(self, name: str, source: str, entry: str) -> str | None:
+        self.ready()
+        token = secrets.token_hex(8)
+        request = {"op": "load", "t": token, "name": name, "source": source, "entry": entry}
+        self._send(json.dumps(request) + "\n")
+        return self._reply(token, self._deadline()).get("e")
+
+    def call_chunk(self, name: str, chunk: list[str], results: list[CallResult]) -> bool:
+        """Append one result per input; False when the worker asked to be recycled first."""
+        token = secrets.token_hex(8)  # a candidate cannot forge replies it cannot name
+        head = json.dumps({"op": "call", "t": token, "name": name})[:-1]
+        self._send(f'{head}, "inputs": [{",".join(chunk)}]}}\n')
+        for index in range(len(chunk)):
+            reply = self._reply(token, self._deadline())
+            if reply.get("i") != index:
+                raise self._lose("worker sent a reply out of order (killed)")
+            if reply.get("recycle"):  # the worker has spent half its CPU budget
+                self.retire()
+                return False
+            results.append(CallResult(reply.get("v"), reply.get("e")))
+        return True
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.limits.call_timeout_s + self.limits.kill_grace_s
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        fd, data, deadline = self.proc.stdin.fileno(), memoryview(line.encode()), self._deadline()
+        while data:
+            if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                raise self._lose(f"timeout after {self.limits.call_timeout_s}s (worker killed)")
+            try:
+                data = data[os.write(fd, data[: 1 << 16]) :]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                raise self._lose(None) from None
+
+    def _reply(self, token: str, deadline: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        fd, limit = self.proc.stdout.fileno(), self.limits.max_result_chars + 1024
+        while (end := self._buf.find(b"\n")) < 0:
+            if len(self._buf) > limit:
+                raise self._lose("worker sent an oversized reply (killed)")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise self._lose(f"timeout after {self.limits.call_timeout_s}s (worker killed)")
+            if not (chunk := os.read(fd, 1 << 16)):
+                raise self._lose(None)
+            self._buf += chunk
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        with contextlib.suppress(ValueError):
+            if isinstance(reply := json.loads(line), dict) and reply.get("t") == token:
+                return reply
+            if isinstance(reply, dict) and reply.get("t") == "forbidden":
+                self.retire()  # the worker exits by itself; make sure of it
+                raise _Stopped(str(reply.get("e")))
+        raise self._lose("worker sent a corrupt reply (killed)")
+
+    def _lose(self, reason: str | None) -> _WorkerLost:
+        """Kill and reap the worker; ``reason`` None: it closed its pipe, probably dead."""
+        if reason is None:
+            try:
+                reason = f"worker died ({_exit_text(self.proc.wait(_REAP_S))})"
+            except subprocess.TimeoutExpired:
+                reason = "worker closed its pipe (killed)"
+        self.retire()
+        return _WorkerLost(reason)
+
+    def retire(self) -> None:
+        self._reaper()  # runs _reap once
+
+
 class Sandbox:
-    """Loads candidate functions into a sandboxed worker and calls them on batches of inputs.
+    """Loads candidate functions into sandboxed workers, one process per candidate, and calls
+    them on batches of inputs.
 
     >>> with Sandbox(SandboxLimits(call_timeout_s=0.5)) as box:
     ...     box.load("loop", "def extract(t):\\n    while True: pass")
@@ -118,13 +257,21 @@ class Sandbox:
 
     def __init__(self, limits: SandboxLimits | None = None):
         self.limits = limits or SandboxLimits()
-        self.restarts = 0  # workers started after the first (deaths, kills, CPU recycling)
-        self._sources: dict[str, tuple[str, str]] = {}  # reloaded into every new worker
+        self.restarts = 0  # workers started again for a loaded function (deaths, kills, CPU)
+        self._argv = json.dumps(
+            {
+                **asdict(self.limits),
+                "allowed_imports": sorted(self.limits.allowed_imports),
+                "seccomp_path": _seccomp_path(),
+            }
+        )
+        self._sources: dict[str, tuple[str, str]] = {}  # reloaded into a new worker on demand
         self._load_errors: dict[str, str] = {}
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reaper: weakref.finalize | None = None  # kills the worker if we are collected
-        self._buf = bytearray()
-        self._started = self._closed = False
+        self._workers: OrderedDict[str, _Process] = OrderedDict()  # the live ones, LRU first
+        self._had_worker: set[str] = set()  # a new worker for these counts as a restart
+        self._spare: _Process | None = None
+        self._last: _Process | None = None
+        self._closed = False
 
     def __enter__(self) -> Sandbox:
         return self
@@ -134,18 +281,15 @@ class Sandbox:
 
     @property
     def pid(self) -> int | None:
-        """The worker's process id, None when no worker runs."""
-        return self._proc.pid if self._proc else None
+        """The process id of the worker used last, None when it no longer runs."""
+        return self._last.pid if self._last is not None and self._last.alive() else None
 
     def load(self, name: str, source: str, entry: str = "extract") -> str | None:
-        """Exec ``source`` in a fresh restricted namespace; the error message, or None if loaded."""
-        self._ensure_worker()
-        self._sources.pop(name, None)  # a load that kills the worker must not be replayed
-        self._load_errors.pop(name, None)
-        try:
-            error = self._load_in_worker(name, source, entry)
-        except _WorkerLost as lost:
-            error = str(lost)
+        """Exec ``source`` in a fresh worker process; the error message, or None if loaded."""
+        self._check_open()
+        self._forget(name)
+        self._had_worker.discard(name)
+        error = self._start(name, source, entry)
         if error:
             self._load_errors[name] = error
         else:
@@ -162,133 +306,87 @@ class Sandbox:
             raise SandboxError(f"inputs of {name!r} must be JSON-compatible: {exc}") from None
         results: list[CallResult] = []
         while len(results) < len(encoded):
-            self._ensure_worker()  # a new worker may find that the function no longer loads
-            if name not in self._sources:
+            worker = self._worker_for(name)  # a new worker may find that it no longer loads
+            if worker is None:
                 error = CallResult(error=f"not loaded: {self._load_errors[name]}")
                 return results + [error] * (len(encoded) - len(results))
             try:
-                self._call_chunk(name, _chunk(encoded, len(results)), results)
-            except _WorkerLost as lost:
+                if not worker.call_chunk(name, _chunk(encoded, len(results)), results):
+                    self._workers.pop(name, None)  # recycled: the next round starts another
+            except (_WorkerLost, _Stopped) as lost:
+                self._workers.pop(name, None)
                 results.append(CallResult(error=str(lost)))
-                rest = CallResult(error="not run: an earlier input stopped the worker")
+                reason = "an earlier input stopped the worker"
+                if isinstance(lost, _Stopped):  # hostile: never run again
+                    self._forget(name)
+                    self._load_errors[name] = f"stopped: {lost}"
+                    reason = "the function attempted a forbidden operation"
+                rest = CallResult(error=f"not run: {reason}")
                 return results + [rest] * (len(encoded) - len(results))
         return results
 
     def close(self) -> None:
-        """Stop the worker. Idempotent; the Sandbox cannot be used afterwards."""
+        """Stop every worker. Idempotent; the Sandbox cannot be used afterwards."""
         self._closed = True
-        self._retire()
+        for worker in [*self._workers.values(), *([self._spare] if self._spare else [])]:
+            worker.retire()
+        self._workers.clear()
+        self._spare = None
 
-    def _ensure_worker(self) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise SandboxError("this Sandbox is closed; open a new one")
-        if self._proc is not None and self._proc.poll() is not None:
-            self._retire()  # died between calls: don't blame the next candidate
-        while self._proc is None:
-            self._spawn()
-            for name, (source, entry) in list(self._sources.items()):
-                try:
-                    error = self._load_in_worker(name, source, entry)
-                except _WorkerLost as lost:
-                    error = str(lost)
-                if error:
-                    del self._sources[name]
-                    self._load_errors[name] = f"reload failed: {error}"
-                if self._proc is None:
-                    break
 
-    def _spawn(self) -> None:
-        limits = {**asdict(self.limits), "allowed_imports": sorted(self.limits.allowed_imports)}
-        self._proc = proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(limits)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=_WORKER_ENV,
-            cwd="/",
-            start_new_session=True,  # a terminal's Ctrl-C is the parent's business
-        )
-        os.set_blocking(proc.stdin.fileno(), False)  # type: ignore[union-attr]
-        self._reaper = weakref.finalize(self, _reap, proc)
-        self._buf.clear()
-        self.restarts += self._started
-        self._started = True
+    def _forget(self, name: str) -> None:
+        if (worker := self._workers.pop(name, None)) is not None:
+            worker.retire()
+        self._sources.pop(name, None)
+        self._load_errors.pop(name, None)
+
+    def _worker_for(self, name: str) -> _Process | None:
+        """The live worker holding ``name``, or a new one it is reloaded into (None: it no
+        longer loads, and ``_load_errors`` says why)."""
+        self._check_open()
+        worker = self._workers.get(name)
+        if worker is not None and worker.alive():
+            self._workers.move_to_end(name)
+            self._last = worker
+            return worker
+        if worker is not None:  # died between calls: don't blame the candidate's next input
+            worker.retire()
+            del self._workers[name]
+        if name not in self._sources:
+            return None
+        self.restarts += name in self._had_worker
+        source, entry = self._sources[name]
+        if error := self._start(name, source, entry):
+            del self._sources[name]
+            self._load_errors[name] = f"reload failed: {error}"
+            return None
+        return self._workers[name]
+
+    def _start(self, name: str, source: str, entry: str) -> str | None:
+        """Load ``name`` into a fresh worker, which then holds it; the error, or None."""
+        worker, self._spare = self._spare, None
+        if worker is None or not worker.alive():
+            worker = _Process(self.limits, self._argv)
+        self._last = worker
         try:
-            refusal = self._reply("ready", time.monotonic() + _STARTUP_S).get("e")
-        except _WorkerLost as lost:
-            refusal = str(lost)
-        if refusal:
-            self._retire()
-            raise SandboxError(f"the sandbox worker did not start: {refusal}")
-
-    def _load_in_worker(self, name: str, source: str, entry: str) -> str | None:
-        token = secrets.token_hex(8)
-        request = {"op": "load", "t": token, "name": name, "source": source, "entry": entry}
-        self._send(json.dumps(request) + "\n")
-        return self._reply(token, self._deadline()).get("e")
-
-    def _call_chunk(self, name: str, chunk: list[str], results: list[CallResult]) -> None:
-        token = secrets.token_hex(8)  # a candidate cannot forge replies it cannot name
-        head = json.dumps({"op": "call", "t": token, "name": name})[:-1]
-        self._send(f'{head}, "inputs": [{",".join(chunk)}]}}\n')
-        for index in range(len(chunk)):
-            reply = self._reply(token, self._deadline())
-            if reply.get("i") != index:
-                raise self._lose("worker sent a reply out of order (killed)")
-            if reply.get("recycle"):  # the worker has spent half its CPU budget
-                self._retire()
-                return
-            results.append(CallResult(reply.get("v"), reply.get("e")))
-
-    def _deadline(self) -> float:
-        return time.monotonic() + self.limits.call_timeout_s + self.limits.kill_grace_s
-
-    def _send(self, line: str) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        fd, data, deadline = self._proc.stdin.fileno(), memoryview(line.encode()), self._deadline()
-        while data:
-            if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
-                raise self._lose(f"timeout after {self.limits.call_timeout_s}s (worker killed)")
-            try:
-                data = data[os.write(fd, data[: 1 << 16]) :]
-            except BlockingIOError:
-                continue
-            except BrokenPipeError:
-                raise self._lose(None) from None
-
-    def _reply(self, token: str, deadline: float) -> dict[str, Any]:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd, limit = self._proc.stdout.fileno(), self.limits.max_result_chars + 1024
-        while (end := self._buf.find(b"\n")) < 0:
-            if len(self._buf) > limit:
-                raise self._lose("worker sent an oversized reply (killed)")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise self._lose(f"timeout after {self.limits.call_timeout_s}s (worker killed)")
-            if not (chunk := os.read(fd, 1 << 16)):
-                raise self._lose(None)
-            self._buf += chunk
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 1]
-        with contextlib.suppress(ValueError):
-            if isinstance(reply := json.loads(line), dict) and reply.get("t") == token:
-                return reply
-        raise self._lose("worker sent a corrupt reply (killed)")
-
-    def _lose(self, reason: str | None) -> _WorkerLost:
-        """Kill and reap the worker; ``reason`` None: it closed its pipe, probably dead."""
-        if reason is None and self._proc is not None:
-            try:
-                reason = f"worker died ({_exit_text(self._proc.wait(_REAP_S))})"
-            except subprocess.TimeoutExpired:
-                reason = "worker closed its pipe (killed)"
-        self._retire()
-        return _WorkerLost(reason)
-
-    def _retire(self) -> None:
-        if self._reaper is not None:
-            self._reaper()  # runs _reap once
-        self._proc = None
+            error = worker.load(name, source, entry)  # SandboxError if it cannot start at all
+        except (_WorkerLost, _Stopped) as lost:
+            error = str(lost)
+        finally:
+            self._spare = _Process(self.limits, self._argv)  # warms up while this one works
+        if error:
+            worker.retire()
+            return error
+        self._workers[name] = worker
+        self._had_worker.add(name)
+        while len(self._workers) > MAX_LIVE_WORKERS:  # the least recently used makes room
+            evicted, oldest = self._workers.popitem(last=False)
+            oldest.retire()
+            self._had_worker.discard(evicted)
+        return None
 
 
 def _chunk(encoded: list[str], start: int) -> list[str]:

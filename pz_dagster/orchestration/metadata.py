@@ -72,6 +72,11 @@ def code_metadata(result: OperatorResult) -> dict[str, Any]:
         "synthesis_sample": int(result.extras.get("sample", 0)),
         "synthesis_tokens": int(result.extras.get("synthesis_tokens", 0)),
         "fallback_tokens": int(result.extras.get("fallback_tokens", 0)),
+        # candidates that did not load, raised, stalled or attempted a forbidden operation
+        # (the sandbox stopped them): the first 10, so a hostile model shows in the UI
+        "synthesis_problems": dg.MetadataValue.json(
+            list(result.extras.get("synthesis_problems", []))
+        ),
     }
 
 
