@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import dagster as dg
+from filelock import FileLock
 
 from pz_dagster.orchestration.compiler import CompiledQuery, SourceBatches
 from pz_dagster.orchestration.store import RecordStore
@@ -28,9 +32,23 @@ def register_new_batches(
     Idempotent: an item already in a batch (same path or id, and content) is never batched
     again, and a batch's key is derived from its items, so a repeated call adds nothing.
     """
-    files = scan_source(source)
-    new = make_batches(files, source.batch_size, seen=store.batch_files_seen(query, manifest))
-    return [store.save_batch(query, batch, manifest) for batch in new]
+    # One registration at a time per source (sensor ticks, CLI runs, other processes): two
+    # that interleave would each batch the files the other has not saved yet, so a file that
+    # arrived between their scans would land in two batches.
+    with registration_lock(store, query, manifest):
+        files = scan_source(source)
+        seen = store.batch_files_seen(query, manifest)
+        new = make_batches(files, source.batch_size, seen=seen)
+        return [store.save_batch(query, batch, manifest) for batch in new]
+
+
+def registration_lock(store: RecordStore, query: str, manifest: str | None) -> FileLock:
+    """An exclusive lock (``flock``, released if the holder dies) on one source's manifests;
+    waits up to 10 minutes for another registration, which takes a scan of the folder."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest or "main")
+    path = Path(store.root) / query / "_locks" / f"register-{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=600, mode=0o664)
 
 
 def pending_batches(
