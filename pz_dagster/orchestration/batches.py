@@ -48,7 +48,7 @@ def registration_lock(store: RecordStore, query: str, manifest: str | None) -> F
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest or "main")
     path = Path(store.root) / query / "_locks" / f"register-{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path, timeout=600, mode=0o664)
+    return FileLock(path, timeout=600)  # created with the umask, like the store's files
 
 
 def pending_batches(
