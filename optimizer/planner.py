@@ -94,19 +94,23 @@ class Decision:
         ]
         for op in self.options:
             lines += [f"\n{op}:", self.candidates_markdown(op)]
+            champion = self.champions.get(op)
+            if champion and champion.key not in {c.key for c, _ in self.options[op]}:
+                lines.append(
+                    f"champion (the reference on a sample where there are no labels): "
+                    f"{champion.key}, not one of the strategies offered"
+                )
         return "\n".join(lines)
 
 
-def champion_of(candidates: Sequence[Candidate], models: Mapping[str, ModelProfile]) -> Candidate:
+def champion_of(operator: str, models: Mapping[str, ModelProfile]) -> Candidate:
     """The reference for quality without labels: the direct strategy of the model with the
-    highest quality prior (ties: the more expensive one)."""
-    direct = [c for c in candidates if c.strategy == "direct" and c.model in models]
-    if not direct:
-        raise ValueError("a champion needs a direct candidate")
-    return max(
-        direct,
-        key=lambda c: (models[c.model].quality, models[c.model].input_price),  # type: ignore[index]
-    )
+    highest quality prior (ties: the more expensive one). It need not be among the strategies
+    offered: it only judges them, on a sample, as long as there are no labels."""
+    if not models:
+        raise ValueError(f"operator {operator!r}: a champion needs a model")
+    best = max(models.values(), key=lambda m: (m.quality, m.input_price))
+    return Candidate(operator, "direct", best.name, (best.name,))
 
 
 def decide(
@@ -158,10 +162,12 @@ def decide(
         if fixed and op.name in fixed:
             options[op.name] = [(Candidate(op.name, "python", None), fixed[op.name])]
             continue
-        cands = candidates_for(op, models, tried(op), has(op))
+        # None of the strategies offered can run yet (a proxy before its threshold is learned):
+        # the direct ones run meanwhile, and their answers teach the others.
+        cands = candidates_for(op, models, tried(op), has(op)) or candidates_for(op, models)
         if not cands:
             raise ValueError(f"operator {op.name!r}: no candidate (models: {sorted(by_name)})")
-        champions[op.name] = champion_of(cands, by_name)
+        champions[op.name] = champion_of(op.name, by_name)
         if op.name in pinned:
             keep = pinned[op.name]
             if keep.key not in {c.key for c in cands} and keep.strategy != "python":

@@ -125,6 +125,13 @@ POLICIES = {
 }
 
 
+def _number(text: str, arg: str) -> float:
+    try:
+        return float(arg)
+    except ValueError:
+        raise ValueError(f"{text}: {arg!r} is not a number") from None
+
+
 def parse_policy(text: str) -> Policy:
     """A policy from its name, with an optional argument: ``MinCostAtQuality(0.9)``.
 
@@ -142,13 +149,19 @@ def parse_policy(text: str) -> Policy:
     if cls in (MinCostAtQuality, MinTimeAtQuality):
         if not arg:
             raise ValueError(f"{name} needs a quality, e.g. {name}(0.9)")
-        return cls(quality=float(arg))
+        quality = _number(text, arg)
+        if not 0.0 <= quality <= 1.0:  # a target no plan can meet would silently fall back
+            raise ValueError(f"{text}: the quality is a share between 0 and 1, e.g. {name}(0.9)")
+        return cls(quality=quality)
     if cls is MaxQualityAtCost:
         if not arg:
             raise ValueError(
                 "MaxQualityAtCost needs dollars per record, e.g. MaxQualityAtCost(0.001)"
             )
-        return cls(cost=float(arg))
+        cost = _number(text, arg)
+        if cost < 0:
+            raise ValueError(f"{text}: dollars per record cannot be negative")
+        return cls(cost=cost)
     if arg:
         raise ValueError(f"{name} takes no argument")
     return cls()

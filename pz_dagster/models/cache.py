@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -34,6 +35,9 @@ def cache_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+CACHE_KEY = "pz/cache_key"  # in Completion.raw: where CachedChatModel stored the answer
+
+
 class ResponseCache:
     """Completions by key, on disk. Re-running the same prompts with the same model and
     parameters costs no model call and $0."""
@@ -47,6 +51,9 @@ class ResponseCache:
     def put(self, key: str, value: dict[str, Any]) -> None:
         self._cache.set(key, value)
 
+    def delete(self, key: str) -> None:
+        self._cache.delete(key)
+
     def __len__(self) -> int:
         return len(self._cache)
 
@@ -58,7 +65,8 @@ class CachedChatModel:
     """Wraps a ChatModel; answers from the cache when it can, stores what the model says.
 
     Answers cut off at max_tokens are stored too: with the same parameters the model would cut
-    them off again.
+    them off again. An answer that fails validation is taken back out (``discard``), so the next
+    run asks the model again instead of failing the record again without a call.
     """
 
     def __init__(self, inner: ChatModel, cache: ResponseCache):
@@ -102,9 +110,17 @@ class CachedChatModel:
                 finish_reason=hit["finish_reason"],
                 usage=Usage(seconds=time.perf_counter() - start, cache_hits=1),
                 cached=True,
+                raw={CACHE_KEY: key},
             )
         completion = self._inner.complete(
             messages, json_schema=json_schema, max_tokens=max_tokens, temperature=temperature
         )
         self._cache.put(key, {"text": completion.text, "finish_reason": completion.finish_reason})
-        return completion
+        return dataclasses.replace(completion, raw={**completion.raw, CACHE_KEY: key})
+
+    def discard(self, completion: Completion) -> None:
+        """Take an answer that failed validation (not JSON, not the schema) back out of the
+        cache. Cut-off answers stay: see the class docstring."""
+        key = completion.raw.get(CACHE_KEY)
+        if key is not None and completion.finish_reason != "length":
+            self._cache.delete(key)

@@ -14,6 +14,7 @@ import openai
 
 from pz_dagster.errors import ModelError
 from pz_dagster.models.base import Pricing, Usage, pricing_for
+from pz_dagster.models.openai_compat import openai_client
 from pz_dagster.models.retry import RetryPolicy
 
 BUNDLED_EMBEDDING_NAME = "all-MiniLM-L6-v2"
@@ -103,9 +104,7 @@ class OpenAIEmbeddingClient:
         self._model = model
         self._pricing = pricing_for(model, prices)
         self._retry = retry or RetryPolicy()
-        self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=0
-        )
+        self._client = openai_client(base_url, api_key, timeout_s, what="embedding base_url")
 
     @property
     def model_name(self) -> str:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 
 from pz_dagster.errors import ModelError, RecordFailure
 from pz_dagster.models.base import Completion, Message, Pricing, Usage, pricing_for
+from pz_dagster.models.breaker import CircuitBreaker, CircuitOpenError
 from pz_dagster.models.limits import RateLimiter
-from pz_dagster.models.retry import RetryPolicy
+from pz_dagster.models.retry import RetryPolicy, endpoint_failed
+from pz_dagster.redact import redact_library_logs, redact_url
+
+# openai and httpx log request URLs, which may carry credentials (userinfo, query string).
+redact_library_logs()
 
 # How an endpoint takes a JSON schema for structured output:
 # - "json_schema": OpenAI's {"type": "json_schema", "json_schema": {...}} (OpenAI, vLLM, llama.cpp's
@@ -21,6 +27,42 @@ from pz_dagster.models.retry import RetryPolicy
 # - "auto": the OpenAI form first, and the other one from then on if the endpoint rejects it.
 StructuredOutput = Literal["auto", "json_schema", "json_object"]
 CHARS_PER_TOKEN_ESTIMATE = 4
+
+
+def split_query(base_url: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """``base_url`` without its query string, and the query's parameters: the openai package
+    appends request paths after the whole base URL (``/v1?key=k/chat/completions``), so
+    parameters such as ``api-version`` or a key go in ``default_query``, sent with each request.
+
+    >>> split_query("http://h/v1?api-version=2024-06-01")
+    ('http://h/v1', {'api-version': '2024-06-01'})
+    """
+    if not base_url or "?" not in base_url:
+        return base_url, None
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query)) or None
+
+
+def openai_client(
+    base_url: str | None, api_key: str | None, timeout_s: float, what: str = "base_url"
+) -> openai.OpenAI:
+    """The openai package's client for an endpoint, query parameters in ``default_query`` (see
+    ``split_query``). Retries are ours (counted, bounded in time), so its own are off; the key
+    "unused" keeps it from demanding one for local servers that need none. A malformed URL is
+    a ModelError that names it without its credentials."""
+    url, query = split_query(base_url)
+    try:
+        return openai.OpenAI(
+            base_url=url,
+            default_query=query,
+            api_key=api_key or "unused",
+            timeout=timeout_s,
+            max_retries=0,
+        )
+    except Exception as exc:  # its message would repeat the URL
+        raise ModelError(
+            f"invalid {what} {redact_url(base_url)} ({type(exc).__name__}); check the endpoint URL"
+        ) from None
 
 
 class OpenAICompatibleClient:
@@ -46,6 +88,7 @@ class OpenAICompatibleClient:
         rpm: int | None = None,
         tpm: int | None = None,
         structured_output: StructuredOutput = "auto",
+        breaker: CircuitBreaker | None = None,
     ):
         self._model = model
         self._structured = structured_output
@@ -53,17 +96,17 @@ class OpenAICompatibleClient:
         self._context_tokens = context_tokens
         self._pricing = pricing_for(model, prices)
         self._base_url = base_url
+        # What messages and the cache namespace show of the endpoint: never its credentials.
+        self._endpoint = redact_url(base_url) or "api.openai.com"
         self._retry = retry or RetryPolicy()
+        self._timeout_s = timeout_s
+        # Shared by the clients of one endpoint (the resource passes one): a dead endpoint is
+        # found out once, then every remaining record fails at once instead of waiting out
+        # its own timeouts and retries.
+        self._breaker = breaker or CircuitBreaker()
         self._max_concurrency = max(1, max_concurrency)
         self._limiter = RateLimiter(rpm, tpm)
-        # Retries are ours (counted, bounded in time), so the openai package's are off. The key
-        # "unused" keeps it from demanding one for local servers that need none.
-        self._client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or "unused",
-            timeout=timeout_s,
-            max_retries=0,
-        )
+        self._client = openai_client(base_url, api_key, timeout_s)
 
     @property
     def model_name(self) -> str:
@@ -79,7 +122,7 @@ class OpenAICompatibleClient:
 
     @property
     def cache_namespace(self) -> str:
-        return f"{self._model}@{self._base_url or 'openai'}"
+        return f"{self._model}@{redact_url(self._base_url) or 'openai'}"
 
     def complete(
         self,
@@ -99,18 +142,26 @@ class OpenAICompatibleClient:
         start = time.perf_counter()
         try:
             resp = self._retry.call(
-                lambda: self._send(
-                    messages, json_schema, max_tokens, temperature, estimate + max_tokens
+                lambda: self._breaker.call(
+                    lambda: self._send(
+                        messages, json_schema, max_tokens, temperature, estimate + max_tokens
+                    ),
+                    is_failure=endpoint_failed,
                 ),
                 on_retry=count,
             )
+        except CircuitOpenError as exc:  # not a transient error: the retries stop at once
+            raise self._circuit_open(exc, max(retries - 1, 0)) from None
         except openai.APIConnectionError as exc:  # includes timeouts, after every retry
             if isinstance(exc, openai.APITimeoutError):
                 raise RecordFailure(
-                    f"model call timed out {retries + 1} time(s)", Usage(retries=retries)
+                    f"model call timed out {retries + 1} time(s) waiting for {self._endpoint} "
+                    f"(timeout_s={self._timeout_s:g})",
+                    Usage(retries=retries),
+                    transport=True,
                 ) from None
             raise ModelError(
-                f"cannot reach the model endpoint {self._base_url or 'api.openai.com'} for "
+                f"cannot reach the model endpoint {self._endpoint} for "
                 f"{self._model!r} after {retries + 1} attempt(s); check that the server is up"
             ) from None
         except (
@@ -120,13 +171,15 @@ class OpenAICompatibleClient:
         ) as exc:
             # Whole-asset problems: the key is wrong or the model unknown. The key is never shown.
             raise ModelError(
-                f"the model endpoint {self._base_url or 'api.openai.com'} refused {self._model!r} "
+                f"the model endpoint {self._endpoint} refused {self._model!r} "
                 f"with HTTP {exc.status_code}; check the model name and the API key"
             ) from None
-        except openai.APIStatusError as exc:
+        except openai.APIStatusError as exc:  # 429 and 5xx (the rest were raised above)
             raise RecordFailure(
-                f"model call failed with HTTP {exc.status_code} after {retries + 1} attempt(s)",
+                f"model call failed with HTTP {exc.status_code} after {retries + 1} attempt(s) "
+                f"({self._endpoint})",
                 Usage(retries=retries),
+                transport=exc.status_code == 429 or exc.status_code >= 500,
             ) from None
         seconds = time.perf_counter() - start
         choice = resp.choices[0] if resp.choices else None
@@ -139,6 +192,43 @@ class OpenAICompatibleClient:
             usage=Usage(inp, out, seconds, self._pricing.dollars(inp, out), 1, 0, retries),
             finish_reason=choice.finish_reason if choice else None,
         )
+
+    def _circuit_open(self, exc: CircuitOpenError, retries: int) -> ModelError | RecordFailure:
+        """What a record gets once the circuit is open. Refused connections were a whole-asset
+        error before the breaker (the server is down), and stay one."""
+        when = (
+            "a probe request is in flight"
+            if exc.probing
+            else f"not asking it again for {exc.retry_in_s:.0f} s"
+        )
+        what = (
+            f"circuit open: endpoint {self._endpoint} failed {exc.failures} times in a row "
+            f"(last: {self._failure_text(exc.last)}); {when}"
+        )
+        refused = isinstance(exc.last, openai.APIConnectionError) and not isinstance(
+            exc.last, openai.APITimeoutError
+        )
+        if refused:
+            return ModelError(
+                f"cannot reach the model endpoint {self._endpoint} for {self._model!r} ({what}); "
+                "check that the server is up"
+            )
+        return RecordFailure(
+            f"{what}; check that it is up and answers within timeout_s={self._timeout_s:g}",
+            Usage(retries=retries),
+            transport=True,
+        )
+
+    @staticmethod
+    def _failure_text(exc: BaseException | None) -> str:
+        """A failure in a few words, without the response body (it may echo the request)."""
+        if isinstance(exc, openai.APITimeoutError):
+            return "timed out"
+        if isinstance(exc, openai.APIStatusError):
+            return f"HTTP {exc.status_code}"
+        if isinstance(exc, openai.APIConnectionError):
+            return "connection failed"
+        return type(exc).__name__
 
     def _send(
         self,

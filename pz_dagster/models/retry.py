@@ -25,6 +25,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
 
+def endpoint_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the endpoint gave no answer (what the circuit breaker counts): a
+    timeout, a lost or refused connection, HTTP 5xx. Not 429: a rate limit is an answer from a
+    live endpoint asking to slow down, which the retries' backoff does."""
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """At most ``max_retries`` re-sends, waits drawn from an exponential window with jitter

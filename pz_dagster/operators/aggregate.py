@@ -135,7 +135,7 @@ def _reduce(
                 answers.append(answer.model_dump_json())
         except RecordFailure as exc:  # keep what the earlier calls cost
             failed = exc.usage if isinstance(exc.usage, Usage) else Usage()
-            raise RecordFailure(str(exc), usage + failed) from None
+            raise exc.with_usage(usage + failed) from None
         texts, partial = answers, True
     raise RecordFailure(
         f"partial answers did not fit the model's context after {MAX_LEVELS} levels", usage
@@ -154,6 +154,7 @@ def semantic_aggregate(
     max_tokens = TOKENS_PER_FIELD * len(node.output.model_fields) + 16
     groups, failed = _groups(node, records)
     out, usage, failures, levels = [], Usage(), [], 0
+    unanswered: list[str] = []  # records of groups that failed for a transport reason
     for done, (key, rows) in enumerate(groups.items(), start=1):
         row = _group_row(node, key)
         texts = [render_fields(r, node.depends_on) for r in rows]
@@ -170,12 +171,17 @@ def semantic_aggregate(
             row.update(dict.fromkeys(output.model_fields))
             row["error"] = f"{node.name}: {exc}"
             failures.append(f"{row['record_id']}: {exc}")
+            if exc.transport:
+                unanswered += [failures[-1]] * len(rows)
         out.append(row)
         if progress:
             progress(done, len(groups))
     stats = _stats(records, failed, out)
     stats.usage, stats.failures = usage, len(failures)
     stats.failure_examples = (failures + stats.failure_examples)[:5]
+    # Counted in records, like ``evaluated``: every group unanswered is every record unanswered.
+    stats.transport_failures = len(unanswered)
+    stats.transport_example = unanswered[0] if unanswered else None
     strategy = "direct" if levels <= 1 else f"hierarchical ({levels} levels)"
     return OperatorResult(out, stats, strategy=strategy, model=model.model_name)
 

@@ -29,17 +29,24 @@ class OperatorStats:
     records_out: int = 0
     evaluated: int = 0  # records the operator actually processed (not passed-through failures)
     failures: int = 0  # records this operator failed on (kept, with the error column set)
+    # of those, the ones no answer came back for (RecordFailure.transport): the endpoint's fault
+    transport_failures: int = 0
     passed_through_errors: int = 0  # records that arrived with an error and were kept as they were
     truncated: int = 0  # records whose text was cut to fit the model's context (logged)
     chunked: int = 0  # records too long for one prompt, read in several chunks
     usage: Usage = field(default_factory=Usage)
     failure_examples: list[str] = field(default_factory=list)
     truncated_ids: list[str] = field(default_factory=list)
+    transport_example: str | None = None  # the first transport failure, for the asset's error
 
-    def fail(self, record: Record, op_name: str, message: str) -> Record:
+    def fail(self, record: Record, op_name: str, message: str, transport: bool = False) -> Record:
         self.failures += 1
+        example = f"{record.get('record_id')}: {message}"
         if len(self.failure_examples) < 5:
-            self.failure_examples.append(f"{record.get('record_id')}: {message}")
+            self.failure_examples.append(example)
+        if transport:
+            self.transport_failures += 1
+            self.transport_example = self.transport_example or example
         return {**record, ERROR: f"{op_name}: {message}"}
 
 
@@ -100,7 +107,7 @@ def run_per_record(
         except RecordFailure as exc:
             if isinstance(exc.usage, Usage):
                 stats.usage += exc.usage
-            emitted[i] = stats.fail(on_failure(record), op_name, str(exc))
+            emitted[i] = stats.fail(on_failure(record), op_name, str(exc), exc.transport)
             return
         stats.usage += outcome.usage
         if outcome.truncated:
@@ -166,6 +173,19 @@ def parse_json_output(completion: Completion, model: type[BaseModel]) -> BaseMod
         ) from None
 
 
+def _validated(model: ChatModel, completion: Completion, output: type[BaseModel]) -> BaseModel:
+    """``parse_json_output``; an answer that fails it is taken out of the response cache (when
+    ``model`` has one), or the next run would be served the same invalid answer and fail the
+    record again without asking."""
+    try:
+        return parse_json_output(completion, output)
+    except RecordFailure:
+        discard = getattr(model, "discard", None)
+        if callable(discard):
+            discard(completion)
+        raise
+
+
 class Tally:
     """Adds up what one record's several model calls cost; a failure on a later call carries
     the whole sum, so earlier calls are not lost from the books.
@@ -189,7 +209,7 @@ class Tally:
             answer, spent = ask_json(model, messages, output, schema, max_tokens)
         except RecordFailure as exc:
             spent = exc.usage if isinstance(exc.usage, Usage) else Usage()
-            raise RecordFailure(str(exc), self.usage + spent) from None
+            raise exc.with_usage(self.usage + spent) from None
         self.usage += spent
         return answer
 
@@ -206,7 +226,7 @@ def ask_json(
     first = model.complete(messages, json_schema=schema, max_tokens=max_tokens)
     usage = first.usage
     try:
-        return parse_json_output(first, output), usage
+        return _validated(model, first, output), usage
     except RecordFailure as problem:
         retry_messages = [
             *messages,
@@ -220,7 +240,7 @@ def ask_json(
     second = model.complete(retry_messages, json_schema=schema, max_tokens=max_tokens)
     usage = usage + second.usage + Usage(retries=1)
     try:
-        return parse_json_output(second, output), usage
+        return _validated(model, second, output), usage
     except RecordFailure as again:
         raise RecordFailure(
             f"{again} (also after one retry with the validation error)", usage

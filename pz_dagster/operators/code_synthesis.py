@@ -278,6 +278,7 @@ class SynthesisRun:
     synthesis_usage: Usage = default(default_factory=Usage)
     fallback_usage: Usage = default(default_factory=Usage)
     failures: int = 0
+    transport_failures: int = 0  # of ``failures``, those no answer came back for
     failure_examples: list[str] = default(default_factory=list)
     fallback: int = 0
     recovered: int = 0  # records the model failed on that the functions then decided
@@ -288,6 +289,7 @@ class SynthesisRun:
 
     def count(self, run: OperatorResult) -> None:
         self.failures += run.stats.failures
+        self.transport_failures += run.stats.transport_failures
         self.failure_examples = (self.failure_examples + run.stats.failure_examples)[:5]
 
     def result(
@@ -300,6 +302,7 @@ class SynthesisRun:
             evaluated=len(self.answers) + len(self.values),
             passed_through_errors=sum(1 for r in records if r.get(ERROR)),
             failures=self.failures,
+            transport_failures=self.transport_failures,
             usage=self.synthesis_usage + self.fallback_usage,
             failure_examples=self.failure_examples,
         )

@@ -232,7 +232,7 @@ def ensemble_filter(
 
     def decide(record: Record) -> Outcome:
         text = render_fields(record, node.depends_on)
-        usage, votes, errors = Usage(), [], []
+        usage, votes, errors, transport = Usage(), [], [], True
         for m in models:
             tally = Tally()
             try:
@@ -240,11 +240,12 @@ def ensemble_filter(
                 votes.append(any(judge_direct(c, node.predicate, m, tally) for c in chunks))
             except RecordFailure as exc:
                 errors.append(f"{m.model_name}: {exc}")
+                transport = transport and exc.transport
                 if isinstance(exc.usage, Usage):
                     tally.usage += exc.usage
             usage += tally.usage
-        if not votes:
-            raise RecordFailure("; ".join(errors), usage)
+        if not votes:  # a transport failure only when no model's endpoint answered
+            raise RecordFailure("; ".join(errors), usage, transport=transport)
         return Outcome(record if sum(votes) * 2 > len(votes) else None, usage)
 
     concurrency = min(m.max_concurrency for m in models)
@@ -335,7 +336,8 @@ BATCH_RECORDS = 8
 
 @dataclass
 class GroupResult:
-    verdicts: list[tuple[int, Record | None, str | None]]  # (index, kept record or None, error)
+    # (index, kept record or None, the record's failure or None)
+    verdicts: list[tuple[int, Record | None, RecordFailure | None]]
     usage: Usage
     cut: bool
 
@@ -396,7 +398,7 @@ def batched_filter(
             )
         except RecordFailure as exc:  # fall back to one prompt per record
             usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
-            verdicts: list[tuple[int, Record | None, str | None]] = []
+            verdicts: list[tuple[int, Record | None, RecordFailure | None]] = []
             for i, record in group:
                 try:
                     keep, spent = judge_one(record)
@@ -405,7 +407,7 @@ def batched_filter(
                 except RecordFailure as again:
                     if isinstance(again.usage, Usage):
                         usage += again.usage
-                    verdicts.append((i, record, str(again)))
+                    verdicts.append((i, record, again))
             return GroupResult(verdicts, usage, cut=False)
         kept = [
             (i, r if v == "YES" else None, None)
@@ -423,7 +425,11 @@ def batched_filter(
                 if result.cut:
                     stats.truncated += 1
                     stats.truncated_ids.append(str(ok_ids[i]))
-                emitted[i] = stats.fail(record, node.name, error) if error and record else record
+                emitted[i] = (
+                    stats.fail(record, node.name, str(error), error.transport)
+                    if error and record
+                    else record
+                )
                 done += 1
                 if progress:
                     progress(done, len(ok))

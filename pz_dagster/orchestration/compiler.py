@@ -16,7 +16,7 @@ from tqdm import tqdm
 from pz_dagster.errors import PlanError
 from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import needs_model, run_operator
-from pz_dagster.operators.base import Progress
+from pz_dagster.operators.base import OperatorStats, Progress
 from pz_dagster.operators.proxy import PROXIES
 from pz_dagster.orchestration.assessment import assess, decision_metadata
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
@@ -62,6 +62,14 @@ class OperatorConfig(dg.Config):
     use_cache: bool = Field(
         default=True,
         description="Answer repeated prompts from the response cache under the instance's storage.",
+    )
+    max_failed_fraction: float = Field(
+        default=1.0,
+        description="Fail the asset, storing nothing for this partition, when at least this "
+        "fraction of the records it evaluated got no answer from the model endpoint (timeouts, "
+        "refused connections, HTTP 5xx/429 after every retry, an open circuit breaker). 1.0: "
+        "only when all of them did; 0.5: when half did. Invalid answers (not JSON, wrong "
+        "schema) do not count: those records are kept with the error column set.",
     )
 
 
@@ -129,6 +137,36 @@ def _progress(context: dg.AssetExecutionContext, name: str) -> Iterator[Progress
     finally:
         if bar is not None:
             bar.close()
+
+
+def fail_if_unanswered(name: str, stats: OperatorStats, max_failed_fraction: float) -> None:
+    """Raise ``dagster.Failure`` when at least ``max_failed_fraction`` of the evaluated records
+    failed for a transport reason. Such a partition says nothing about its documents: stored,
+    it would read as a success (with every record flagged), the run would exit 0, and the next
+    run would skip it as done."""
+    unanswered, evaluated = stats.transport_failures, stats.evaluated
+    if not unanswered or not evaluated or unanswered / evaluated < max_failed_fraction:
+        return
+    how_many = f"all {evaluated}" if unanswered == evaluated else f"{unanswered} of {evaluated}"
+    example = stats.transport_example or (stats.failure_examples or ["-"])[0]
+    raise dg.Failure(
+        description=(
+            f"{name}: {how_many} evaluated record(s) failed without an answer from the model "
+            f"endpoint (max_failed_fraction={max_failed_fraction:g}), e.g. {example}. Nothing "
+            "was stored for this partition. Check that the endpoint (the model resource's "
+            "base_url) is up and reachable from here and answers within its timeout_s, then "
+            "run the partition again."
+        ),
+        metadata={
+            "evaluated": evaluated,
+            "transport_failures": unanswered,
+            "failures": stats.failures,
+            "max_failed_fraction": max_failed_fraction,
+            "examples": dg.MetadataValue.md(
+                "\n".join(f"- {e}" for e in stats.failure_examples) or "-"
+            ),
+        },
+    )
 
 
 def response_cache(instance: dg.DagsterInstance) -> ResponseCache:
@@ -260,6 +298,7 @@ def _operator_asset(
                     else None,
                     params=strategy_params(chosen, own),
                 )
+                fail_if_unanswered(node.name, result.stats, config.max_failed_fraction)
                 if "escalated" in result.extras:
                     extra_counts = {"escalated": result.extras["escalated"]}
                 else:
@@ -296,6 +335,7 @@ def _operator_asset(
                     right=right.to_pylist() if right is not None else None,
                     embedder=embedder_for() if isinstance(node, plan.SemanticTopK) else None,
                 )
+                fail_if_unanswered(node.name, result.stats, config.max_failed_fraction)
         seconds = time.perf_counter() - start
         # A global operator (agg, top-k) has no per-record selectivity to learn from.
         with_selectivity = not isinstance(node, plan.GlobalNode)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optimizer import parse_policy
 from optimizer.candidates import STRATEGIES
@@ -38,6 +38,7 @@ from pz_dagster.orchestration.resources import (
     OpenAICompatibleModel,
 )
 from pz_dagster.query.spec import QuerySpec, SourceSpec, dataset_from_spec, resolve_path
+from pz_dagster.redact import API_KEY_ENV_REFUSED, REDACTED, looks_like_key
 
 __all__ = ["ModelSpec", "OptimizerSpec", "PzQueryComponent", "QuerySpec", "dataset_from_spec"]
 
@@ -103,6 +104,9 @@ class PriceDecl(dg.Model):
 class ModelSpec(dg.Model):
     """The chat model: the bundled local one, or any OpenAI-compatible endpoint."""
 
+    # A refused api_key_env may be the key itself: pydantic's messages must not repeat input.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     kind: Literal["local", "openai_compatible"] = Field(default="local", description="Backend.")
     model: str | None = Field(default=None, description="openai_compatible: default model.")
     models: list[str] = Field(default_factory=list, description="Other models operators may use.")
@@ -118,10 +122,22 @@ class ModelSpec(dg.Model):
     model_path: str | None = Field(default=None, description="local: GGUF file; empty: bundled.")
     n_ctx: int = Field(default=4096, description="local: context window in tokens.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key_as_env_name(cls, data: Any) -> Any:
+        """Refuses a key written where its variable's name goes, before any message can show
+        it. The value is also blanked in the input mapping itself, because Dagster's YAML
+        loader prints the input of a failed validation in its own format (whatever this
+        model's config says), and that input is this very mapping."""
+        if isinstance(data, dict):
+            value = data.get("api_key_env")
+            if isinstance(value, str) and looks_like_key(value):
+                data["api_key_env"] = REDACTED
+                raise ValueError(API_KEY_ENV_REFUSED)
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        if self.api_key_env is not None and not re.match(ENV_NAME_PATTERN, self.api_key_env):
-            raise ValueError("api_key_env is the name of an environment variable, not a key")
         if self.kind == "openai_compatible" and not self.model:
             raise ValueError("kind openai_compatible needs `model` (the endpoint's model name)")
         remote = ("model", "models", "base_url", "api_key_env", "prices")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from optimizer import (
     Candidate,
@@ -92,6 +92,21 @@ class OptimizerResource(dg.ConfigurableResource):
     )
 
     _labels: ValidationSet | None = PrivateAttr(default=None)
+
+    # Checked where the resource is built (the query's module, or the YAML component), so a
+    # mistake is reported at load, not as a failed step of a run.
+    @field_validator("policy")
+    @classmethod
+    def _policy_parses(cls, value: str) -> str:
+        parse_policy(value)  # its ValueError names the known policies
+        return value
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies_known(cls, value: list[str]) -> list[str]:
+        if unknown := [s for s in value if s not in OPTIMIZER_STRATEGIES]:
+            raise ValueError(f"unknown strategies {unknown}; known: {sorted(OPTIMIZER_STRATEGIES)}")
+        return value
 
     def get_policy(self) -> Policy:
         return parse_policy(self.policy)

@@ -8,17 +8,19 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pyarrow as pa
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from optimizer import ModelProfile
 from pz_dagster.errors import ModelError, SourceError
 from pz_dagster.models.base import ChatModel, Pricing, pricing_for
+from pz_dagster.models.breaker import CircuitBreaker
 from pz_dagster.models.embeddings import EmbeddingModel, LocalEmbeddingClient, OpenAIEmbeddingClient
 from pz_dagster.models.local_llama import BUNDLED_MODEL_NAME, LocalLlamaClient
 from pz_dagster.models.openai_compat import OpenAICompatibleClient, StructuredOutput
 from pz_dagster.models.retry import RetryPolicy
 from pz_dagster.models.vllm_engine import VLLMClient
 from pz_dagster.orchestration.store import RecordStore
+from pz_dagster.redact import check_env_name
 
 
 class ModelPrior(dg.Config):
@@ -29,6 +31,14 @@ class ModelPrior(dg.Config):
     prompt_tokens_per_s: float = Field(default=2000.0, description="Prompt tokens read per second.")
     output_tokens_per_s: float = Field(default=50.0, description="Tokens generated per second.")
     latency_s: float = Field(default=0.5, description="Seconds per call before the first token.")
+
+
+def _env_var_named(value: Any) -> Any:
+    """An ``EnvVar`` must be named by a variable, not by the key itself (Dagster's "variable
+    not set" error would print it); the check needs the raw value, hence mode="before"."""
+    if isinstance(value, dg.EnvVar):
+        check_env_name(value.env_var_name, "the argument of dg.EnvVar")
+    return value
 
 
 class ModelResource(dg.ConfigurableResource):
@@ -131,6 +141,9 @@ class OpenAICompatibleModel(ModelResource):
     )
     base_url: str | None = Field(default=None, description="Endpoint URL; empty means OpenAI.")
     api_key: str | None = Field(default=None, description="API key; use an EnvVar.")
+    # pydantic's messages must not repeat input: it may hold the key (or a URL's credentials)
+    model_config = ConfigDict(hide_input_in_errors=True)
+    _api_key_env = field_validator("api_key", mode="before")(_env_var_named)
     context_tokens: int = Field(default=128_000, description="Context window of the models.")
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
@@ -153,8 +166,21 @@ class OpenAICompatibleModel(ModelResource):
         description="How the endpoint takes a JSON schema: json_schema (OpenAI, vLLM), json_object "
         "(llama-cpp-python's server), or auto (try the first, fall back to the second).",
     )
+    breaker_failures: int = Field(
+        default=5,
+        description="Circuit breaker: after this many transport failures in a row (timeouts, "
+        "refused connections, HTTP 5xx; each attempt counts) the endpoint is not asked again "
+        "and the remaining records fail at once with 'circuit open'; 0 turns it off.",
+    )
+    breaker_cooldown_s: float = Field(
+        default=30.0,
+        description="Seconds the open circuit waits before letting one probe request through; "
+        "if it is answered the circuit closes and records are sent again.",
+    )
 
     _clients: dict[str, OpenAICompatibleClient] = PrivateAttr(default_factory=dict)
+    # One per resource, shared by its models' clients: they all talk to the same endpoint.
+    _breaker: CircuitBreaker | None = PrivateAttr(default=None)
 
     @property
     def available_models(self) -> list[str]:
@@ -162,6 +188,8 @@ class OpenAICompatibleModel(ModelResource):
 
     def _build(self, model: str) -> OpenAICompatibleClient:
         prices = {m: Pricing(p.input_per_mtok, p.output_per_mtok) for m, p in self.prices.items()}
+        if self._breaker is None:
+            self._breaker = CircuitBreaker(self.breaker_failures, self.breaker_cooldown_s)
         return OpenAICompatibleClient(
             model,
             base_url=self.base_url,
@@ -174,6 +202,7 @@ class OpenAICompatibleModel(ModelResource):
             rpm=self.rpm,
             tpm=self.tpm,
             structured_output=self.structured_output,
+            breaker=self._breaker,
         )
 
     def profiles(self) -> list[ModelProfile]:
@@ -272,6 +301,8 @@ class OpenAIEmbeddingResource(EmbeddingResource):
     model: str = Field(default="text-embedding-3-small", description="Embedding model name.")
     base_url: str | None = Field(default=None, description="Endpoint URL; empty means OpenAI.")
     api_key: str | None = Field(default=None, description="API key; use an EnvVar.")
+    model_config = ConfigDict(hide_input_in_errors=True)  # as OpenAICompatibleModel's
+    _api_key_env = field_validator("api_key", mode="before")(_env_var_named)
 
     _client: OpenAIEmbeddingClient | None = PrivateAttr(default=None)
 

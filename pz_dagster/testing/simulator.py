@@ -338,10 +338,12 @@ class OpenAISimulator:
                 except json.JSONDecodeError:
                     self._send(400, {"error": {"message": "body is not JSON"}})
                     return
-                if self.path.rstrip("/") == "/v1/embeddings":
+                # servers route on the path; a query string (api-version, a key) is not part of it
+                path = self.path.split("?", 1)[0].rstrip("/")
+                if path == "/v1/embeddings":
                     self._send(200, simulated_embeddings(body))
                     return
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                if path != "/v1/chat/completions":
                     self._send(404, {"error": {"message": "not found"}})
                     return
                 req = ChatRequest(
