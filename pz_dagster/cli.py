@@ -3,12 +3,14 @@ deployment (a local instance under DAGSTER_HOME, default ./.pz_home)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,22 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
+from filelock import Timeout
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from pz_dagster.cli_errors import (
+    PzGroup,
+    clean,
+    is_verbose,
+    one_line,
+    require_env_vars,
+    validation_problems,
+    verbose_option,
+    yaml_problem,
+)
 from pz_dagster.errors import PzError
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.compiler import (
@@ -39,6 +54,12 @@ from pz_dagster.orchestration.planning import (
     plan_operator,
     read_history,
 )
+from pz_dagster.orchestration.runs import (
+    fail_dead_runs,
+    materialized_since,
+    partition_lock,
+    process_tags,
+)
 from pz_dagster.orchestration.store import RecordStore, view_name
 
 # Tables stay readable when output is piped (rich assumes 80 columns without a terminal).
@@ -55,12 +76,27 @@ SUMMARY_KEYS = (
 )
 
 
+# A new home's dagster.yaml. The run queue of the daemon (sensors, backfills, the UI) starts one
+# run per batch at a time, so two runs of one batch never both pay for it; `pz-dagster run`
+# takes turns per batch with a file lock (orchestration/runs.py).
+NEW_HOME_CONFIG = """telemetry:
+  enabled: false
+concurrency:
+  runs:
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+"""
+
+
 def _prepare_home(home: str | None) -> Path:
     path = Path(home or os.environ.get("DAGSTER_HOME") or ".pz_home").resolve()
     path.mkdir(parents=True, exist_ok=True)
     cfg = path / "dagster.yaml"
     if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
+        cfg.write_text(NEW_HOME_CONFIG)
     os.environ["DAGSTER_HOME"] = str(path)
     return path
 
@@ -71,7 +107,8 @@ def instance_dir() -> str:
 
 def target(command: Any) -> Any:
     """The options every command shares: which query (a module or a YAML file) and which
-    Dagster home."""
+    Dagster home; and --verbose."""
+    command = verbose_option(command)  # applied first: listed after them
     for option in reversed(
         (
             click.option(
@@ -100,14 +137,21 @@ def target(command: Any) -> Any:
 
 
 def _load_yaml(path: Path) -> tuple[dg.Definitions, CompiledQuery]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:  # its own message spans lines and quotes the file
+        raise click.ClickException(f"{path}: {yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise click.ClickException(f"{path}: expected a mapping with the query's attributes")
-    attributes = data.get("attributes", data) if "type" in data else data
+    # a component's defs.yaml (type + attributes), its attributes block alone, or the bare
+    # attributes
+    attributes = data.get("attributes", data) if {"type", "attributes"} & set(data) else data
     try:
         component = PzQueryComponent.resolve_from_yaml(yaml.safe_dump(attributes))
     except Exception as exc:  # pydantic and Dagster's resolution errors both say what is wrong
-        raise click.ClickException(f"{path} is not a valid query: {exc}") from None
+        # from None: a pydantic traceback would print input values, and one may be a key
+        problems = validation_problems(exc) if isinstance(exc, ValidationError) else one_line(exc)
+        raise click.ClickException(f"{path} is not a valid query: {problems}") from None
     return component.build_query(path.parent.resolve())
 
 
@@ -118,12 +162,19 @@ def _load(module: str, query_file: Path | None = None) -> tuple[dg.Definitions, 
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name != module.split(".")[0]:
-            raise  # the module exists; something it imports is missing
+        if exc.name != module.split(".")[0]:  # the module exists; something it imports is not
+            raise click.ClickException(
+                f"module {module!r} imports {exc.name!r}, which is not installed: install it "
+                "or fix the import"
+            ) from exc
         raise click.ClickException(
             f"cannot import module {module!r} from {os.getcwd()}: run from the folder that "
             "holds it, or pass --module"
         ) from None
+    except Exception as exc:  # the query's own code failed: where and why, in one line
+        raise click.ClickException(
+            f"importing module {module!r} failed: {one_line(exc)} (--verbose shows where)"
+        ) from exc
     defs = getattr(mod, "defs", None)
     queries = [v for v in vars(mod).values() if isinstance(v, CompiledQuery)]
     if not isinstance(defs, dg.Definitions) or len(queries) != 1:
@@ -157,7 +208,8 @@ def _value(md: dict[str, Any], key: str) -> Any:
     return getattr(v, "value", v)
 
 
-@click.group(help=__doc__)
+@click.group(cls=PzGroup, help=__doc__)
+@verbose_option
 def main() -> None:
     pass
 
@@ -222,18 +274,21 @@ def register(module: str, query_file: Path | None, home: str | None) -> None:
     "n_parts",
     default=1,
     show_default=True,
-    help="How many batches to run (0: all).",
+    type=click.IntRange(min=0),  # a negative count would slice off the last batches
+    help="How many batches to run, the first N (0: all).",
 )
-@click.option("--verbose", is_flag=True, help="Show Dagster's INFO logs.")
-def run(
-    module: str, query_file: Path | None, home: str | None, n_parts: int, verbose: bool
-) -> None:
+def run(module: str, query_file: Path | None, home: str | None, n_parts: int) -> None:
     """Register new batches, then materialize the query's job on the first N of them."""
+    verbose = is_verbose()
     home_path = _prepare_home(home)
     defs, query = _load(module, query_file)
+    require_env_vars(defs.resources)  # else Dagster fails the run with a config traceback
     job = defs.resolve_job_def(query.job.name)
-    failed = False
+    failed: list[str] = []  # "<partition> (<assets>)" of each failed run, for the last line
+    not_run = ""  # the partitions left when the model endpoint is down
+    started = time.time()
     with dg.DagsterInstance.get() as instance:
+        _fail_dead_runs(instance)
         batches = register_partitions(_store(defs), query, instance)
         chosen = batches if n_parts == 0 else batches[:n_parts]
         if query.reference_job is not None:
@@ -265,23 +320,39 @@ def run(
         for batch in chosen:
             start = time.perf_counter()
             console.print(f"partition {batch.key}: {len(batch.files)} documents...")
-            result = job.execute_in_process(
-                partition_key=batch.key,
-                instance=instance,
-                run_config={} if verbose else QUIET_LOGS,
-                raise_on_error=False,
-            )
+            with _partition_turn(_store(defs), query, batch.key):
+                other = materialized_since(
+                    instance, sorted(job.asset_layer.selected_asset_keys), batch.key, started
+                )
+                if other is not None:  # another pz-dagster run did it while this one ran
+                    console.print(f"partition {batch.key}: materialized meanwhile by run {other}")
+                    continue
+                result = job.execute_in_process(
+                    partition_key=batch.key,
+                    instance=instance,
+                    run_config={} if verbose else QUIET_LOGS,
+                    raise_on_error=False,
+                    tags=process_tags(),
+                )
             took = time.perf_counter() - start
             status = "[green]ok[/green]" if result.success else "[red]FAILED[/red]"
             console.print(f"partition {batch.key}: {status} in {took:.1f}s (run {result.run_id})")
-            failed |= not result.success
+            if not result.success:
+                failed.append(f"{batch.key} ({_report_failed_steps(query, result)})")
             _print_summary(query, instance, batch.key)
+            if not result.success and _endpoint_down(result):
+                left = chosen[chosen.index(batch) + 1 :]
+                if left:  # every one of them would wait on the same dead endpoint
+                    not_run = f"{len(left)} not run: the model endpoint gave no answer"
+                    console.print(f"[red]{not_run}[/red]; fix it and run again")
+                    break
         if query.summary_job is not None:
             console.print("aggregating over every materialized batch...")
             summary = defs.resolve_job_def(query.summary_job.name).execute_in_process(
                 instance=instance, run_config={} if verbose else QUIET_LOGS, raise_on_error=False
             )
-            failed |= not summary.success
+            if not summary.success:
+                failed.append(f"summary ({_report_failed_steps(query, summary)})")
     store = _store(defs)
     _print_results(
         query, store, [None] if query.summary_job is not None else [b.key for b in chosen]
@@ -289,8 +360,66 @@ def run(
     console.print(
         f"\nDagster home: {home_path}  (see the runs: DAGSTER_HOME={home_path} dagster dev -w workspace.yaml)"
     )
-    if failed:
-        raise SystemExit(1)
+    if failed:  # exit status 1, and which partitions failed where, as the last line
+        parts = [f for f in failed if not f.startswith("summary (")]
+        raise click.ClickException(
+            f"{len(parts)} of {len(chosen)} partition(s) failed: {', '.join(failed)}; "
+            + (f"{not_run}; " if not_run else "")
+            + "the reasons are above (--verbose for Dagster's logs)"
+        )
+
+
+@contextlib.contextmanager
+def _partition_turn(store: RecordStore, query: CompiledQuery, partition: str) -> Iterator[None]:
+    """Hold the batch's lock while materializing it; say so when another process holds it."""
+    lock = partition_lock(store, query.name, partition)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        console.print(f"partition {partition}: another process is materializing it; waiting...")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fail_dead_runs(instance: dg.DagsterInstance) -> None:
+    for run_id in fail_dead_runs(instance):
+        console.print(f"run {run_id}: the process that ran it is gone; marked failed")
+
+
+def _endpoint_down(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether a step failed because the model endpoint gave no answer (dead, hanging, its
+    circuit open), rather than because of the batch's documents."""
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        if data is None:
+            continue
+        user = data.user_failure_data
+        if user is not None and "transport_failures" in (user.metadata or {}):
+            return True
+        if data.error is not None and data.error.cls_name == "ModelError":
+            return True
+    return False
+
+
+def _report_failed_steps(query: CompiledQuery, result: dg.ExecuteInProcessResult) -> str:
+    """Print why each asset of a failed run failed (a dagster.Failure's description, else the
+    error's message, on one line); returns the assets' names."""
+    names = []
+    for event in result.all_events:
+        if not event.is_step_failure or event.step_failure_data is None:
+            continue
+        data = event.step_failure_data
+        user = data.user_failure_data
+        why = user.description if user and user.description else ""
+        why = why or (data.error.message if data.error else "")
+        name = (event.step_key or "?").removeprefix(f"{query.name}__")
+        names.append(name)
+        why = clean(why).removeprefix(f"{name}: ")  # pz's Failure descriptions start with it
+        console.print(f"  [red]{escape(name)}[/red]: {escape(why[:400])}")
+    return ", ".join(names) or f"run {result.run_id}"
 
 
 def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition: str) -> None:
@@ -392,6 +521,7 @@ def history(
         [_asset_key(query, asset_name)] if asset_name else [k for a in query.assets for k in a.keys]
     )
     with dg.DagsterInstance.get() as instance:
+        _fail_dead_runs(instance)
         rows: list[dict[str, Any]] = []
         for key in keys:
             recs = instance.fetch_materializations(

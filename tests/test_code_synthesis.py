@@ -215,6 +215,27 @@ def chosen(instance, key) -> list[dict]:
     return [r.asset_materialization.metadata for r in sorted(recs, key=lambda r: r.timestamp)]
 
 
+def extraction_defs(folder, sim: OpenAISimulator, store, name: str):
+    """A query extracting FIELDS from 120-email batches of ``folder`` on the priced simulator,
+    where the optimizer may choose code synthesis."""
+    model = OpenAICompatibleModel(
+        model="sim",
+        base_url=sim.base_url,
+        prices={"sim": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)},
+    )
+    return build_definitions(
+        Dataset.from_directory(folder, batch_size=120).sem_add_columns(
+            FIELDS, depends_on="contents", name="extract"
+        ),
+        name,
+        model=model,
+        store_root=str(store),
+        optimizer=OptimizerResource(
+            policy="MinCostAtQuality(0.7)", strategies=["direct", "code_synthesis"]
+        ),
+    )
+
+
 @pytest.mark.parametrize("code", ["good", "bad"])
 def test_the_optimizer_picks_code_synthesis_for_large_batches_while_it_works(code, tmp_path):
     folder = tmp_path / "emails"
@@ -225,22 +246,7 @@ def test_the_optimizer_picks_code_synthesis_for_large_batches_while_it_works(cod
     with OpenAISimulator(
         {"sim": SimulatedModel()}, oracle=oracle(GOOD if code == "good" else BAD)
     ) as sim:
-        model = OpenAICompatibleModel(
-            model="sim",
-            base_url=sim.base_url,
-            prices={"sim": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)},
-        )
-        defs, q = build_definitions(
-            Dataset.from_directory(folder, batch_size=120).sem_add_columns(
-                FIELDS, depends_on="contents", name="extract"
-            ),
-            "evap",
-            model=model,
-            store_root=str(store),
-            optimizer=OptimizerResource(
-                policy="MinCostAtQuality(0.7)", strategies=["direct", "code_synthesis"]
-            ),
-        )
+        defs, q = extraction_defs(folder, sim, store, "evap")
         with dg.instance_for_test() as instance:
             batches = register_partitions(RecordStore(store), q, instance)
             assert len(batches) == 2

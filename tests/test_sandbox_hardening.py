@@ -19,18 +19,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pz_dagster import Dataset
 from pz_dagster.operators.sandbox import CallResult, Sandbox, SandboxLimits
 from pz_dagster.orchestration import (
-    ModelPrice,
-    OpenAICompatibleModel,
-    OptimizerResource,
     RecordStore,
-    build_definitions,
 )
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.testing import OpenAISimulator, SimulatedModel
-from tests.test_code_synthesis import FIELDS, GOOD, emails, truth
+from tests.test_code_synthesis import GOOD, emails, extraction_defs, truth
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp: Linux")
 FAST = SandboxLimits(call_timeout_s=0.5, kill_grace_s=1.5)
@@ -250,22 +245,7 @@ def test_a_code_synthesis_materialization_cannot_kill_an_outside_process(victim,
 
     store = tmp_path / "store"
     with OpenAISimulator({"sim": SimulatedModel()}, oracle=answer) as sim:
-        model = OpenAICompatibleModel(
-            model="sim",
-            base_url=sim.base_url,
-            prices={"sim": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)},
-        )
-        defs, q = build_definitions(
-            Dataset.from_directory(folder, batch_size=120).sem_add_columns(
-                FIELDS, depends_on="contents", name="extract"
-            ),
-            "hostile",
-            model=model,
-            store_root=str(store),
-            optimizer=OptimizerResource(
-                policy="MinCostAtQuality(0.7)", strategies=["direct", "code_synthesis"]
-            ),
-        )
+        defs, q = extraction_defs(folder, sim, store, "hostile")
         with dg.instance_for_test() as instance:
             (batch,) = register_partitions(RecordStore(store), q, instance)
             res = defs.resolve_job_def(q.job.name).execute_in_process(
