@@ -4,6 +4,7 @@ partition, and invalid answers are not served from the response cache on a re-ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import dagster as dg
 import pytest
 
 from pz_dagster import Dataset, RecordFailure
+from pz_dagster.errors import PzError
 from pz_dagster.models import OpenAICompatibleClient
 from pz_dagster.models.breaker import CircuitBreaker, CircuitOpenError
 from pz_dagster.models.cache import CachedChatModel, ResponseCache
@@ -473,3 +475,33 @@ def test_cache_keeps_valid_answers_and_drops_invalid_ones(tmp_path):
         assert run_operator(node, records, cached).stats.usage.cache_hits == 1
         assert sim.calls["sim"] == 3
         cache.close()
+
+
+def test_an_endpoint_that_takes_no_connection_fails_in_the_connect_timeout(monkeypatch):
+    """A host that is down drops connection attempts: that is found out in CONNECT_TIMEOUT_S,
+    not after timeout_s (the time an answer may take)."""
+    from pz_dagster.models import openai_compat
+
+    monkeypatch.setattr(openai_compat, "CONNECT_TIMEOUT_S", 1.0)
+    full = socket.create_server(("127.0.0.1", 0), backlog=0)  # never accepts
+    port = full.getsockname()[1]
+    queued = []
+    for _ in range(4):  # fill its backlog: further connection attempts go unanswered
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        queued.append(sock)
+    time.sleep(0.2)
+    client = OpenAICompatibleClient(
+        "sim",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        timeout_s=60,
+        retry=RetryPolicy(max_retries=0),
+    )
+    start = time.monotonic()
+    with pytest.raises(PzError, match="127.0.0.1"):
+        client.complete([{"role": "user", "content": "hi"}], max_tokens=5)
+    assert time.monotonic() - start < 15  # 60 s if the connect timeout were timeout_s
+    for sock in [*queued, full]:
+        sock.close()

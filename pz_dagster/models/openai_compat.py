@@ -43,6 +43,11 @@ def split_query(base_url: str | None) -> tuple[str | None, dict[str, str] | None
     return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query)) or None
 
 
+# Connecting takes milliseconds when the endpoint is up: an endpoint that is down or dropping
+# connections is found out in this time, not after the whole answer's timeout_s.
+CONNECT_TIMEOUT_S = 10.0
+
+
 def openai_client(
     base_url: str | None, api_key: str | None, timeout_s: float, what: str = "base_url"
 ) -> openai.OpenAI:
@@ -56,7 +61,7 @@ def openai_client(
             base_url=url,
             default_query=query,
             api_key=api_key or "unused",
-            timeout=timeout_s,
+            timeout=openai.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
             max_retries=0,
         )
     except Exception as exc:  # its message would repeat the URL
