@@ -231,8 +231,11 @@ def estimate(
     # Observations hold what runs cost per record apart from the one-time cost (see
     # ``Observation``): the prior is blended with them without it, and it is added back.
     once_cost, once_seconds = one_time_share(op, candidate, models)
+    # Only this operator's own runs: selectivity, quality and cost per record are properties of
+    # an operator (its predicate, its prompt), never of the model alone. What operators share
+    # is what the model is (price, tokens per second: ``ModelProfile``), through the prior.
     mine = sorted(
-        (o for o in observations if o.candidate.key == candidate.key and o.records > 0),
+        (o for o in observations if is_own(o, candidate) and o.records > 0),
         key=lambda o: o.sequence,
     )
     if not mine:
@@ -274,6 +277,12 @@ def estimate(
     quality = (kq * prior.quality + evidence * counts.score) / (kq + evidence)
     sources = tuple(sorted({o.quality_source for o in mine if o.quality_source}))
     return Estimate(cost, seconds, selectivity, quality, n, evidence, sources)
+
+
+def is_own(observation: Observation, candidate: Candidate) -> bool:
+    """Whether ``observation`` is of ``candidate``: the same operator, strategy and models."""
+    seen = observation.candidate
+    return seen.operator == candidate.operator and seen.key == candidate.key
 
 
 def _aging(amounts: list[float], half_life: float) -> list[float]:

@@ -27,6 +27,7 @@ from optimizer import (
     parse_policy,
     search,
 )
+from optimizer.observations import prior_estimate
 from optimizer.search import pareto
 from optimizer.thresholds import learn_cascade, learn_threshold
 
@@ -352,3 +353,25 @@ def test_code_synthesis_s_one_time_cost_is_spread_over_the_batches_that_reuse_it
     paid = replace(small, paid_once=frozenset({"code_synthesis"}))
     assert estimate(paid, synth, {MID.name: MID}, [cheap]).cost < 0.5 * direct_cost
     assert estimate(small, synth, {MID.name: MID}, [cheap]).cost > direct_cost
+
+
+def test_an_operator_learns_only_from_its_own_observations():
+    """Two filters on one model: what the first measured (it kept 10 of 100, F1 0.5 against
+    labels) must not move the second's selectivity or quality; the second, never run, keeps
+    its prior. Before, observations were matched by strategy:model alone and both filters
+    showed the first one's selectivity."""
+    first, second = OperatorSpec("first", "sem_filter"), OperatorSpec("second", "sem_filter")
+    c1, c2 = (Candidate(op.name, "direct", "mid", ("mid",)) for op in (first, second))
+    models = {m.name: m for m in MODELS}
+    seen = [
+        Observation(c1, 100, dollars=0.5, seconds=40, records_out=10,
+                    quality=QualityCounts(tp=5, fp=5, fn=5, tn=85), quality_source="labels")
+    ]  # fmt: skip
+    assert estimate(second, c2, models, seen) == prior_estimate(second, c2, models)
+    learned = estimate(first, c1, models, seen)
+    assert learned.selectivity < prior_estimate(first, c1, models).selectivity
+    assert learned.observed and learned.quality < prior_estimate(first, c1, models).quality
+
+    decision = decide([first, second], MODELS, seen, MaxQuality())
+    assert decision.estimate("second", c2) == prior_estimate(second, c2, models)
+    assert decision.estimate("first", c1) == learned
