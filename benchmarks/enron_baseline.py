@@ -120,7 +120,8 @@ def main() -> None:
     folder = work / "emails"
     folder.mkdir()
     for n in names:
-        (folder / n).symlink_to(args.data / n)
+        # a copy: sources never follow links out of their folder
+        shutil.copyfile(args.data / n, folder / n)
 
     model = (
         OpenAICompatibleModel(model=args.model, base_url=args.base_url, context_tokens=4096)

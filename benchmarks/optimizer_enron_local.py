@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -109,7 +110,8 @@ def main() -> None:
         phase_keys: dict[str, list[str]] = {}
         for phase, files in (("tune", tune), ("heldout", heldout)):
             for n in files:  # the files arrive in the watched folder
-                (folder / n).symlink_to(args.data / n)
+                # a copy: sources never follow links out of their folder
+                shutil.copyfile(args.data / n, folder / n)
             batches = [
                 b
                 for b in register_partitions(RecordStore(work / "store"), query, instance)

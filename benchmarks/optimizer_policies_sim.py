@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -113,7 +114,8 @@ def run_once(
     folder = work / "emails"
     folder.mkdir()
     for n in names:
-        (folder / n).symlink_to(data / n)
+        # a copy: sources never follow links out of their folder
+        shutil.copyfile(data / n, folder / n)
     optimizer = OptimizerResource(
         policy=policy or "MaxQuality", strategies=strategies, labels_path=str(tune_labels)
     )

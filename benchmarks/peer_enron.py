@@ -48,6 +48,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -381,7 +382,8 @@ def main() -> None:
     folder = work / "emails"
     folder.mkdir()
     for x in names:
-        (folder / x).symlink_to(DEFAULT_ENRON_DIR / x)
+        # a copy: sources never follow links out of their folder
+        shutil.copyfile(DEFAULT_ENRON_DIR / x, folder / x)
     tune_labels = work / "tune-labels.json"
     tune_labels.write_text(
         json.dumps({x: labels_raw[x] for x in names if in_tune_half(x) and x in labels_raw})
