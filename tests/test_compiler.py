@@ -99,3 +99,24 @@ def test_pz_dagster_explain_shows_plan_and_optimizer_decision(tmp_path):
     assert "SemanticMap(fields=[sender: str, subject: str]" in out  # brackets survive rich
     assert "optimizer's decision now (0 observation(s)" in out
     assert "policy: MaxQuality" in out and "(chosen)" in out and "champion" in out
+
+
+def test_an_unknown_strategy_in_the_run_config_is_refused_before_the_run(tmp_path, mini_emails):
+    """A misspelt strategy pinned in the run config is refused when Dagster checks the config,
+    with the valid names, before any step runs (it used to fail the step, or run as direct)."""
+    from pz_dagster.orchestration.planning import RUNNABLE_STRATEGIES
+
+    ds = Dataset.from_directory(mini_emails).sem_filter("About Raptor", name="raptor")
+    defs, q = build_definitions(ds, "pin", store_root=str(tmp_path / "store"))
+    job = defs.resolve_job_def(q.job.name)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(q.partitions_def.name, ["any"])
+        with pytest.raises(dg.DagsterInvalidConfigError) as err:
+            job.execute_in_process(
+                run_config={"ops": {"pin__raptor": {"config": {"strategy": "cascde"}}}},
+                instance=instance,
+                partition_key="any",
+            )
+        assert not instance.get_runs(), "a run started"
+    message = str(err.value)
+    assert "cascde" in message and all(name in message for name in RUNNABLE_STRATEGIES)

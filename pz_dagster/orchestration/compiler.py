@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import pyarrow as pa
@@ -30,6 +30,7 @@ from pz_dagster.orchestration.metadata import code_metadata, operator_metadata
 from pz_dagster.orchestration.planning import (
     AUTO,
     OPTIMIZED,
+    RUNNABLE_STRATEGIES,
     NodeHistory,
     learned_threshold,
     pinned_candidate,
@@ -48,10 +49,14 @@ from pz_dagster.query.dataset import Dataset
 DEFAULT_CHECKS = CheckSettings()
 
 
+RunStrategy = Literal[(AUTO, *RUNNABLE_STRATEGIES)]  # type: ignore[valid-type]
+
+
 class OperatorConfig(dg.Config):
     """Run-config knobs of one operator asset (launchpad: ops.<asset>.config)."""
 
-    strategy: str = Field(
+    # A Literal: Dagster checks the run config before the run starts and lists the names.
+    strategy: RunStrategy = Field(
         default=AUTO,
         description="Physical strategy of a semantic operator; auto: the optimizer chooses. "
         "Setting it (or model) pins the operator's config for this run.",

@@ -53,6 +53,14 @@ from pz_dagster.query.schema import ERROR, RECORD_ID
 
 OPTIMIZED = (plan.SemanticFilter, plan.SemanticMap, plan.SemanticClassify)
 AUTO = "auto"
+# Every strategy some operator runs: what a run config may pin (``auto``: the optimizer chooses).
+RUNNABLE_STRATEGIES = tuple(
+    sorted(
+        {name for family in SEMANTIC_STRATEGIES.values() for name in family}
+        | set(PROXIES)
+        | set(MULTI_MODEL_STRATEGIES)
+    )
+)
 
 
 class OptimizerResource(dg.ConfigurableResource):
