@@ -190,6 +190,7 @@ attempts = {{
     "open_write": lambda: open(folder + "/written", "w"),
     "socket": lambda: socket.socket(),
     "fork": lambda: os.fork(),
+    "uname": lambda: os.uname(),  # the host's name is none of a candidate's business
     "setrlimit_other": lambda: __import__("resource").prlimit(victim, 0, (1, 1)),
 }}
 result = {{}}

@@ -56,7 +56,7 @@ _SYSCALLS = (  # noqa: SIM905
     "rt_sigaction rt_sigprocmask rt_sigreturn rt_sigpending sigaltstack setitimer getitimer "
     "alarm clock_gettime clock_getres clock_nanosleep nanosleep gettimeofday time getrusage "
     "times futex sched_yield restart_syscall getpid gettid getppid getuid geteuid getgid "
-    "getegid getresuid getresgid getgroups getrandom uname getcwd select pselect6 poll ppoll "
+    "getegid getresuid getresgid getgroups getrandom getcwd select pselect6 poll ppoll "
     "exit exit_group"
 ).split()
 _AT_EMPTY_PATH = 0x1000
