@@ -78,6 +78,7 @@ from definitions.enron import (  # noqa: E402
     legal_discovery_query,
 )
 from optimizer.quality import ValidationSet  # noqa: E402
+from pz_dagster.models.base import DEFAULT_CPU_PRICE_PER_HOUR  # noqa: E402
 from pz_dagster.models.local_llama import bundled_gguf_path  # noqa: E402
 from pz_dagster.models.openai_compat import OpenAICompatibleClient  # noqa: E402
 from pz_dagster.operators import run_operator  # noqa: E402
@@ -497,15 +498,15 @@ def pz_dagster(base_url, champion, names, folder, tune_labels, policy, args, con
             max_concurrency=args.parallel,
         )
     else:
-        # Tokens are the local endpoint's cost axis, so the optimizer prices them: a nominal
-        # rate (only ratios matter), else every plan costs $0 and MinCost cannot tell them apart.
+        # A local endpoint costs its compute (model time at a machine price), else every plan
+        # costs $0 and MinCost cannot tell them apart.
         model = OpenAICompatibleModel(
             model=champion,
             base_url=base_url,
             context_tokens=4096,
             max_concurrency=1,
             timeout_s=600,
-            prices={champion: ModelPrice(input_per_mtok=0.1, output_per_mtok=0.1)},
+            compute_price_per_hour=DEFAULT_CPU_PRICE_PER_HOUR,
         )
     r = run_once(
         f"pz-dagster {policy}",

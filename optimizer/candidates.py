@@ -32,11 +32,19 @@ class ModelProfile:
     latency_s: float = 0.3  # per call, before the first token
     quality: float = 0.8  # prior probability of a correct answer
     max_concurrency: int = 8
+    # dollars per second of one call's model time: a local model's compute (its machine's
+    # price per hour, shared by the calls in flight at once); its dollars are an estimate
+    second_price: float = 0.0
+
+    @property
+    def compute_priced(self) -> bool:
+        """Whether this model's dollars are a compute estimate rather than token prices."""
+        return self.second_price > 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.quality <= 1.0:
             raise ValueError(f"model {self.name!r}: quality prior must be in [0, 1]")
-        if min(self.input_price, self.output_price) < 0:
+        if min(self.input_price, self.output_price, self.second_price) < 0:
             raise ValueError(f"model {self.name!r}: prices cannot be negative")
         if min(self.prompt_tokens_per_s, self.output_tokens_per_s) <= 0:
             raise ValueError(f"model {self.name!r}: speeds must be positive")
@@ -44,7 +52,10 @@ class ModelProfile:
             raise ValueError(f"model {self.name!r}: max_concurrency must be at least 1")
 
     def call_dollars(self, prompt_tokens: float, output_tokens: float) -> float:
-        return prompt_tokens * self.input_price + output_tokens * self.output_price
+        tokens = prompt_tokens * self.input_price + output_tokens * self.output_price
+        if not self.second_price:
+            return tokens
+        return tokens + self.second_price * self.call_seconds(prompt_tokens, output_tokens)
 
     def call_seconds(self, prompt_tokens: float, output_tokens: float) -> float:
         return (

@@ -33,6 +33,7 @@ class Decision:
     champions: Mapping[str, Candidate]
     exploration: Mapping[str, Sequence[Candidate]]
     pinned: frozenset[str] = frozenset()
+    compute_priced: frozenset[str] = frozenset()  # models whose dollars are compute estimates
 
     def candidate(self, operator: str) -> Candidate:
         return self.result.chosen.candidate(operator)
@@ -84,10 +85,21 @@ class Decision:
             )
         return "\n".join(rows)
 
+    def dollars_note(self) -> str:
+        """What the dollars of local models are ("" when every model bills tokens)."""
+        if not self.compute_priced:
+            return ""
+        return (
+            f"dollars of {', '.join(sorted(self.compute_priced))} are a compute estimate "
+            "(machine price per hour x model time), not a bill"
+        )
+
     def explain(self) -> str:
         lines = [f"policy: {self.result.reason}", f"chosen: {self.result.chosen.describe()}"]
         if self.pinned:
             lines.append(f"pinned by run config: {', '.join(sorted(self.pinned))}")
+        if note := self.dollars_note():
+            lines.append(note)
         lines += [
             f"frontier ({len(self.result.frontier)} of {self.result.plans_considered} plans):",
             self.frontier_markdown(),
@@ -186,4 +198,5 @@ def decide(
                 champion=champions[op.name],
                 slots=exploration_slots,
             )
-    return Decision(policy, result, options, champions, exploration, frozenset(pinned))
+    compute = frozenset(m.name for m in models if m.compute_priced)
+    return Decision(policy, result, options, champions, exploration, frozenset(pinned), compute)

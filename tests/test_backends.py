@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from pz_dagster import Dataset, ModelError
+from pz_dagster.models.base import DEFAULT_GPU_PRICE_PER_HOUR
 from pz_dagster.models.batching import GenerationRequest, MicroBatcher
 from pz_dagster.models.embeddings import LocalEmbeddingClient, OpenAIEmbeddingClient, cosine
 from pz_dagster.models.vllm_engine import VLLMClient, sampling_params
@@ -83,6 +84,10 @@ def test_vllm_client_batches_a_partition():
     assert len(result.records) == 40 and result.stats.usage.calls == 40
     assert sum(engine.batches) == 40 and max(engine.batches) == 16 and len(engine.batches) <= 6
     assert result.stats.usage.input_tokens == 40 * 7
+    # a GPU costs its time: each request's share of the engine's time at the default price
+    u = result.stats.usage
+    assert u.dollars > 0
+    assert u.dollars == pytest.approx(u.seconds * DEFAULT_GPU_PRICE_PER_HOUR / 3600)
 
 
 def test_vllm_missing_says_how_to_install():

@@ -417,3 +417,23 @@ def test_dg_scaffold_and_check_in_a_fresh_project(tmp_path: Path):
     failed = dg_run("check", "defs", "--use-active-venv")
     assert failed.returncode != 0
     assert "unknown column(s) ['body'] in depends_on" in failed.stdout + failed.stderr
+
+
+def test_model_spec_prices_and_compute_price_reach_the_resource():
+    from pz_dagster.orchestration.component import ModelSpec
+
+    spec = ModelSpec.model_validate(
+        {
+            "kind": "openai_compatible",
+            "model": "m",
+            "models": ["served"],
+            "prices": {"m": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+            "compute_price_per_hour": 0.4,
+        }
+    )
+    by_name = {p.name: p for p in spec.resource().profiles()}
+    assert by_name["m"].input_price == pytest.approx(1e-6) and not by_name["m"].compute_priced
+    assert by_name["served"].second_price == pytest.approx(0.4 / 3600 / spec.max_concurrency)
+    assert ModelSpec(compute_price_per_hour=0.5).resource().compute_price_per_hour == 0.5
+    assert ModelSpec().resource().compute_price_per_hour == 0.20  # the documented default
+    assert "ModelPrice" in str(ModelSpec.model_json_schema())  # one price schema, not two

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from pz_dagster import Dataset
+from pz_dagster.models.base import DEFAULT_CPU_PRICE_PER_HOUR
 from pz_dagster.orchestration import (
     LocalLlamaModel,
     OpenAICompatibleModel,
@@ -68,7 +69,15 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: s
     return records[0].asset_materialization.metadata  # type: ignore[union-attr]
 
 
-def check_run(instance, query, partition: str, store_root: Path, expected_model: str) -> None:
+def check_run(
+    instance,
+    query,
+    partition: str,
+    store_root: Path,
+    expected_model: str,
+    price_per_hour: float = DEFAULT_CPU_PRICE_PER_HOUR,
+    shared_by: int = 1,
+) -> None:
     for asset in query.assets:
         md = latest_metadata(instance, asset.key, partition)
         for name, kind in NUMERIC.items():
@@ -81,8 +90,12 @@ def check_run(instance, query, partition: str, store_root: Path, expected_model:
     assert filter_md["model"].value == expected_model and filter_md["strategy"].value == "direct"
     assert filter_md["evaluated"].value == 2 and filter_md["model_calls"].value == 2
     assert filter_md["input_tokens"].value > 50 and filter_md["output_tokens"].value > 0
-    assert filter_md["dollars"].value == 0.0  # local model: free, but its time is counted
+    # a local model costs its compute: model time at the machine's price per hour
     assert filter_md["model_seconds"].value > 0
+    assert filter_md["dollars"].value == pytest.approx(
+        filter_md["model_seconds"].value * price_per_hour / 3600 / shared_by, rel=1e-6
+    )
+    assert filter_md["dollars_basis"].value == "compute estimate"
     assert 0.0 <= filter_md["selectivity"].value <= 1.0
 
     with RecordStore(store_root).connect() as con:
@@ -111,13 +124,16 @@ def test_materialize_with_bundled_model_in_process(mini_emails: Path, tmp_path: 
 
 def test_materialize_through_llama_cpp_server(mini_emails: Path, tmp_path: Path, llama_server: str):
     store_root = tmp_path / "store"
-    model = OpenAICompatibleModel(model="smollm2", base_url=llama_server, context_tokens=2048)
+    # a local server is priced by its machine hour only when asked: it may as well be an API
+    model = OpenAICompatibleModel(
+        model="smollm2", base_url=llama_server, context_tokens=2048, compute_price_per_hour=0.5
+    )
     defs, query = build_definitions(
         raptor_query(mini_emails), "raptor", model=model, store_root=str(store_root)
     )
     with dg.instance_for_test() as instance:
         partition = materialize_once(defs, query, instance, store_root)
-        check_run(instance, query, partition, store_root, "smollm2")
+        check_run(instance, query, partition, store_root, "smollm2", 0.5, model.max_concurrency)
         # The same partition again: every answer comes from the response cache.
         again = defs.resolve_job_def(query.job.name).execute_in_process(
             partition_key=partition, instance=instance

@@ -375,3 +375,30 @@ def test_an_operator_learns_only_from_its_own_observations():
     decision = decide([first, second], MODELS, seen, MaxQuality())
     assert decision.estimate("second", c2) == prior_estimate(second, c2, models)
     assert decision.estimate("first", c1) == learned
+
+
+def test_local_models_priced_by_compute_make_min_cost_differ_from_max_quality():
+    """Two local models and no API price: at $0 every plan ties on cost, so MinCost fell back
+    to the quality order and meant MaxQuality. Priced by model time on the same machine, the
+    small fast model is the cheaper one, and the explanation says the dollars are estimates."""
+
+    def models(per_second: float) -> list[ModelProfile]:
+        return [
+            ModelProfile("tiny", prompt_tokens_per_s=4000, output_tokens_per_s=200,
+                         latency_s=0.05, quality=0.6, max_concurrency=1, second_price=per_second),
+            ModelProfile("large", prompt_tokens_per_s=200, output_tokens_per_s=10,
+                         latency_s=0.05, quality=0.9, max_concurrency=1, second_price=per_second),
+        ]  # fmt: skip
+
+    def chosen(policy, per_second: float) -> str | None:
+        return decide([FILTER], models(per_second), [], policy).candidate(FILTER.name).model
+
+    assert chosen(MinCost(), 0.0) == chosen(MaxQuality(), 0.0) == "large"  # the old behaviour
+    per_second = 0.20 / 3600  # a $0.20/hour machine
+    assert chosen(MinCost(), per_second) == "tiny"
+    assert chosen(MaxQuality(), per_second) == "large"
+    decision = decide([FILTER], models(per_second), [], MinCost())
+    tiny = decision.estimate(FILTER.name, cand(FILTER.name, "tiny"))
+    assert tiny.cost == pytest.approx(per_second * tiny.seconds)
+    assert "large, tiny are a compute estimate" in decision.explain()
+    assert decide([FILTER], MODELS, [], MinCost()).dollars_note() == ""  # API prices: a bill

@@ -8,10 +8,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from optimizer import MaxQuality, MinCost, OperatorSpec, decide
 from pz_dagster import Dataset, ModelError
-from pz_dagster.orchestration import OpenAICompatibleModel, RecordStore, build_definitions
+from pz_dagster.models.base import DEFAULT_CPU_PRICE_PER_HOUR, DEFAULT_GPU_PRICE_PER_HOUR
+from pz_dagster.orchestration import (
+    LocalLlamaModel,
+    OpenAICompatibleModel,
+    RecordStore,
+    VLLMModel,
+    build_definitions,
+)
 from pz_dagster.orchestration.batches import register_partitions
-from pz_dagster.orchestration.resources import ModelPrice
+from pz_dagster.orchestration.resources import ModelPrice, ModelPrior
 from pz_dagster.testing import OpenAISimulator, SimulatedModel
 from tests.conftest import free_port
 
@@ -67,6 +75,7 @@ def test_second_materialization_is_served_from_the_cache(mini_emails, tmp_path, 
         first = metadata(instance, q.asset_key("raptor"))
         calls_after_first = priced_sim.calls["sim-large"]
         assert first["model_calls"] == 2 and first["cache_hits"] == 0 and first["dollars"] > 0
+        assert first["dollars_basis"] == "token prices"
         run_partition(defs, q, instance)
         for name in ("raptor", "sender"):
             again = metadata(instance, q.asset_key(name))
@@ -121,6 +130,71 @@ def test_dead_endpoint_fails_the_asset_with_a_clear_message(mini_emails, tmp_pat
         message = str(failure.event_specific_data.error)
         assert "cannot reach the model endpoint" in message and SECRET not in message
         assert SECRET not in "\n".join(str(e) for e in instance.all_logs(result.run_id))
+
+
+def test_local_models_cost_their_compute_at_a_documented_configurable_price():
+    assert (DEFAULT_CPU_PRICE_PER_HOUR, DEFAULT_GPU_PRICE_PER_HOUR) == (0.20, 2.00)
+    (cpu,) = LocalLlamaModel().profiles()
+    assert cpu.second_price == pytest.approx(0.20 / 3600) and cpu.compute_priced
+    assert LocalLlamaModel(compute_price_per_hour=1.8).profiles()[0].second_price == 0.0005
+    assert not LocalLlamaModel(compute_price_per_hour=0).profiles()[0].compute_priced
+    with pytest.raises(Exception, match="cannot be negative"):
+        LocalLlamaModel(compute_price_per_hour=-1)
+    # a prior call's seconds are one sequence's; the engine decodes max_num_seqs at once
+    (gpu,) = VLLMModel(model="m", max_num_seqs=8).profiles()
+    assert gpu.second_price == pytest.approx(2.00 / 3600 / 8)
+    # a local server: only models without a token price cost their compute, shared by the
+    # requests in flight; a server not given a machine price stays $0 (it may be an API)
+    server = OpenAICompatibleModel(
+        model="local",
+        models=["gpt-4o-mini", "priced"],
+        prices={"priced": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)},
+        compute_price_per_hour=0.8,
+        max_concurrency=4,
+    )
+    by_name = {p.name: p for p in server.profiles()}
+    assert by_name["local"].second_price == pytest.approx(0.8 / 3600 / 4)
+    assert not by_name["gpt-4o-mini"].compute_priced and not by_name["priced"].compute_priced
+    assert server.dollars_basis(["local"]) == server.dollars_basis(["gpt-4o-mini", "local"])
+    assert server.dollars_basis(["local"]) == "compute estimate"
+    assert server.dollars_basis(["priced", None]) == "token prices"
+    assert not OpenAICompatibleModel(model="local").profiles()[0].compute_priced
+
+
+def test_min_cost_and_max_quality_choose_differently_between_local_models():
+    """A local server with a small fast model and a large slow one, no token prices: their
+    compute prices them, so MinCost takes the small one and MaxQuality the large one (at $0
+    both took the large one)."""
+    priors = {
+        "small": ModelPrior(quality=0.6, prompt_tokens_per_s=3000, output_tokens_per_s=150),
+        "large": ModelPrior(quality=0.9, prompt_tokens_per_s=300, output_tokens_per_s=15),
+    }
+    op = OperatorSpec("f", "sem_filter")
+
+    def chosen(policy, **kw) -> str | None:
+        r = OpenAICompatibleModel(model="large", models=["small"], priors=priors, **kw)
+        return decide([op], r.profiles(), [], policy).candidate("f").model
+
+    assert chosen(MinCost()) == chosen(MaxQuality()) == "large"  # unpriced: MinCost = MaxQuality
+    assert chosen(MinCost(), compute_price_per_hour=0.2) == "small"
+    assert chosen(MaxQuality(), compute_price_per_hour=0.2) == "large"
+
+
+def test_a_local_run_records_its_compute_as_dollars(mini_emails, tmp_path):
+    with OpenAISimulator({"local": SimulatedModel(latency_s=0.01)}) as sim:
+        model = OpenAICompatibleModel(
+            model="local", base_url=sim.base_url, compute_price_per_hour=3.6, max_concurrency=2
+        )
+        defs, q = build_definitions(
+            query(mini_emails), "compute", model=model, store_root=str(tmp_path / "store")
+        )
+        with dg.instance_for_test() as instance:
+            run_partition(defs, q, instance)
+            md = metadata(instance, q.asset_key("raptor"))
+    assert md["model_calls"] == 2 and md["dollars"] > 0
+    assert md["dollars"] == pytest.approx(md["model_seconds"] * 3.6 / 3600 / 2)
+    assert md["dollars_basis"] == "compute estimate"
+    assert "dollars of local are a compute estimate" in md["decision"]
 
 
 def test_resource_knows_its_models():

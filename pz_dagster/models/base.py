@@ -13,17 +13,43 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class Pricing:
-    """Dollars per million tokens."""
+    """Dollars per million tokens, plus dollars per second of model time.
+
+    An API bills tokens; a local model costs the machine it runs on, so its price is
+    ``per_model_second`` (see ``compute_pricing``) and its dollars are a compute estimate, not
+    a bill.
+
+    >>> Pricing(1.0, 2.0).dollars(1_000_000, 500_000)
+    2.0
+    >>> compute_pricing(3.6).dollars(0, 0, seconds=10.0)
+    0.01
+    """
 
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
+    per_model_second: float = 0.0
 
-    def dollars(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+    @property
+    def is_compute(self) -> bool:
+        """Whether the dollars are a compute estimate (machine time), not token prices."""
+        return self.per_model_second > 0
+
+    def dollars(self, input_tokens: int, output_tokens: int, seconds: float = 0.0) -> float:
+        tokens = (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+        return tokens + seconds * self.per_model_second
 
 
-# List prices (USD per 1M tokens) of common hosted models; local models cost $0 (their time is
-# still counted). Users pass their own prices for anything else.
+def compute_pricing(per_hour: float, shared_by: int = 1) -> Pricing:
+    """A local model's price: its machine's ``per_hour`` dollars, turned into dollars per
+    second of one call's model time; ``shared_by`` calls in flight at once share the machine
+    (a server or engine decoding several sequences together)."""
+    if per_hour < 0:
+        raise ValueError("a compute price per hour cannot be negative")
+    return Pricing(per_model_second=per_hour / 3600 / max(shared_by, 1))
+
+
+# List prices (USD per 1M tokens) of common hosted models. Local models are priced by their
+# compute instead (``compute_pricing``). Users pass their own prices for anything else.
 PRICES: dict[str, Pricing] = {
     "gpt-4o": Pricing(2.50, 10.00),
     "gpt-4o-mini": Pricing(0.15, 0.60),
@@ -34,6 +60,12 @@ PRICES: dict[str, Pricing] = {
     "text-embedding-3-large": Pricing(0.13, 0.0),
 }
 FREE = Pricing()
+# Default machine prices of local models (dollars per hour), rough on-demand cloud prices of the
+# machine that a laptop or workstation stands in for: a 4-vCPU VM (AWS c7i.xlarge is about
+# $0.18/h) for llama.cpp on CPU, one data-center GPU (A100/H100 class: $1.5-3/h at GPU clouds)
+# for vLLM. Absolute levels only matter against API prices and budgets; ratios decide MinCost.
+DEFAULT_CPU_PRICE_PER_HOUR = 0.20
+DEFAULT_GPU_PRICE_PER_HOUR = 2.00
 
 
 def pricing_for(model: str, overrides: dict[str, Pricing] | None = None) -> Pricing:

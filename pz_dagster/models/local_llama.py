@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from pz_dagster.errors import ModelError, RecordFailure
-from pz_dagster.models.base import Completion, Message, Usage
+from pz_dagster.models.base import (
+    DEFAULT_CPU_PRICE_PER_HOUR,
+    Completion,
+    Message,
+    Pricing,
+    Usage,
+    compute_pricing,
+)
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_MODEL_NAME = "smollm2-135m-instruct-q4_1"
@@ -81,7 +88,10 @@ class LocalLlamaClient:
         n_threads: int | None = None,
         seed: int = 0,
         prompt_cache_mb: int = 4096,
+        pricing: Pricing | None = None,
     ):
+        """``pricing``: what a call costs; default: its model time at
+        ``DEFAULT_CPU_PRICE_PER_HOUR`` (a compute estimate)."""
         from llama_cpp import Llama  # heavy native import, kept off the package import path
 
         path = Path(model_path) if model_path else bundled_gguf_path()
@@ -96,6 +106,7 @@ class LocalLlamaClient:
             # instruction after) resumes from the cached state instead of re-reading the document.
             self._llm.set_cache(_prompt_cache(prompt_cache_mb << 20))
         self._n_ctx = n_ctx
+        self._pricing = pricing or compute_pricing(DEFAULT_CPU_PRICE_PER_HOUR)
         stat = path.stat()
         self._path_digest = f"{path.name}:{stat.st_size}"
         # llama.cpp contexts are not thread-safe: one call at a time per loaded model.
@@ -150,8 +161,8 @@ class LocalLlamaClient:
                 "type": "json_object",
                 "schema": bound_strings(json_schema),
             }
-        start = time.perf_counter()
         with self._lock:
+            start = time.perf_counter()  # model time, not the wait for the lock
             try:
                 resp = self._loaded().create_chat_completion(
                     messages=messages,  # type: ignore[arg-type]
@@ -161,14 +172,13 @@ class LocalLlamaClient:
                 )
             except ValueError as exc:  # e.g. the prompt exceeds the context window
                 raise RecordFailure(f"local model rejected the prompt: {exc}") from None
-        seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start
         choice = resp["choices"][0]
         usage = resp.get("usage") or {}
+        inp, out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
         return Completion(
             text=choice["message"].get("content") or "",
             model=self._name,
-            usage=Usage(
-                usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), seconds, 0.0, 1
-            ),
+            usage=Usage(inp, out, seconds, self._pricing.dollars(inp, out, seconds), 1),
             finish_reason=choice.get("finish_reason"),
         )

@@ -194,7 +194,7 @@ class OpenAICompatibleClient:
         return Completion(
             text=text,
             model=self._model,
-            usage=Usage(inp, out, seconds, self._pricing.dollars(inp, out), 1, 0, retries),
+            usage=Usage(inp, out, seconds, self._pricing.dollars(inp, out, seconds), 1, 0, retries),
             finish_reason=choice.finish_reason if choice else None,
         )
 

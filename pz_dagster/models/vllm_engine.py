@@ -13,7 +13,14 @@ from types import ModuleType
 from typing import Any
 
 from pz_dagster.errors import ModelError, RecordFailure
-from pz_dagster.models.base import Completion, Message, Usage
+from pz_dagster.models.base import (
+    DEFAULT_GPU_PRICE_PER_HOUR,
+    Completion,
+    Message,
+    Pricing,
+    Usage,
+    compute_pricing,
+)
 from pz_dagster.models.batching import GenerationRequest, MicroBatcher
 
 
@@ -63,10 +70,14 @@ class VLLMClient:
         batch_wait_s: float = 0.05,
         engine: Any = None,
         vllm_module: Any = None,
+        pricing: Pricing | None = None,
     ):
+        """``pricing``: what a call costs; default: its share of the engine's time at
+        ``DEFAULT_GPU_PRICE_PER_HOUR`` (a compute estimate)."""
         self._model = model
         self._vllm = vllm_module
         self._max_batch = max(1, max_batch_requests)
+        self._pricing = pricing or compute_pricing(DEFAULT_GPU_PRICE_PER_HOUR)
         if engine is None:
             self._vllm = self._vllm or import_vllm()
             kwargs: dict[str, Any] = {
@@ -132,16 +143,13 @@ class VLLMClient:
         completions = []
         for out in outputs:
             gen = out.outputs[0]
+            inp, out_tokens = len(out.prompt_token_ids or []), len(gen.token_ids or [])
             completions.append(
                 Completion(
                     text=gen.text,
                     model=self._model,
                     usage=Usage(
-                        len(out.prompt_token_ids or []),
-                        len(gen.token_ids or []),
-                        each,
-                        0.0,
-                        calls=1,
+                        inp, out_tokens, each, self._pricing.dollars(inp, out_tokens, each), 1
                     ),
                     finish_reason=gen.finish_reason,
                 )

@@ -317,6 +317,7 @@ def decision_metadata(
                 if decision.pinned
                 else ""
             )
+            + (f"{note}\n\n" if (note := decision.dollars_note()) else "")
             + f"### frontier\n{decision.frontier_markdown()}\n\n"
             f"### candidates of {node}\n{decision.candidates_markdown(node)}"
         ),

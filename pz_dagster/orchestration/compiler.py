@@ -354,6 +354,9 @@ def _operator_asset(
         )
         md.update(extra)
         md.update(code_metadata(result))
+        if semantic:  # a local model's dollars are its compute at a price per hour, not a bill
+            used = (physical.params.get("models") if physical else None) or [result.model]
+            md["dollars_basis"] = getattr(context.resources, MODEL_KEY).dollars_basis(used)
         if result.stats.failures:
             context.log.warning(
                 f"{node.name}: {result.stats.failures} record(s) failed and are kept with the error "

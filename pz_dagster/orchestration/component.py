@@ -63,21 +63,26 @@ def _templated(spec_cls: type[BaseModel], **kwargs: str) -> dg.Resolver:
     )
 
 
+def _optimizer_doc(name: str) -> str | None:
+    """The description of an ``OptimizerResource`` field: written once, there."""
+    return OptimizerResource.model_fields[name].description
+
+
 class OptimizerSpec(dg.Model):
     """How the optimizer chooses models and strategies (see ``OptimizerResource``)."""
 
     policy: str = Field(
         default="MaxQuality",
-        description="MaxQuality, MinCost, MinTime, MinCostAtQuality(q), MinTimeAtQuality(q) or "
-        "MaxQualityAtCost(dollars per record).",
+        description=_optimizer_doc("policy"),
         json_schema_extra={"pattern": POLICY_PATTERN},
     )
     strategies: list[Strategy] = Field(
-        default_factory=lambda: ["direct"], description="Strategies the optimizer may choose."
+        default_factory=lambda: ["direct"], description=_optimizer_doc("strategies")
     )
-    sample_size: int = Field(default=10, description="Records per partition judged for quality.")
+    sample_size: int = Field(default=10, description=_optimizer_doc("sample_size"))
     labels_path: str | None = Field(
-        default=None, description="JSON labels, relative to this defs.yaml or absolute."
+        default=None,
+        description=f"{_optimizer_doc('labels_path')} Relative to this defs.yaml or absolute.",
     )
 
     @field_validator("policy")
@@ -96,11 +101,6 @@ class OptimizerSpec(dg.Model):
         )
 
 
-class PriceDecl(dg.Model):
-    input_per_mtok: float = Field(description="USD per 1M input tokens.")
-    output_per_mtok: float = Field(description="USD per 1M output tokens.")
-
-
 class ModelSpec(dg.Model):
     """The chat model: the bundled local one, or any OpenAI-compatible endpoint."""
 
@@ -116,11 +116,16 @@ class ModelSpec(dg.Model):
         description="Name of the environment variable holding the API key (never the key).",
         json_schema_extra={"pattern": ENV_NAME_PATTERN},
     )
-    prices: dict[str, PriceDecl] = Field(default_factory=dict, description="By model name.")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="By model name.")
     max_concurrency: int = Field(default=8, description="Requests in flight per operator.")
     context_tokens: int = Field(default=128_000, description="Context window of the models.")
     model_path: str | None = Field(default=None, description="local: GGUF file; empty: bundled.")
     n_ctx: int = Field(default=4096, description="local: context window in tokens.")
+    compute_price_per_hour: float | None = Field(
+        default=None,
+        description="Dollars per hour of the machine a local model runs on (its dollars are then "
+        "a compute estimate); empty: local 0.20, openai_compatible none (unpriced models $0).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -147,15 +152,19 @@ class ModelSpec(dg.Model):
 
     def resource(self) -> ModelResource:
         if self.kind == "local":
-            return LocalLlamaModel(model_path=self.model_path, n_ctx=self.n_ctx)
+            compute = {}
+            if self.compute_price_per_hour is not None:
+                compute = {"compute_price_per_hour": self.compute_price_per_hour}
+            return LocalLlamaModel(model_path=self.model_path, n_ctx=self.n_ctx, **compute)
         return OpenAICompatibleModel(
             model=self.model or "",
             models=list(self.models),
             base_url=self.base_url,
             api_key=dg.EnvVar(self.api_key_env) if self.api_key_env else None,
-            prices={m: ModelPrice(**p.model_dump()) for m, p in self.prices.items()},
+            prices=dict(self.prices),
             max_concurrency=self.max_concurrency,
             context_tokens=self.context_tokens,
+            compute_price_per_hour=self.compute_price_per_hour,
         )
 
 

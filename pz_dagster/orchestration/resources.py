@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from optimizer import ModelProfile
 from pz_dagster.errors import ModelError, SourceError
-from pz_dagster.models.base import ChatModel, Pricing, pricing_for
+from pz_dagster.models.base import (
+    DEFAULT_CPU_PRICE_PER_HOUR,
+    DEFAULT_GPU_PRICE_PER_HOUR,
+    PRICES,
+    ChatModel,
+    Pricing,
+    compute_pricing,
+    pricing_for,
+)
 from pz_dagster.models.breaker import CircuitBreaker
 from pz_dagster.models.embeddings import EmbeddingModel, LocalEmbeddingClient, OpenAIEmbeddingClient
 from pz_dagster.models.local_llama import BUNDLED_MODEL_NAME, LocalLlamaClient
@@ -41,6 +50,17 @@ def _env_var_named(value: Any) -> Any:
     return value
 
 
+def _non_negative(value: Any) -> Any:
+    if isinstance(value, (int, float)) and value < 0:
+        raise ValueError("a compute price per hour cannot be negative (0 makes the model free)")
+    return value
+
+
+# The ``dollars_basis`` metadata: what a run's ``dollars`` are.
+COMPUTE_ESTIMATE = "compute estimate"  # a local model's machine time at its price per hour
+TOKEN_PRICES = "token prices"  # what an API bills (list prices or the resource's own)
+
+
 class ModelResource(dg.ConfigurableResource):
     """Base of the model resources: operator assets ask it for a ``ChatModel``."""
 
@@ -52,12 +72,22 @@ class ModelResource(dg.ConfigurableResource):
         """The optimizer's priors of every model this resource serves, default model first."""
         raise NotImplementedError
 
+    def dollars_basis(self, models: Iterable[str | None]) -> str:
+        """What the dollars of a run on ``models`` are: ``COMPUTE_ESTIMATE`` when one of them is
+        priced by its machine time (a local model), else ``TOKEN_PRICES``."""
+        try:
+            compute = {p.name for p in self.profiles() if p.compute_priced}
+        except NotImplementedError:  # a resource without priors bills what its clients say
+            return TOKEN_PRICES
+        return COMPUTE_ESTIMATE if compute.intersection(models) else TOKEN_PRICES
+
 
 def _profile(name: str, price: Pricing, prior: ModelPrior, concurrency: int) -> ModelProfile:
     return ModelProfile(
         name,
         input_price=price.input_per_mtok / 1e6,
         output_price=price.output_per_mtok / 1e6,
+        second_price=price.per_model_second,
         prompt_tokens_per_s=prior.prompt_tokens_per_s,
         output_tokens_per_s=prior.output_tokens_per_s,
         latency_s=prior.latency_s,
@@ -85,6 +115,13 @@ class LocalLlamaModel(ModelResource):
         description="RAM for KV states by prompt prefix, so later operators on the same document "
         "skip re-reading it (within one process: the in-process executor); 0 turns it off.",
     )
+    compute_price_per_hour: float = Field(
+        default=DEFAULT_CPU_PRICE_PER_HOUR,
+        description="Dollars per hour of the machine the model runs on (default 0.20: about a "
+        "4-vCPU cloud VM); a call costs its model time at this rate, so the dollars are a "
+        "compute estimate, not a bill, and MinCost weighs local work like API tokens; 0: free.",
+    )
+    _price_per_hour = field_validator("compute_price_per_hour", mode="before")(_non_negative)
 
     _client: LocalLlamaClient | None = PrivateAttr(default=None)
 
@@ -105,6 +142,7 @@ class LocalLlamaModel(ModelResource):
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 prompt_cache_mb=self.prompt_cache_mb,
+                pricing=compute_pricing(self.compute_price_per_hour),
             )
         if model not in (None, self._client.model_name):
             raise ModelError(f"this resource serves {self._client.model_name!r}, not {model!r}")
@@ -117,10 +155,12 @@ class LocalLlamaModel(ModelResource):
         prior = ModelPrior(
             quality=0.5, prompt_tokens_per_s=160, output_tokens_per_s=60, latency_s=0.05
         )
-        return [_profile(name, Pricing(), prior, 1)]
+        return [_profile(name, compute_pricing(self.compute_price_per_hour), prior, 1)]
 
 
 class ModelPrice(dg.Config):
+    """An API model's token prices (the Component's ``prices`` use this too)."""
+
     input_per_mtok: float = Field(description="USD per 1M input tokens.")
     output_per_mtok: float = Field(description="USD per 1M output tokens.")
 
@@ -148,8 +188,15 @@ class OpenAICompatibleModel(ModelResource):
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="USD per 1M tokens by model name; models not listed use the built-in table "
-        "(OpenAI list prices) or cost $0.",
+        "(OpenAI list prices), else compute_price_per_hour, else cost $0.",
     )
+    compute_price_per_hour: float | None = Field(
+        default=None,
+        description="For a local server (vLLM, llama.cpp): dollars per hour of its machine. "
+        "Models without a token price then cost their model time at this rate, shared by "
+        "max_concurrency requests in flight (a compute estimate, not a bill); empty: $0.",
+    )
+    _price_per_hour = field_validator("compute_price_per_hour", mode="before")(_non_negative)
     max_concurrency: int = Field(default=8, description="Requests in flight at once per operator.")
     rpm: int | None = Field(default=None, description="Requests-per-minute limit; empty: none.")
     tpm: int | None = Field(default=None, description="Tokens-per-minute limit; empty: none.")
@@ -186,8 +233,15 @@ class OpenAICompatibleModel(ModelResource):
     def available_models(self) -> list[str]:
         return list(dict.fromkeys([self.model, *self.models]))
 
+    def _pricing(self, model: str) -> Pricing:
+        overrides = {
+            m: Pricing(p.input_per_mtok, p.output_per_mtok) for m, p in self.prices.items()
+        }
+        if model in overrides or model in PRICES or self.compute_price_per_hour is None:
+            return pricing_for(model, overrides)
+        return compute_pricing(self.compute_price_per_hour, self.max_concurrency)
+
     def _build(self, model: str) -> OpenAICompatibleClient:
-        prices = {m: Pricing(p.input_per_mtok, p.output_per_mtok) for m, p in self.prices.items()}
         if self._breaker is None:
             self._breaker = CircuitBreaker(self.breaker_failures, self.breaker_cooldown_s)
         return OpenAICompatibleClient(
@@ -195,7 +249,7 @@ class OpenAICompatibleModel(ModelResource):
             base_url=self.base_url,
             api_key=self.api_key,
             context_tokens=self.context_tokens,
-            prices=prices,
+            prices={model: self._pricing(model)},
             timeout_s=self.timeout_s,
             retry=RetryPolicy(max_retries=self.max_retries, max_total_s=self.max_retry_seconds),
             max_concurrency=self.max_concurrency,
@@ -206,13 +260,8 @@ class OpenAICompatibleModel(ModelResource):
         )
 
     def profiles(self) -> list[ModelProfile]:
-        overrides = {
-            m: Pricing(p.input_per_mtok, p.output_per_mtok) for m, p in self.prices.items()
-        }
         return [
-            _profile(
-                m, pricing_for(m, overrides), self.priors.get(m, ModelPrior()), self.max_concurrency
-            )
+            _profile(m, self._pricing(m), self.priors.get(m, ModelPrior()), self.max_concurrency)
             for m in self.available_models
         ]
 
@@ -247,6 +296,13 @@ class VLLMModel(ModelResource):
     )
     dtype: str = Field(default="auto", description="Weights dtype (auto, float16, bfloat16).")
     pool: str = Field(default="gpu", description="Dagster pool that serializes GPU use.")
+    compute_price_per_hour: float = Field(
+        default=DEFAULT_GPU_PRICE_PER_HOUR,
+        description="Dollars per hour of the GPU machine (default 2.00: about one A100/H100-class "
+        "GPU on demand); a call costs its share of the engine's time at this rate, a compute "
+        "estimate, not a bill; 0: free.",
+    )
+    _price_per_hour = field_validator("compute_price_per_hour", mode="before")(_non_negative)
 
     _client: VLLMClient | None = PrivateAttr(default=None)
 
@@ -261,12 +317,15 @@ class VLLMModel(ModelResource):
                 max_batch_requests=self.max_batch_requests,
                 max_model_len=self.max_model_len,
                 dtype=self.dtype,
+                pricing=compute_pricing(self.compute_price_per_hour),
             )
         return self._client
 
     def profiles(self) -> list[ModelProfile]:
         prior = ModelPrior(quality=0.8, prompt_tokens_per_s=5000, output_tokens_per_s=500)
-        return [_profile(self.model, Pricing(), prior, self.max_num_seqs)]
+        # a prior call's seconds are one sequence's; max_num_seqs of them share the GPU at once
+        price = compute_pricing(self.compute_price_per_hour, self.max_num_seqs)
+        return [_profile(self.model, price, prior, self.max_num_seqs)]
 
 
 class EmbeddingResource(dg.ConfigurableResource):
