@@ -51,6 +51,8 @@ from pz_dagster.orchestration.keys import (
 from pz_dagster.orchestration.planning import (
     OPTIMIZED,
     OptimizerResource,
+    materializations,
+    metadata_value,
     plan_operator,
     read_history,
 )
@@ -201,11 +203,6 @@ def _asset_key(query: CompiledQuery, name: str | None) -> dg.AssetKey:
         + ", ".join(k.path[-1] for k in keys),
         param_hint="--asset",
     )
-
-
-def _value(md: dict[str, Any], key: str) -> Any:
-    v = md.get(key)
-    return getattr(v, "value", v)
 
 
 @click.group(cls=PzGroup, help=__doc__)
@@ -439,7 +436,7 @@ def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition
         md = recs[0].asset_materialization.metadata  # type: ignore[union-attr]
         vals = []
         for k in SUMMARY_KEYS:
-            v = md[k].value if k in md else ""
+            v = metadata_value(md, k, "")
             vals.append(
                 f"{v:.4f}"
                 if k == "dollars" and v != ""
@@ -524,15 +521,9 @@ def history(
         _fail_dead_runs(instance)
         rows: list[dict[str, Any]] = []
         for key in keys:
-            recs = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key), limit=limit
-            ).records
-            for rec in recs:
-                mat = rec.asset_materialization
-                if mat is None:
-                    continue
+            for rec, mat in materializations(instance, key, limit):
                 md = dict(mat.metadata)
-                config = _value(md, "physical_config") or {}
+                config = metadata_value(md, "physical_config") or {}
                 rows.append(
                     {
                         "asset": key.path[-1],
@@ -541,7 +532,7 @@ def history(
                         ),
                         "partition": mat.partition,
                         "run_id": rec.run_id,
-                        **{c: _value(md, c) for c in HISTORY_COLUMNS},
+                        **{c: metadata_value(md, c) for c in HISTORY_COLUMNS},
                         "config": config,
                     }
                 )

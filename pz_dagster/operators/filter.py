@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, create_model
 from pz_dagster.errors import PlanError, RecordFailure
 from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
+    CHARS_PER_TOKEN,
     OperatorResult,
     OperatorStats,
     Outcome,
@@ -148,7 +149,7 @@ def few_shot_filter(
     answers) after the document."""
     if not examples:
         raise PlanError(f"few_shot of {node.name!r} needs labelled examples")
-    budget = FILTER_MAX_TOKENS + len(examples) * EXAMPLE_CHARS // 3 + 60
+    budget = FILTER_MAX_TOKENS + len(examples) * EXAMPLE_CHARS // CHARS_PER_TOKEN + 60
     return _per_record_filter(
         node, records, model, few_shot_judge(examples), "few_shot", budget, progress
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -164,8 +164,11 @@ class NodeHistory:
         return sum(xs) / len(xs) if xs else default
 
 
-def _value(md: dict[str, Any], key: str, default: Any = None) -> Any:
-    return md[key].value if key in md else default
+def metadata_value(md: dict[str, Any], key: str, default: Any = None) -> Any:
+    """The plain value of one materialization metadata entry, ``default`` when absent."""
+    if key not in md:
+        return default
+    return getattr(md[key], "value", md[key])
 
 
 def _counts(data: Any) -> QualityCounts | None:
@@ -181,27 +184,28 @@ def observations_of(md: dict[str, Any], sequence: float) -> NodeHistory:
     (champion, exploration) listed under ``sample_runs``."""
     hist = NodeHistory()
     out: list[Observation] = []
-    cfg = _value(md, "physical_config")
-    evaluated = int(_value(md, "evaluated", 0) or 0)
+    cfg = metadata_value(md, "physical_config")
+    evaluated = int(metadata_value(md, "evaluated", 0) or 0)
     if cfg and evaluated:
         config = PhysicalConfig.from_json(json.dumps(cfg))
-        calls, hits = int(_value(md, "model_calls", 0)), int(_value(md, "cache_hits", 0))
+        calls = int(metadata_value(md, "model_calls", 0))
+        hits = int(metadata_value(md, "cache_hits", 0))
         dollars, seconds = (
-            float(_value(md, "dollars", 0.0)),
-            float(_value(md, "model_seconds", 0.0)),
+            float(metadata_value(md, "dollars", 0.0)),
+            float(metadata_value(md, "model_seconds", 0.0)),
         )
         costed = calls > 0 or hits == 0
         if calls and hits:  # answers from the cache cost nothing now but would have cost this
             dollars, seconds = dollars * (calls + hits) / calls, seconds * (calls + hits) / calls
         # code synthesis: what recurs per batch, without the one-time sample and functions
         once = {
-            "sample": _value(md, "synthesis_sample", 0),
-            "synthesis_tokens": _value(md, "synthesis_tokens", 0),
-            "fallback_tokens": _value(md, "fallback_tokens", 0),
+            "sample": metadata_value(md, "synthesis_sample", 0),
+            "synthesis_tokens": metadata_value(md, "synthesis_tokens", 0),
+            "fallback_tokens": metadata_value(md, "fallback_tokens", 0),
         }
         recurring, share = recurring_part(once, evaluated)
         dollars, seconds = dollars * share, seconds * share
-        sel = _value(md, "selectivity")
+        sel = metadata_value(md, "selectivity")
         records_out = round(sel * recurring) if sel is not None else None
         out.append(
             Observation(
@@ -210,20 +214,20 @@ def observations_of(md: dict[str, Any], sequence: float) -> NodeHistory:
                 dollars=dollars,
                 seconds=seconds,
                 records_out=records_out,
-                quality=_counts(_value(md, "quality_counts")),
-                quality_source=_value(md, "quality_source", "") or "",
+                quality=_counts(metadata_value(md, "quality_counts")),
+                quality_source=metadata_value(md, "quality_source", "") or "",
                 sequence=sequence,
                 costed=costed,
             )
         )
         if calls:
-            hist.prompt_tokens.append(float(_value(md, "input_tokens", 0)) / calls)
+            hist.prompt_tokens.append(float(metadata_value(md, "input_tokens", 0)) / calls)
         if costed and recurring:
             hist.cost.append(dollars / recurring)
             hist.seconds.append(seconds / recurring)
         if sel is not None:
             hist.selectivity.append(float(sel))
-    for side in _value(md, "sample_runs", []) or []:
+    for side in metadata_value(md, "sample_runs", []) or []:
         records = int(side["records"])
         recurring, share = recurring_part(side.get("one_time", {}), records)
         kept = side.get("records_out")
@@ -239,18 +243,29 @@ def observations_of(md: dict[str, Any], sequence: float) -> NodeHistory:
                 sequence=sequence,
             )
         )
-    judged_by = _value(md, "proxy_pairs_source", "labels")
+    judged_by = metadata_value(md, "proxy_pairs_source", "labels")
     suffix = "" if judged_by == "labels" else CHAMPION_JUDGED
-    for proxy, pairs in (_value(md, "proxy_pairs", {}) or {}).items():
+    for proxy, pairs in (metadata_value(md, "proxy_pairs", {}) or {}).items():
         hist.proxy_pairs[proxy + suffix] = [(float(x), bool(y)) for x, y in pairs]
-    hist.examples = [(str(t), bool(y)) for t, y in (_value(md, "examples", []) or [])]
-    functions = _value(md, "code_functions")
+    hist.examples = [(str(t), bool(y)) for t, y in (metadata_value(md, "examples", []) or [])]
+    functions = metadata_value(md, "code_functions")
     if functions and any(functions.values()):
         hist.functions = functions
-    for cheap, pairs in (_value(md, "cascade_pairs", {}) or {}).items():
+    for cheap, pairs in (metadata_value(md, "cascade_pairs", {}) or {}).items():
         hist.proxy_pairs[f"cascade:{cheap}"] = [(float(x), bool(y)) for x, y in pairs]
     hist.observations = out
     return hist
+
+
+def materializations(
+    instance: dg.DagsterInstance, key: dg.AssetKey, limit: int
+) -> Iterator[tuple[dg.EventLogRecord, dg.AssetMaterialization]]:
+    """The latest ``limit`` materializations of ``key``, newest first, with their records."""
+    for rec in instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key), limit=limit
+    ).records:
+        if rec.asset_materialization is not None:
+            yield rec, rec.asset_materialization
 
 
 def read_history(
@@ -260,13 +275,7 @@ def read_history(
     out: dict[str, NodeHistory] = {}
     for name, key in keys.items():
         merged = NodeHistory()
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key), limit=limit
-        ).records
-        for rec in records:
-            mat = rec.asset_materialization
-            if mat is None:
-                continue
+        for rec, mat in materializations(instance, key, limit):
             h = observations_of(dict(mat.metadata), rec.timestamp)
             merged.observations += h.observations
             merged.prompt_tokens += h.prompt_tokens

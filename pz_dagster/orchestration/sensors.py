@@ -10,15 +10,11 @@ from pz_dagster.orchestration.compiler import CompiledQuery
 from pz_dagster.orchestration.resources import RecordStoreResource
 
 
-def _requested(cursor: str | None, main: str) -> dict[str, set[str]]:
-    """The cursor: batch keys already requested, per partitions definition (an older cursor
-    was a plain list of the main folder's keys)."""
+def _requested(cursor: str | None) -> dict[str, set[str]]:
+    """The cursor: batch keys already requested, per partitions definition."""
     if not cursor:
         return {}
-    data = json.loads(cursor)
-    if isinstance(data, list):
-        return {main: set(data)}
-    return {k: set(v) for k, v in data.items()}
+    return {k: set(v) for k, v in json.loads(cursor).items()}
 
 
 def build_new_documents_sensor(
@@ -44,7 +40,7 @@ def build_new_documents_sensor(
         context: dg.SensorEvaluationContext, pz_store: RecordStoreResource
     ) -> dg.SensorResult:
         store = pz_store.get_store()
-        requested = _requested(context.cursor, query.partitions_def.name)
+        requested = _requested(context.cursor)
         runs, adds, unreadable = [], [], []
         for src in (*query.joined_sources, query.sources[0]):
             pname = src.partitions_def.name

@@ -111,7 +111,6 @@ class SemanticAggregate(GlobalNode):
     """
 
     kind: ClassVar[str] = "sem_agg"
-    semantic: ClassVar[bool] = True
     instruction: str = ""
     output: type[BaseModel] | None = None
     depends_on: tuple[str, ...] = ()
@@ -155,7 +154,6 @@ class SemanticTopK(GlobalNode):
     """
 
     kind: ClassVar[str] = "sem_topk"
-    semantic: ClassVar[bool] = True
     criterion: str = ""
     k: int = 10
     candidates: int = 0

@@ -212,7 +212,6 @@ class SemanticJoin(UnaryNode):
     """
 
     kind: ClassVar[str] = "sem_join"
-    semantic: ClassVar[bool] = True
     right: PlanNode | None = None
     predicate: str = ""
     depends_on: tuple[str, ...] = ()

@@ -25,8 +25,6 @@ class PlanNode:
     """Base of every logical node. ``name`` becomes the Dagster asset name."""
 
     kind: ClassVar[str] = "node"
-    # Does the node call a model? Semantic nodes are the expensive ones rewrites move work away from.
-    semantic: ClassVar[bool] = False
     name: str
 
     @property

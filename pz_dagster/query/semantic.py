@@ -16,7 +16,6 @@ PARENT_ID = "parent_record_id"
 
 @dataclass(frozen=True)
 class SemanticNode(UnaryNode):
-    semantic: ClassVar[bool] = True
     depends_on: tuple[str, ...] = ()
 
     def _resolve_depends_on(self) -> None:
