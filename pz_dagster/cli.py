@@ -386,13 +386,17 @@ def _fail_dead_runs(instance: dg.DagsterInstance) -> None:
         console.print(f"run {run_id}: the process that ran it is gone; marked failed")
 
 
+def _step_failures(result: dg.ExecuteInProcessResult) -> Iterator[tuple[str, Any]]:
+    """(step key, failure data) of each failed step of a run."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            yield event.step_key or "?", event.step_failure_data
+
+
 def _endpoint_down(result: dg.ExecuteInProcessResult) -> bool:
     """Whether a step failed because the model endpoint gave no answer (dead, hanging, its
     circuit open), rather than because of the batch's documents."""
-    for event in result.all_events:
-        data = event.step_failure_data if event.is_step_failure else None
-        if data is None:
-            continue
+    for _, data in _step_failures(result):
         user = data.user_failure_data
         if user is not None and "transport_failures" in (user.metadata or {}):
             return True
@@ -405,14 +409,11 @@ def _report_failed_steps(query: CompiledQuery, result: dg.ExecuteInProcessResult
     """Print why each asset of a failed run failed (a dagster.Failure's description, else the
     error's message, on one line); returns the assets' names."""
     names = []
-    for event in result.all_events:
-        if not event.is_step_failure or event.step_failure_data is None:
-            continue
-        data = event.step_failure_data
+    for step, data in _step_failures(result):
         user = data.user_failure_data
         why = user.description if user and user.description else ""
         why = why or (data.error.message if data.error else "")
-        name = (event.step_key or "?").removeprefix(f"{query.name}__")
+        name = step.removeprefix(f"{query.name}__")
         names.append(name)
         why = clean(why).removeprefix(f"{name}: ")  # pz's Failure descriptions start with it
         console.print(f"  [red]{escape(name)}[/red]: {escape(why[:400])}")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import dagster as dg
 from filelock import FileLock
 
@@ -43,12 +40,9 @@ def register_new_batches(
 
 
 def registration_lock(store: RecordStore, query: str, manifest: str | None) -> FileLock:
-    """An exclusive lock (``flock``, released if the holder dies) on one source's manifests;
-    waits up to 10 minutes for another registration, which takes a scan of the folder."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest or "main")
-    path = Path(store.root) / query / "_locks" / f"register-{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path, timeout=600)  # created with the umask, like the store's files
+    """The lock on one source's manifests; waits up to 10 minutes for another registration,
+    which takes a scan of the folder."""
+    return store.lock(query, f"register-{manifest or 'main'}", timeout=600)
 
 
 def pending_batches(

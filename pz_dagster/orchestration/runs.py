@@ -10,7 +10,6 @@ mistaken for it), and the next ``pz-dagster`` command marks such runs failed.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,12 +69,9 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 
 
 def partition_lock(store: RecordStore, query: str, partition: str) -> FileLock:
-    """An exclusive lock (flock: released if the holder dies) on one batch of a query, held
-    while a process materializes it, so two ``pz-dagster run`` never both pay for one batch."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", partition)
-    path = Path(store.root) / query / "_locks" / f"partition-{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path)
+    """The lock on one batch of a query, held while a process materializes it, so two
+    ``pz-dagster run`` never both pay for one batch."""
+    return store.lock(query, f"partition-{partition}")
 
 
 def materialized_since(

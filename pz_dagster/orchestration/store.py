@@ -37,6 +37,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from pz_dagster.errors import SourceError
 from pz_dagster.query.schema import RECORD_ID
@@ -360,6 +361,15 @@ class RecordStore:
         con.execute(f"ATTACH {_sql_str(str(self.catalog_path))} AS pz_catalog{mode}")
         con.execute("USE pz_catalog")
         return con
+
+    # --- locks ---------------------------------------------------------------------------
+
+    def lock(self, query: str, name: str, timeout: float = -1) -> FileLock:
+        """An exclusive lock named ``name`` among the query's processes (``flock``: the kernel
+        releases it if the holder dies), under ``<query>/_locks/``; ``timeout`` -1 waits."""
+        path = self.root / query / "_locks" / f"{_SAFE.sub('_', name)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(path, timeout=timeout)  # created with the umask, like the files here
 
     # --- batch manifests -----------------------------------------------------------------
 
