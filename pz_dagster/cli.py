@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
-from filelock import Timeout
+from filelock import FileLock, Timeout
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -94,12 +94,21 @@ concurrency:
 
 
 def _prepare_home(home: str | None) -> Path:
+    """The Dagster home, made on first use. Two commands started at once on a new home take
+    turns (a lock file in the home): each would otherwise write dagster.yaml and create
+    Dagster's SQLite storage at the same time, and two stamps of its schema version leave a
+    home no later command can open."""
     path = Path(home or os.environ.get("DAGSTER_HOME") or ".pz_home").resolve()
     path.mkdir(parents=True, exist_ok=True)
-    cfg = path / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(NEW_HOME_CONFIG)
     os.environ["DAGSTER_HOME"] = str(path)
+    with FileLock(path / ".pz-home.lock"):
+        cfg = path / "dagster.yaml"
+        if not cfg.exists():
+            tmp = path / f".dagster.yaml.{os.getpid()}"
+            tmp.write_text(NEW_HOME_CONFIG)
+            os.replace(tmp, cfg)
+        with dg.DagsterInstance.get():  # creates the storage while this process holds the lock
+            pass
     return path
 
 
@@ -276,6 +285,9 @@ def register(module: str, query_file: Path | None, home: str | None) -> None:
 )
 def run(module: str, query_file: Path | None, home: str | None, n_parts: int) -> None:
     """Register new batches, then materialize the query's job on the first N of them."""
+    # A batch materialized by another process after this moment is not run again. Taken
+    # first: preparing the home waits on a command that started at the same moment.
+    started = time.time()
     verbose = is_verbose()
     home_path = _prepare_home(home)
     defs, query = _load(module, query_file)
@@ -283,7 +295,6 @@ def run(module: str, query_file: Path | None, home: str | None, n_parts: int) ->
     job = defs.resolve_job_def(query.job.name)
     failed: list[str] = []  # "<partition> (<assets>)" of each failed run, for the last line
     not_run = ""  # the partitions left when the model endpoint is down
-    started = time.time()
     with dg.DagsterInstance.get() as instance:
         _fail_dead_runs(instance)
         batches = register_partitions(_store(defs), query, instance)

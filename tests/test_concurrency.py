@@ -213,3 +213,38 @@ def test_a_run_killed_with_sigkill_is_marked_failed_by_the_next_command(tmp_path
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             (run,) = instance.get_runs()
             assert run.status == dg.DagsterRunStatus.FAILURE
+
+
+NEW_HOME = """
+import sys, time
+import dagster as dg
+from pz_dagster import cli
+start = float(sys.argv[1])
+while time.time() < start:  # all at once, after the imports
+    pass
+cli._prepare_home(sys.argv[2])
+with dg.DagsterInstance.get() as instance:
+    instance.get_runs()
+"""
+
+
+def test_commands_started_at_once_on_a_new_home_leave_it_usable(tmp_path: Path) -> None:
+    # Each used to create Dagster's SQLite storage at the same moment; two stamps of its schema
+    # version made a home that no later command could open.
+    import dagster as dg
+
+    home = tmp_path / "home"
+    start = str(time.time() + 8)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", NEW_HOME, start, str(home)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "DAGSTER_DISABLE_TELEMETRY": "1"},
+        )
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs() == []
