@@ -12,15 +12,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pz_dagster.errors import RecordFailure
+from pz_dagster.models.base import CHARS_PER_TOKEN as CHARS_PER_TOKEN  # planning reads it here
 from pz_dagster.models.base import ChatModel, Completion, Message, Usage
 from pz_dagster.query.schema import ERROR
 
 Record = dict[str, Any]
 Progress = Callable[[int, int], None]
-
-# Characters per token assumed when a client cannot count tokens; English prose with the
-# SmolLM2/GPT tokenizers runs at 3.5-4.5, so 3 keeps a margin.
-CHARS_PER_TOKEN = 3
 
 
 @dataclass

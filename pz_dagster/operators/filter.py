@@ -10,9 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, create_model
 
 from pz_dagster.errors import PlanError, RecordFailure
-from pz_dagster.models.base import ChatModel, Usage, json_schema_for
+from pz_dagster.models.base import CHARS_PER_TOKEN, ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
-    CHARS_PER_TOKEN,
     OperatorResult,
     OperatorStats,
     Outcome,

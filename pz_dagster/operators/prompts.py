@@ -10,8 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pz_dagster.models.base import ChatModel, Message
-from pz_dagster.operators.base import CHARS_PER_TOKEN
+from pz_dagster.models.base import CHARS_PER_TOKEN, ChatModel, Message
 
 SYSTEM = "You read documents carefully and answer questions about them with JSON only."
 # Tokens kept free for the chat template, the instruction and the answer.
