@@ -184,6 +184,3 @@ def semantic_aggregate(
     stats.transport_example = unanswered[0] if unanswered else None
     strategy = "direct" if levels <= 1 else f"hierarchical ({levels} levels)"
     return OperatorResult(out, stats, strategy=strategy, model=model.model_name)
-
-
-STRATEGIES = {"direct": semantic_aggregate}

@@ -61,6 +61,3 @@ def direct_classify(
         on_failure=lambda r: {**r, node.output: None},
     )
     return OperatorResult(out, stats, strategy="direct", model=model.model_name)
-
-
-STRATEGIES = {"direct": direct_classify}

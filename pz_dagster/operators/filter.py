@@ -438,13 +438,3 @@ def batched_filter(
     return OperatorResult(
         out, stats, strategy=f"batched ({BATCH_RECORDS} per prompt)", model=model.model_name
     )
-
-
-STRATEGIES = {
-    "direct": direct_filter,
-    "batched": batched_filter,
-    "chain_of_thought": chain_of_thought_filter,
-    "critique": critique_filter,
-    "few_shot": few_shot_filter,
-}
-MULTI_MODEL_STRATEGIES = {"ensemble": ensemble_filter, "cascade": cascade_filter}

@@ -76,6 +76,3 @@ def direct_flat_map(
         on_failure=lambda r: {**r, PARENT_ID: r["record_id"], **empty},
     )
     return OperatorResult(out, stats, strategy="direct", model=model.model_name)
-
-
-STRATEGIES = {"direct": direct_flat_map}

@@ -54,6 +54,3 @@ def nested_loop_join(
         records, pair_up, op_name=node.name, concurrency=model.max_concurrency, progress=progress
     )
     return OperatorResult(out, stats, strategy="direct (nested loop)", model=model.model_name)
-
-
-STRATEGIES = {"direct": nested_loop_join}

@@ -70,6 +70,3 @@ def direct_map(
         on_failure=lambda r: {**r, **empty},
     )
     return OperatorResult(out, stats, strategy="direct", model=model.model_name)
-
-
-STRATEGIES = {"direct": direct_map}

@@ -82,6 +82,3 @@ def embedding_rerank_topk(
         strategy=f"embedding top-{node.candidates} + model rerank",
         model=model.model_name,
     )
-
-
-STRATEGIES = {"direct": embedding_rerank_topk}
