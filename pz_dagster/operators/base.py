@@ -149,6 +149,29 @@ def run_per_record(
     return out, stats
 
 
+def run_on_model(
+    records: list[Record],
+    work: Callable[[Record], Outcome],
+    model: ChatModel,
+    *,
+    op_name: str,
+    strategy: str,
+    progress: Progress | None = None,
+    on_failure: Callable[[Record], Record] = lambda r: r,
+) -> OperatorResult:
+    """``run_per_record`` with as many records in flight as ``model`` takes, as the result of
+    ``strategy`` on it."""
+    out, stats = run_per_record(
+        records,
+        work,
+        op_name=op_name,
+        concurrency=model.max_concurrency,
+        progress=progress,
+        on_failure=on_failure,
+    )
+    return OperatorResult(out, stats, strategy=strategy, model=model.model_name)
+
+
 def parse_json_output(completion: Completion, model: type[BaseModel]) -> BaseModel:
     """Validate a model's JSON answer; a bad answer raises RecordFailure with the reason."""
     if completion.finish_reason == "length":
