@@ -95,42 +95,40 @@ class StrategyProfile:
 
 CODE_FALLBACK_PRIOR = 0.25  # share of records synthesized functions leave to the model
 
-# Priors: rough and deliberately modest; observations decide. A proxy's quality prior is low so
-# that it is chosen only once observations (against labels or the champion) show it works.
+# Every strategy, declared once: its name, the operator kinds it runs on (``kinds``: where it is
+# a candidate, and where pz_dagster.operators.registry must give it a runner: it checks both
+# agree when imported) and its priors. Priors are rough and deliberately modest; observations
+# decide. A proxy's quality prior is low so that it is chosen only once observations (against
+# labels or the champion) show it works.
+FILTERS_ONLY = frozenset({"sem_filter"})
+SEMANTIC_KINDS = frozenset(
+    {"sem_filter", "sem_map", "sem_classify", "sem_flat_map", "sem_agg", "sem_join", "sem_topk"}
+)
 STRATEGIES: dict[str, StrategyProfile] = {
     s.name: s
     for s in (
-        StrategyProfile("direct", frozenset({"sem_filter", "sem_map", "sem_classify"})),
+        StrategyProfile("direct", SEMANTIC_KINDS),
         StrategyProfile(
             "few_shot",
-            frozenset({"sem_filter", "sem_map", "sem_classify"}),
+            FILTERS_ONLY,
             prompt_factor=1.6,
             quality_delta=0.02,
             needs=frozenset({"examples"}),
         ),
         StrategyProfile(
             "batched",  # several records per prompt: fewer calls, a little less accurate
-            frozenset({"sem_filter"}),
+            FILTERS_ONLY,
             calls=1 / 8,
             prompt_factor=8.0,
             extra_output_tokens=60,
             quality_delta=-0.05,
         ),
         StrategyProfile(
-            "chain_of_thought",
-            frozenset({"sem_filter", "sem_classify"}),
-            extra_output_tokens=120,
-            quality_delta=0.02,
+            "chain_of_thought", FILTERS_ONLY, extra_output_tokens=120, quality_delta=0.02
         ),
-        StrategyProfile(
-            "critique",
-            frozenset({"sem_filter", "sem_map", "sem_classify"}),
-            calls=2.0,
-            prompt_factor=1.1,
-            quality_delta=0.02,
-        ),
-        StrategyProfile("ensemble", frozenset({"sem_filter", "sem_map", "sem_classify"}), models=3),
-        StrategyProfile("cascade", frozenset({"sem_filter"}), models=2),
+        StrategyProfile("critique", FILTERS_ONLY, calls=2.0, prompt_factor=1.1, quality_delta=0.02),
+        StrategyProfile("ensemble", FILTERS_ONLY, models=3),
+        StrategyProfile("cascade", FILTERS_ONLY, models=2),
         StrategyProfile(
             # Evaporate: the model answers a sample and writes functions (fixed cost); the
             # functions answer the rest, the model only where they abstain or disagree
@@ -144,15 +142,12 @@ STRATEGIES: dict[str, StrategyProfile] = {
         ),
         StrategyProfile(
             "embedding_proxy",
-            frozenset({"sem_filter"}),
+            FILTERS_ONLY,
             uses_model=False,
             needs=frozenset({"embedding_proxy"}),  # scored examples to learn its threshold from
         ),
         StrategyProfile(
-            "lexical_proxy",
-            frozenset({"sem_filter"}),
-            uses_model=False,
-            needs=frozenset({"lexical_proxy"}),
+            "lexical_proxy", FILTERS_ONLY, uses_model=False, needs=frozenset({"lexical_proxy"})
         ),
     )
 }

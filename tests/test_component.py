@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from definitions.enron import legal_discovery_query
 from pz_dagster import Dataset
+from pz_dagster.operators.registry import strategy_names
 from pz_dagster.orchestration import RecordStore, build_definitions
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.component import PzQueryComponent, dataset_from_spec
@@ -313,6 +314,13 @@ BASE = "name: q\nsource: {path: emails}\n"
 def test_bad_yaml_fails_clearly(attributes: str, message: str):
     with pytest.raises(ValidationError, match=message):
         PzQueryComponent.resolve_from_yaml(BASE + attributes)
+
+
+def test_an_unknown_strategy_in_yaml_lists_every_valid_one():
+    with pytest.raises(ValidationError) as err:
+        PzQueryComponent.resolve_from_yaml(BASE + "optimizer: {strategies: [direct, cascde]}")
+    message = str(err.value)
+    assert "'cascde'" in message and all(f"'{name}'" in message for name in strategy_names())
 
 
 def test_missing_source_fails_clearly():

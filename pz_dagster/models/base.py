@@ -10,6 +10,13 @@ from pydantic import BaseModel
 
 Message = dict[str, str]
 
+# Characters per token where a client cannot count tokens. English prose runs at 3.5-4.5 with
+# the SmolLM2 and GPT tokenizers. Fitting text into a context window must not under-count (the
+# prompt would be refused or cut), so it assumes 3; an estimate that is no bound (the tokens a
+# rate limit is charged before the answer says) takes the typical 4, OpenAI's rule of thumb.
+CHARS_PER_TOKEN = 3
+CHARS_PER_TOKEN_ESTIMATE = 4
+
 
 @dataclass(frozen=True)
 class Pricing:

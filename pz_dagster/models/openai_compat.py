@@ -10,7 +10,14 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import openai
 
 from pz_dagster.errors import ModelError, RecordFailure
-from pz_dagster.models.base import Completion, Message, Pricing, Usage, pricing_for
+from pz_dagster.models.base import (
+    CHARS_PER_TOKEN_ESTIMATE,
+    Completion,
+    Message,
+    Pricing,
+    Usage,
+    pricing_for,
+)
 from pz_dagster.models.breaker import CircuitBreaker, CircuitOpenError
 from pz_dagster.models.limits import RateLimiter
 from pz_dagster.models.retry import RetryPolicy, endpoint_failed
@@ -26,7 +33,6 @@ redact_library_logs()
 #   rejects the OpenAI form);
 # - "auto": the OpenAI form first, and the other one from then on if the endpoint rejects it.
 StructuredOutput = Literal["auto", "json_schema", "json_object"]
-CHARS_PER_TOKEN_ESTIMATE = 4
 
 
 def split_query(base_url: str | None) -> tuple[str | None, dict[str, str] | None]:

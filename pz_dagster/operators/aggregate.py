@@ -13,9 +13,8 @@ from pz_dagster.errors import RecordFailure
 from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record, ask_json
 from pz_dagster.operators.map import TOKENS_PER_FIELD
-from pz_dagster.operators.prompts import budget_chars, document_prompt, render_fields
+from pz_dagster.operators.prompts import budget_chars, document_prompt, field_lines, render_fields
 from pz_dagster.query.plan import Aggregate, GlobalNode, SemanticAggregate
-from pz_dagster.query.schema import describe_fields
 
 
 def _groups(
@@ -98,11 +97,10 @@ def _ask(
     max_tokens: int,
     partial: bool,
 ) -> tuple[BaseModel, Usage]:
-    lines = "\n".join(f'- "{n}" ({t}): {d}' for n, t, d in describe_fields(output))
     what = "partial answers, each over a part of the records" if partial else "records"
     instruction = (
         f"The document above lists {what}.\nTask: {node.instruction.strip()}\n"
-        f"Answer with these fields:\n{lines}\nReply with one JSON object with exactly these keys."
+        f"Answer with these fields:\n{field_lines(output)}\nReply with one JSON object with exactly these keys."
     )
     joined = "\n\n".join(f"[{i}] {t}" for i, t in enumerate(texts, start=1))
     return ask_json(
@@ -184,6 +182,3 @@ def semantic_aggregate(
     stats.transport_example = unanswered[0] if unanswered else None
     strategy = "direct" if levels <= 1 else f"hierarchical ({levels} levels)"
     return OperatorResult(out, stats, strategy=strategy, model=model.model_name)
-
-
-STRATEGIES = {"direct": semantic_aggregate}

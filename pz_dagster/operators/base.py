@@ -12,15 +12,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pz_dagster.errors import RecordFailure
+from pz_dagster.models.base import CHARS_PER_TOKEN as CHARS_PER_TOKEN  # planning reads it here
 from pz_dagster.models.base import ChatModel, Completion, Message, Usage
 from pz_dagster.query.schema import ERROR
 
 Record = dict[str, Any]
 Progress = Callable[[int, int], None]
-
-# Characters per token assumed when a client cannot count tokens; English prose with the
-# SmolLM2/GPT tokenizers runs at 3.5-4.5, so 3 keeps a margin.
-CHARS_PER_TOKEN = 3
 
 
 @dataclass
@@ -150,6 +147,29 @@ def run_per_record(
             out.append(got)
     stats.records_out = len(out)
     return out, stats
+
+
+def run_on_model(
+    records: list[Record],
+    work: Callable[[Record], Outcome],
+    model: ChatModel,
+    *,
+    op_name: str,
+    strategy: str,
+    progress: Progress | None = None,
+    on_failure: Callable[[Record], Record] = lambda r: r,
+) -> OperatorResult:
+    """``run_per_record`` with as many records in flight as ``model`` takes, as the result of
+    ``strategy`` on it."""
+    out, stats = run_per_record(
+        records,
+        work,
+        op_name=op_name,
+        concurrency=model.max_concurrency,
+        progress=progress,
+        on_failure=on_failure,
+    )
+    return OperatorResult(out, stats, strategy=strategy, model=model.model_name)
 
 
 def parse_json_output(completion: Completion, model: type[BaseModel]) -> BaseModel:

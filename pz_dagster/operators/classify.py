@@ -6,16 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, create_model
 
-from pz_dagster.models.base import ChatModel, json_schema_for
-from pz_dagster.operators.base import (
-    OperatorResult,
-    Outcome,
-    Progress,
-    Record,
-    Tally,
-    run_per_record,
-)
-from pz_dagster.operators.prompts import document_prompt, render_fields, split_to_context
+from pz_dagster.models.base import ChatModel
+from pz_dagster.operators.base import OperatorResult, Outcome, Progress, Record, run_on_model
+from pz_dagster.operators.prompts import Question, render_fields
 from pz_dagster.query.plan import SemanticClassify
 
 CLASSIFY_EXTRA_TOKENS = 16
@@ -32,35 +25,29 @@ def direct_classify(
     progress: Progress | None = None,
 ) -> OperatorResult:
     """One prompt per record; the label is decoded from an enum of the classes."""
-    answer_model = label_model(node)
-    schema = json_schema_for(answer_model)
-    max_tokens = max(len(c) for c in node.classes) + CLASSIFY_EXTRA_TOKENS
     options = ", ".join(f'"{c}"' for c in node.classes)
-    instruction = (
+    question = Question(
         f"Task: {node.instruction.strip()}\nChoose exactly one label among: {options}.\n"
-        'Reply {"label": "<one of the labels>"}.'
+        'Reply {"label": "<one of the labels>"}.',
+        label_model(node),
+        max(len(c) for c in node.classes) + CLASSIFY_EXTRA_TOKENS,
     )
 
     def classify(record: Record) -> Outcome:
         # A long document is labelled chunk by chunk; the most frequent label wins (first on ties).
-        chunks = split_to_context(render_fields(record, node.depends_on), model, max_tokens)
-        tally, labels = Tally(), []
-        for chunk in chunks:
-            prompt = document_prompt(chunk, instruction)
-            answer = tally.ask(model, prompt, answer_model, schema, max_tokens)
-            labels.append(answer.label)  # type: ignore[attr-defined]
+        answers, usage, chunks = question.on_each_chunk(
+            render_fields(record, node.depends_on), model
+        )
+        labels = [a.label for a in answers]  # type: ignore[attr-defined]
         label = max(dict.fromkeys(labels), key=labels.count)
-        return Outcome({**record, node.output: label}, tally.usage, chunks=len(chunks))
+        return Outcome({**record, node.output: label}, usage, chunks=chunks)
 
-    out, stats = run_per_record(
+    return run_on_model(
         records,
         classify,
+        model,
         op_name=node.name,
-        concurrency=model.max_concurrency,
+        strategy="direct",
         progress=progress,
         on_failure=lambda r: {**r, node.output: None},
     )
-    return OperatorResult(out, stats, strategy="direct", model=model.model_name)
-
-
-STRATEGIES = {"direct": direct_classify}

@@ -10,9 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, create_model
 
 from pz_dagster.errors import PlanError, RecordFailure
-from pz_dagster.models.base import ChatModel, Usage, json_schema_for
+from pz_dagster.models.base import CHARS_PER_TOKEN, ChatModel, Usage, json_schema_for
 from pz_dagster.operators.base import (
-    CHARS_PER_TOKEN,
     OperatorResult,
     OperatorStats,
     Outcome,
@@ -20,6 +19,7 @@ from pz_dagster.operators.base import (
     Record,
     Tally,
     ask_json,
+    run_on_model,
     run_per_record,
     split_failed,
 )
@@ -108,6 +108,20 @@ def judge_critique(chunk: str, predicate: str, model: ChatModel, tally: Tally) -
     return final.answer == "YES"  # type: ignore[attr-defined]
 
 
+def holds(
+    text: str,
+    predicate: str,
+    model: ChatModel,
+    tally: Tally,
+    judge: ChunkJudge = judge_direct,
+    max_tokens: int = FILTER_MAX_TOKENS,
+) -> tuple[bool, int]:
+    """Whether ``text`` satisfies the predicate, read chunk by chunk (it does as soon as one
+    chunk does), and how many chunks it was cut into."""
+    chunks = split_to_context(text, model, max_tokens)
+    return any(judge(chunk, predicate, model, tally) for chunk in chunks), len(chunks)
+
+
 EXAMPLE_CHARS = 600
 
 
@@ -165,20 +179,14 @@ def _per_record_filter(
     progress: Progress | None = None,
 ) -> OperatorResult:
     def decide(record: Record) -> Outcome:
-        # A long document is read chunk by chunk; it passes as soon as one chunk does.
+        tally = Tally()
         text = render_fields(record, node.depends_on)
-        chunks = split_to_context(text, model, max_tokens)
-        tally, keep = Tally(), False
-        for chunk in chunks:
-            if judge(chunk, node.predicate, model, tally):
-                keep = True
-                break
-        return Outcome(record if keep else None, tally.usage, chunks=len(chunks))
+        keep, chunks = holds(text, node.predicate, model, tally, judge, max_tokens)
+        return Outcome(record if keep else None, tally.usage, chunks=chunks)
 
-    out, stats = run_per_record(
-        records, decide, op_name=node.name, concurrency=model.max_concurrency, progress=progress
+    return run_on_model(
+        records, decide, model, op_name=node.name, strategy=strategy, progress=progress
     )
-    return OperatorResult(out, stats, strategy=strategy, model=model.model_name)
 
 
 def direct_filter(
@@ -237,8 +245,7 @@ def ensemble_filter(
         for m in models:
             tally = Tally()
             try:
-                chunks = split_to_context(text, m, FILTER_MAX_TOKENS)
-                votes.append(any(judge_direct(c, node.predicate, m, tally) for c in chunks))
+                votes.append(holds(text, node.predicate, m, tally)[0])
             except RecordFailure as exc:
                 errors.append(f"{m.model_name}: {exc}")
                 transport = transport and exc.transport
@@ -310,10 +317,7 @@ def cascade_filter(
                 break
         strong_says = None
         if low <= score < high:
-            strong_says = any(
-                judge_direct(c, node.predicate, strong, tally)
-                for c in split_to_context(text, strong, FILTER_MAX_TOKENS)
-            )
+            strong_says, _ = holds(text, node.predicate, strong, tally)
             keep = strong_says
         else:
             keep = score >= high
@@ -361,23 +365,11 @@ def batched_filter(
     stats = OperatorStats(records_in=len(records), passed_through_errors=len(failed))
     emitted: dict[int, Record | None] = dict(failed)
     groups = [ok[i : i + BATCH_RECORDS] for i in range(0, len(ok), BATCH_RECORDS)]
-    instruction_one = filter_instruction(node.predicate)
 
     def judge_one(record: Record) -> tuple[bool, Usage]:
         tally = Tally()
-        for chunk in split_to_context(
-            render_fields(record, node.depends_on), model, FILTER_MAX_TOKENS
-        ):
-            one = tally.ask(
-                model,
-                document_prompt(chunk, instruction_one),
-                FilterAnswer,
-                FILTER_SCHEMA,
-                FILTER_MAX_TOKENS,
-            )
-            if one.answer == "YES":  # type: ignore[attr-defined]
-                return True, tally.usage
-        return False, tally.usage
+        keep, _ = holds(render_fields(record, node.depends_on), node.predicate, model, tally)
+        return keep, tally.usage
 
     def judge_group(group: list[tuple[int, Record]]) -> GroupResult:
         texts = [render_fields(r, node.depends_on) for _, r in group]
@@ -439,13 +431,3 @@ def batched_filter(
     return OperatorResult(
         out, stats, strategy=f"batched ({BATCH_RECORDS} per prompt)", model=model.model_name
     )
-
-
-STRATEGIES = {
-    "direct": direct_filter,
-    "batched": batched_filter,
-    "chain_of_thought": chain_of_thought_filter,
-    "critique": critique_filter,
-    "few_shot": few_shot_filter,
-}
-MULTI_MODEL_STRATEGIES = {"ensemble": ensemble_filter, "cascade": cascade_filter}

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from pz_dagster.models.base import ChatModel
-from pz_dagster.operators.base import (
-    OperatorResult,
-    Outcome,
-    Progress,
-    Record,
-    Tally,
-    run_per_record,
-)
+from pz_dagster.operators.base import OperatorResult, Outcome, Progress, Record, Tally, run_on_model
 from pz_dagster.operators.filter import FILTER_MAX_TOKENS, FILTER_SCHEMA, FilterAnswer
 from pz_dagster.operators.prompts import document_prompt, fit_to_context, render_fields
 from pz_dagster.query.plan import SemanticJoin
@@ -50,10 +43,11 @@ def nested_loop_join(
                 )
         return Outcome(joined or None, tally.usage, cut)
 
-    out, stats = run_per_record(
-        records, pair_up, op_name=node.name, concurrency=model.max_concurrency, progress=progress
+    return run_on_model(
+        records,
+        pair_up,
+        model,
+        op_name=node.name,
+        strategy="direct (nested loop)",
+        progress=progress,
     )
-    return OperatorResult(out, stats, strategy="direct (nested loop)", model=model.model_name)
-
-
-STRATEGIES = {"direct": nested_loop_join}

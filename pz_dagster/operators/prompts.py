@@ -1,4 +1,4 @@
-"""Prompt layout shared by the semantic operators.
+"""Prompt layout shared by the semantic operators, and asking a model about a document.
 
 The document comes first and the instruction after it, so that consecutive calls on the same
 document share a prompt prefix that llama.cpp and vLLM reuse from their KV cache.
@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from pz_dagster.models.base import ChatModel, Message
-from pz_dagster.operators.base import CHARS_PER_TOKEN
+from pydantic import BaseModel
+
+from pz_dagster.models.base import CHARS_PER_TOKEN, ChatModel, Message, Usage, json_schema_for
+from pz_dagster.operators.base import Tally, ask_json
+from pz_dagster.query.schema import describe_fields
 
 SYSTEM = "You read documents carefully and answer questions about them with JSON only."
 # Tokens kept free for the chat template, the instruction and the answer.
@@ -146,3 +150,41 @@ def document_prompt(document: str, instruction: str) -> list[Message]:
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": f'Document:\n"""\n{document}\n"""\n\n{instruction}'},
     ]
+
+
+def field_lines(output: type[BaseModel]) -> str:
+    """One line per field of ``output`` (name, type, description), for an instruction."""
+    return "\n".join(f'- "{n}" ({t}): {d}' for n, t, d in describe_fields(output))
+
+
+@dataclass(frozen=True)
+class Question:
+    """What an operator asks about each document: the instruction after it, the answer's model
+    (decoded under its JSON schema) and the tokens the answer may take."""
+
+    instruction: str
+    output: type[BaseModel]
+    max_tokens: int
+    schema: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schema", json_schema_for(self.output))
+
+    def on_document(self, text: str, model: ChatModel) -> tuple[BaseModel, Usage, bool]:
+        """The answer on the first context-sized part of ``text``, what it cost, and whether
+        anything was left out (``fit_to_context``)."""
+        shown, cut = fit_to_context(text, model, self.max_tokens)
+        prompt = document_prompt(shown, self.instruction)
+        answer, usage = ask_json(model, prompt, self.output, self.schema, self.max_tokens)
+        return answer, usage, cut
+
+    def on_each_chunk(self, text: str, model: ChatModel) -> tuple[list[BaseModel], Usage, int]:
+        """The answer on each context-sized chunk of ``text`` (``split_to_context``), what they
+        cost together and how many chunks there were; a failure on a later chunk carries the
+        cost of the earlier ones (``Tally``)."""
+        chunks = split_to_context(text, model, self.max_tokens)
+        tally, answers = Tally(), []
+        for chunk in chunks:
+            prompt = document_prompt(chunk, self.instruction)
+            answers.append(tally.ask(model, prompt, self.output, self.schema, self.max_tokens))
+        return answers, tally.usage, len(chunks)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from optimizer.candidates import STRATEGIES
 from optimizer.thresholds import SignedThreshold
 from pz_dagster.models.base import Usage
 from pz_dagster.models.embeddings import EmbeddingModel
@@ -30,7 +31,8 @@ from pz_dagster.query.plan import SemanticFilter
 SELF_WORDS = frozenset({"email", "emails", "document", "documents", "record", "records", "text"})
 QUOTED_WEIGHT = 3.0
 CHUNK_CHARS = 1500
-PROXIES = ("lexical_proxy", "embedding_proxy")
+# The strategies that answer without a chat model, as the optimizer declares them.
+PROXIES = tuple(name for name, s in STRATEGIES.items() if not s.uses_model)
 
 
 def predicate_terms(predicate: str) -> tuple[list[str], list[str]]:

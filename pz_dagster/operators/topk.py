@@ -5,17 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from pz_dagster.errors import PlanError
-from pz_dagster.models.base import ChatModel, Usage, json_schema_for
+from pz_dagster.models.base import ChatModel, Usage
 from pz_dagster.models.embeddings import EmbeddingModel, cosine
-from pz_dagster.operators.base import (
-    OperatorResult,
-    Outcome,
-    Progress,
-    Record,
-    ask_json,
-    run_per_record,
-)
-from pz_dagster.operators.prompts import document_prompt, fit_to_context, render_fields
+from pz_dagster.operators.base import OperatorResult, Outcome, Progress, Record, run_per_record
+from pz_dagster.operators.prompts import Question, render_fields
 from pz_dagster.query.plan import SemanticTopK
 
 RATING_MAX_TOKENS = 16
@@ -45,17 +38,15 @@ def embedding_rerank_topk(
     sims = [cosine(embedded.vectors[0], v) for v in embedded.vectors[1:]] if embedded else []
     order = sorted(range(len(healthy)), key=lambda i: -sims[i])[: node.candidates]
     candidates = [{**healthy[i], "similarity": float(sims[i])} for i in order]
-    schema = json_schema_for(Rating)
-    instruction = (
+    question = Question(
         f"Criterion: {node.criterion.strip()}\nHow well does the document above match the criterion, "
-        'from 0 (not at all) to 10 (perfectly)? Reply {"relevance": <0-10>}.'
+        'from 0 (not at all) to 10 (perfectly)? Reply {"relevance": <0-10>}.',
+        Rating,
+        RATING_MAX_TOKENS,
     )
 
     def rate(record: Record) -> Outcome:
-        text, cut = fit_to_context(render_fields(record, node.depends_on), model, RATING_MAX_TOKENS)
-        answer, spent = ask_json(
-            model, document_prompt(text, instruction), Rating, schema, RATING_MAX_TOKENS
-        )
+        answer, spent, cut = question.on_document(render_fields(record, node.depends_on), model)
         return Outcome({**record, "relevance": answer.relevance}, spent, cut)  # type: ignore[attr-defined]
 
     rated, stats = run_per_record(
@@ -82,6 +73,3 @@ def embedding_rerank_topk(
         strategy=f"embedding top-{node.candidates} + model rerank",
         model=model.model_name,
     )
-
-
-STRATEGIES = {"direct": embedding_rerank_topk}

@@ -27,7 +27,7 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optimizer import parse_policy
-from optimizer.candidates import STRATEGIES
+from pz_dagster.operators.registry import strategy_names
 from pz_dagster.orchestration.compiler import CompiledQuery
 from pz_dagster.orchestration.definitions import build_definitions
 from pz_dagster.orchestration.planning import OptimizerResource
@@ -42,7 +42,7 @@ from pz_dagster.redact import API_KEY_ENV_REFUSED, REDACTED, looks_like_key
 
 __all__ = ["ModelSpec", "OptimizerSpec", "PzQueryComponent", "QuerySpec", "dataset_from_spec"]
 
-Strategy = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
+Strategy = Literal[strategy_names()]  # type: ignore[valid-type]
 # JSON-schema patterns, so that `dg check yaml` rejects what the validators reject at load.
 POLICY_PATTERN = (
     r"^\s*(MaxQuality|MinCost|MinTime|(MinCostAtQuality|MinTimeAtQuality|MaxQualityAtCost)"

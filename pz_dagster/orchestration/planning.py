@@ -32,7 +32,6 @@ from optimizer import (
     decide,
     parse_policy,
 )
-from optimizer.candidates import STRATEGIES as OPTIMIZER_STRATEGIES
 from optimizer.config import PhysicalConfig
 from optimizer.quality import ValidationSet
 from optimizer.thresholds import (
@@ -42,11 +41,10 @@ from optimizer.thresholds import (
     leave_one_out,
 )
 from pz_dagster.errors import PlanError
-from pz_dagster.operators import SEMANTIC_STRATEGIES
 from pz_dagster.operators.base import CHARS_PER_TOKEN, Record
-from pz_dagster.operators.filter import MULTI_MODEL_STRATEGIES
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.proxy import PROXIES, scores_for
+from pz_dagster.operators.registry import is_multi_model, strategies_for, strategy_names
 from pz_dagster.orchestration.metadata import recurring_part
 from pz_dagster.query import plan
 from pz_dagster.query.schema import ERROR, RECORD_ID
@@ -54,13 +52,7 @@ from pz_dagster.query.schema import ERROR, RECORD_ID
 OPTIMIZED = (plan.SemanticFilter, plan.SemanticMap, plan.SemanticClassify)
 AUTO = "auto"
 # Every strategy some operator runs: what a run config may pin (``auto``: the optimizer chooses).
-RUNNABLE_STRATEGIES = tuple(
-    sorted(
-        {name for family in SEMANTIC_STRATEGIES.values() for name in family}
-        | set(PROXIES)
-        | set(MULTI_MODEL_STRATEGIES)
-    )
-)
+RUNNABLE_STRATEGIES = strategy_names()
 
 
 class OptimizerResource(dg.ConfigurableResource):
@@ -112,8 +104,8 @@ class OptimizerResource(dg.ConfigurableResource):
     @field_validator("strategies")
     @classmethod
     def _strategies_known(cls, value: list[str]) -> list[str]:
-        if unknown := [s for s in value if s not in OPTIMIZER_STRATEGIES]:
-            raise ValueError(f"unknown strategies {unknown}; known: {sorted(OPTIMIZER_STRATEGIES)}")
+        if unknown := [s for s in value if s not in strategy_names()]:
+            raise ValueError(f"unknown strategies {unknown}; known: {list(strategy_names())}")
         return value
 
     def get_policy(self) -> Policy:
@@ -339,13 +331,6 @@ def fixed_estimate(node: plan.PlanNode, hist: NodeHistory) -> Estimate:
     )
 
 
-def operator_strategies(node: plan.PlanNode) -> set[str]:
-    names = set(SEMANTIC_STRATEGIES.get(type(node), {}))
-    if isinstance(node, plan.SemanticFilter):
-        names |= set(PROXIES) | set(MULTI_MODEL_STRATEGIES)
-    return names
-
-
 def pinned_candidate(
     node: plan.PlanNode, strategy: str, model: str, profiles: Sequence[ModelProfile]
 ) -> Candidate | None:
@@ -357,10 +342,10 @@ def pinned_candidate(
         if model:
             raise PlanError(f"{strategy} of {node.name!r} uses no model; leave model empty")
         return Candidate(node.name, strategy, None)
-    if strategy not in operator_strategies(node):
+    if strategy not in strategies_for(node):
         raise PlanError(
             f"unknown strategy {strategy!r} for {node.kind} {node.name!r}; known: "
-            f"{sorted(operator_strategies(node))}"
+            f"{list(strategies_for(node))}"
         )
     names = [p.name for p in profiles]
     if strategy == "cascade":
@@ -371,7 +356,7 @@ def pinned_candidate(
         if strong not in names or not others:
             raise PlanError(f"a cascade needs a strong model and a cheaper one; served: {names}")
         return Candidate(node.name, strategy, strong, (others[0].name, strong))
-    if strategy in MULTI_MODEL_STRATEGIES:
+    if is_multi_model(strategy):
         best = [p.name for p in sorted(profiles, key=lambda p: -p.quality)][:3]
         if len(best) < 2:
             raise PlanError(f"{strategy} needs at least two models; the resource serves {names}")
@@ -401,14 +386,9 @@ def plan_operator(
         specs.append(spec_of(n, h, records if n is node else None, runs_ahead))
         if not isinstance(n, OPTIMIZED):
             fixed[n.name] = fixed_estimate(n, h)
-    # Per operator: the strategies both the optimizer can price and the operator implements.
+    # Per operator: the strategies offered that run on it.
     usable = {
-        n.name: [
-            s
-            for s in optimizer.strategies
-            if s in OPTIMIZER_STRATEGIES and s in operator_strategies(n)
-        ]
-        or ["direct"]
+        n.name: [s for s in optimizer.strategies if s in strategies_for(n)] or ["direct"]
         for n in chain
         if isinstance(n, OPTIMIZED)
     }
