@@ -31,9 +31,9 @@ from code_synthesis_enron import emails  # noqa: E402
 
 from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT  # noqa: E402
 from pz_dagster import Dataset  # noqa: E402
+from pz_dagster.operators.code_synthesis.functions import score  # noqa: E402
 from pz_dagster.operators.map import direct_map  # noqa: E402
 from pz_dagster.operators.prompts import field_chunks  # noqa: E402
-from pz_dagster.operators.synthesis import score  # noqa: E402
 
 FIELDS = [f["name"] for f in SENDER_SUBJECT]
 

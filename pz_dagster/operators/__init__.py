@@ -11,13 +11,15 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
-from pz_dagster.operators import code_filter, code_synthesis, proxy, relational
 from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
 from pz_dagster.operators import join as join_ops
 from pz_dagster.operators import map as map_ops
+from pz_dagster.operators import proxy, relational
 from pz_dagster.operators import topk as topk_ops
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record
+from pz_dagster.operators.code_synthesis import filter as code_filter
+from pz_dagster.operators.code_synthesis import map as code_synthesis
 from pz_dagster.query import plan
 
 SEMANTIC_STRATEGIES = {

@@ -34,10 +34,7 @@ from typing import Any
 from optimizer.quality import normalize
 from pz_dagster.models.base import ChatModel, Usage
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record, split_failed
-from pz_dagster.operators.map import direct_map
-from pz_dagster.operators.prompts import FIELD_CHUNK_CHARS, field_chunks, render_fields
-from pz_dagster.operators.sandbox import Sandbox, SandboxLimits
-from pz_dagster.operators.synthesis import (
+from pz_dagster.operators.code_synthesis.functions import (
     CODE_MAX_TOKENS,
     ScoredFunction,
     agreement,
@@ -51,6 +48,9 @@ from pz_dagster.operators.synthesis import (
     synthesis_messages,
     vote,
 )
+from pz_dagster.operators.code_synthesis.sandbox import Sandbox, SandboxLimits
+from pz_dagster.operators.map import direct_map
+from pz_dagster.operators.prompts import FIELD_CHUNK_CHARS, field_chunks, render_fields
 from pz_dagster.query.plan import SemanticMap
 from pz_dagster.query.schema import ERROR, RECORD_ID, describe_fields
 
