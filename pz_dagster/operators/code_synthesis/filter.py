@@ -14,7 +14,7 @@ from typing import Any
 
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
-from pz_dagster.operators.code_synthesis.map import SAMPLE_SIZE, run_synthesis
+from pz_dagster.operators.code_synthesis.run import SAMPLE_SIZE, run_synthesis
 from pz_dagster.operators.code_synthesis.sandbox import SandboxLimits
 from pz_dagster.operators.filter import direct_filter
 from pz_dagster.operators.prompts import render_fields
