@@ -9,14 +9,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pz_dagster import Dataset, PlanError, SchemaError
+from pz_dagster import Dataset, PlanError, SchemaError, SourceError
 from pz_dagster.orchestration import (
     LocalLlamaModel,
     OpenAICompatibleModel,
     RecordStore,
     build_definitions,
+    describe_tables,
 )
 from pz_dagster.orchestration.batches import register_partitions
+from pz_dagster.orchestration.source_assets import table_records
 from pz_dagster.query import plan, rewrites
 from pz_dagster.testing import ChatRequest, OpenAISimulator, SimulatedModel
 
@@ -522,8 +524,9 @@ def test_join_and_table_declaration_errors():
         emails().sem_join(other.agg(n=("count", None)), "x")
     with pytest.raises(PlanError, match="its right side joins again"):
         emails().sem_join(other.sem_join(table, "y", name="inner"), "x")
-    with pytest.raises(PlanError, match="cannot read"):
-        Dataset.from_duckdb("/nonexistent/x.duckdb", "t")
+    missing = Dataset.from_duckdb("/nonexistent/x.duckdb", "t")  # declaring opens nothing
+    with pytest.raises(SourceError, match="table 'table': cannot read 't' from /nonexistent"):
+        describe_tables(missing)  # what build_definitions does before compiling
     joined = emails().sem_join(table, "x", name="j")
     assert joined.columns == (
         "record_id",
@@ -639,7 +642,7 @@ def test_dataframe_source():
     table = Dataset.from_pandas(df, name="schemes")
     assert table.columns == ("record_id", "name", "risk", "error")
     assert dict(table.node.schema)["risk"] is int
-    assert [(r["record_id"], r["risk"]) for r in table.node.read()] == [
+    assert [(r["record_id"], r["risk"]) for r in table_records(table.node)] == [
         ("schemes#1", 9),
         ("schemes#2", 7),
     ]
@@ -746,12 +749,12 @@ def test_values_are_typed_per_record(tmp_path):
 
     mixed = Dataset.from_records([{"amount": 1}, {"amount": 2.5}], name="t")
     assert dict(mixed.node.schema)["amount"] is float and [
-        r["amount"] for r in mixed.node.read()
+        r["amount"] for r in table_records(mixed.node)
     ] == [1.0, 2.5]
     db = tmp_path / "d.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("create table t as select DATE '2001-10-16' as day, 1.5::DECIMAL(4,1) as x")
-    rows = Dataset.from_duckdb(db, "t").node.read()
+    rows = table_records(describe_tables(Dataset.from_duckdb(db, "t")).node)
     assert rows[0]["day"] == str(datetime.date(2001, 10, 16)) and rows[0]["x"] == "1.5"
     node = emails().map(lambda r: {"n": r["contents"]}, {"n": int}).node
     recs = [{"record_id": "a", "filename": "a", "contents": "12", "error": None}]
