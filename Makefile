@@ -33,7 +33,7 @@ test: $(STAMP) system-deps
 ENDPOINT ?= sim
 bench-peers: $(STAMP)
 	bash benchmarks/peers/install.sh
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/peer_enron.py --endpoint $(ENDPOINT)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m benchmarks.peer_enron --endpoint $(ENDPOINT)
 
 clean:
 	rm -rf $(VENV) .pz_home

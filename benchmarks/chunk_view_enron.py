@@ -2,7 +2,7 @@
 (code synthesis's view, ``field_chunks``) against the whole email: one direct prompt per email
 for ``sender`` and ``subject``, on the shared Enron emails the view cuts.
 
-    .venv/bin/python benchmarks/chunk_view_enron.py            # 40 emails, bundled SmolLM2
+    .venv/bin/python -m benchmarks.chunk_view_enron     # 40 emails, bundled SmolLM2, from the repo root
 
 Code synthesis judges its candidate functions by these answers, so what matters is how often
 an answer points at the right line: exact match with the ``From:`` address and the
@@ -13,27 +13,20 @@ in-process with a 4096-token context, so whole emails are not cut.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import re
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from code_synthesis_enron import emails  # noqa: E402
-
-from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT  # noqa: E402
-from pz_dagster import Dataset  # noqa: E402
-from pz_dagster.operators.map import direct_map  # noqa: E402
-from pz_dagster.operators.prompts import field_chunks  # noqa: E402
-from pz_dagster.operators.synthesis import score  # noqa: E402
+from benchmarks.common import RESULTS, read_emails, table, write_json
+from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT
+from pz_dagster import Dataset
+from pz_dagster.operators.code_synthesis.functions import score
+from pz_dagster.operators.map import direct_map
+from pz_dagster.operators.prompts import field_chunks
 
 FIELDS = [f["name"] for f in SENDER_SUBJECT]
 
@@ -51,13 +44,13 @@ def main() -> None:
     )
     ap.add_argument("--emails", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "chunk_view_enron.json"
-    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "chunk_view_enron.json")
     args = ap.parse_args()
 
     cut = [
-        r for r in emails(DEFAULT_ENRON_DIR) if field_chunks(r["contents"], FIELDS) != r["contents"]
+        r
+        for r in read_emails(DEFAULT_ENRON_DIR)
+        if field_chunks(r["contents"], FIELDS) != r["contents"]
     ]
     random.Random(args.seed).shuffle(cut)
     chosen = cut[: args.emails]
@@ -101,27 +94,25 @@ def main() -> None:
         }
         console.print(f"{name}: {rows[name]}")
 
-    table = Table(title=f"SmolLM2 on {len(chosen)} long Enron emails: chunks vs whole")
     cols = list(next(iter(rows.values())))
-    table.add_column("model reads")
-    for c in cols:
-        table.add_column(c.replace("_", " "), justify="right")
+    shown = table(
+        f"SmolLM2 on {len(chosen)} long Enron emails: chunks vs whole",
+        ("model reads", *(c.replace("_", " ") for c in cols)),
+        left=("model reads",),
+    )
     for name, r in rows.items():
-        table.add_row(name, *(str(r[c]) for c in cols))
-    console.print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "chunk_view_enron",
-                "model": model.model_name,
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": f"{platform.machine()}, Python {platform.python_version()}",
-                "seed": args.seed,
-                "rows": rows,
-            },
-            indent=1,
-        )
+        shown.add_row(name, *(str(r[c]) for c in cols))
+    console.print(shown)
+    write_json(
+        args.out,
+        {
+            "benchmark": "chunk_view_enron",
+            "model": model.model_name,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, Python {platform.python_version()}",
+            "seed": args.seed,
+            "rows": rows,
+        },
     )
     console.print(f"results: {args.out}")
 

@@ -2,8 +2,10 @@
 ``subject`` from the shared Enron emails: exact match against the labels, and tokens sent to
 the model as the collection grows.
 
-    .venv/bin/python benchmarks/code_synthesis_enron.py --endpoint local   # bundled SmolLM2
-    .venv/bin/python benchmarks/code_synthesis_enron.py --endpoint sim     # loopback simulator
+    .venv/bin/python -m benchmarks.code_synthesis_enron --endpoint local   # bundled SmolLM2
+    .venv/bin/python -m benchmarks.code_synthesis_enron --endpoint sim     # loopback simulator
+
+(from the repository root, as every benchmark).
 
 Quality: exact match of both fields on the labelled emails (13 of the 250 have labels), for
 each strategy over the same 250 emails.
@@ -26,7 +28,6 @@ import argparse
 import hashlib
 import json
 import platform
-import sys
 import threading
 import time
 from dataclasses import asdict, replace
@@ -35,19 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import LABELS, RESULTS, load_labels, read_emails, table, write_json
+from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT
+from optimizer.quality import ValidationSet
+from pz_dagster import Dataset
+from pz_dagster.models.base import ChatModel, Completion, Usage
+from pz_dagster.operators import run_operator
 
-from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT  # noqa: E402
-from optimizer.quality import ValidationSet  # noqa: E402
-from pz_dagster import Dataset  # noqa: E402
-from pz_dagster.models.base import ChatModel, Completion, Usage  # noqa: E402
-from pz_dagster.operators import run_operator  # noqa: E402
-from pz_dagster.sources import read_file, scan_folder  # noqa: E402
-
-LABELS = DEFAULT_ENRON_DIR.parent / "enron-eval-medium-labels.json"
 SIZES = (250, 1000, 5000, 10000)
 
 CODE_BANK = {  # what the simulator "writes" when asked for a function (not a model)
@@ -141,13 +137,6 @@ def load_log(path: Path | None, model: str) -> dict[str, Completion]:
     return log
 
 
-def emails(folder: Path) -> list[dict]:
-    out = []
-    for ref in scan_folder(folder):
-        out += [r for r in read_file(folder, ref.path) if not r["error"]]
-    return out
-
-
 def collection(base: list[dict], size: int) -> list[dict]:
     """``size`` records: the shared emails repeated, copy k of x.txt named k/x.txt."""
     return [
@@ -208,11 +197,11 @@ def main() -> None:
     )
     ap.add_argument("--strategies", default="direct,code_synthesis")
     args = ap.parse_args()
-    out_path = args.out or REPO / "benchmarks" / "results" / f"code_synthesis_{args.endpoint}.json"
+    out_path = args.out or RESULTS / f"code_synthesis_{args.endpoint}.json"
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    labels = json.loads(LABELS.read_text())
-    base = emails(DEFAULT_ENRON_DIR)
+    labels = load_labels()
+    base = read_emails(DEFAULT_ENRON_DIR)
     node = (
         Dataset.from_directory("unused")
         .sem_add_columns(SENDER_SUBJECT, depends_on="contents", name="sender_and_subject")
@@ -277,20 +266,21 @@ def main() -> None:
         console.print_json(data={"quality": quality, "growth": rows})
         return
 
-    table = Table(title=f"code synthesis vs one prompt per email ({args.endpoint})")
-    for c in (
-        "documents",
-        "direct tokens",
-        "code synthesis tokens",
-        "of which one-time",
-        "of which fallback",
-        "ratio",
-        "fallback records",
-        "calls direct/synthesis",
-    ):
-        table.add_column(c, justify="right")
+    growth = table(
+        f"code synthesis vs one prompt per email ({args.endpoint})",
+        (
+            "documents",
+            "direct tokens",
+            "code synthesis tokens",
+            "of which one-time",
+            "of which fallback",
+            "ratio",
+            "fallback records",
+            "calls direct/synthesis",
+        ),
+    )
     for r in rows:
-        table.add_row(
+        growth.add_row(
             str(r["documents"]),
             str(r["direct"]["tokens"]),
             str(r["code_synthesis"]["tokens"]),
@@ -300,10 +290,12 @@ def main() -> None:
             str(r["code_synthesis"]["fallback"]),
             f"{r['direct']['calls']}/{r['code_synthesis']['calls']}",
         )
-    console.print(table)
-    q = Table(title=f"exact match on the {quality['direct']['scored']} labelled emails")
-    for c in ("strategy", "sender", "subject"):
-        q.add_column(c)
+    console.print(growth)
+    q = table(
+        f"exact match on the {quality['direct']['scored']} labelled emails",
+        ("strategy", "sender", "subject"),
+        left=("strategy", "sender", "subject"),
+    )
     for s, v in quality.items():
         q.add_row(s, str(v["sender_exact"]), str(v["subject_exact"]))
     console.print(q)
@@ -318,8 +310,7 @@ def main() -> None:
         "quality": quality,
         "growth": rows,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=1))
+    write_json(out_path, result)
     console.print(f"results: {out_path}")
 
 

@@ -6,18 +6,16 @@ filter (precision/recall/F1) and the extraction (exact match of sender and subje
 labels. The split is documented: files sorted by name, the first 50 are the "tune" part
 (reserved for the optimizer) and the other 200 the held-out part; both are reported.
 
-    .venv/bin/python benchmarks/enron_baseline.py               # all 250 emails (~1 hour on 2 cores)
-    .venv/bin/python benchmarks/enron_baseline.py --limit 20    # a quick look
+    .venv/bin/python -m benchmarks.enron_baseline               # all 250 emails (~1 hour on 2 cores)
+    .venv/bin/python -m benchmarks.enron_baseline --limit 20    # a quick look
+
+(from the repository root, as every benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -25,21 +23,28 @@ from pathlib import Path
 
 import dagster as dg
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query  # noqa: E402
-from pz_dagster.orchestration import (  # noqa: E402
+from benchmarks.common import (
+    RESULTS,
+    copy_emails,
+    email_names,
+    exact_match,
+    load_labels,
+    machine,
+    prf,
+    stored_output,
+    table,
+    write_json,
+)
+from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query
+from pz_dagster.orchestration import (
     LocalLlamaModel,
     OpenAICompatibleModel,
     RecordStore,
     build_definitions,
 )
-from pz_dagster.orchestration.batches import register_partitions  # noqa: E402
+from pz_dagster.orchestration.batches import register_partitions
 
-LABELS = DEFAULT_ENRON_DIR.parent / "enron-eval-medium-labels.json"
 TUNE_SIZE = 50
 METRIC_KEYS = (
     "input_tokens",
@@ -50,50 +55,6 @@ METRIC_KEYS = (
     "model_seconds",
     "seconds",
 )
-
-
-def prf(predicted: set[str], relevant: set[str], universe: set[str]) -> dict[str, float | int]:
-    p, r = predicted & universe, relevant & universe
-    tp = len(p & r)
-    precision = tp / len(p) if p else 0.0
-    recall = tp / len(r) if r else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "kept": len(p),
-        "relevant": len(r),
-        "true_positives": tp,
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "f1": round(f1, 4),
-    }
-
-
-def stored_output(store: RecordStore, view: str, output: str) -> tuple[dict[str, dict], set[str]]:
-    """(extracted fields by record id, ids that passed both filters) from the query's output
-    view. A record the extraction failed on still passed both filters: it counts as kept."""
-    with store.connect() as con:
-        out_rows = con.execute(f'select record_id, sender, subject, error from "{view}"').fetchall()
-    rows = {r[0]: {"sender": r[1], "subject": r[2]} for r in out_rows if r[3] is None}
-    kept = {r[0] for r in out_rows if r[3] is None or r[3].startswith(f"{output}:")}
-    return rows, kept
-
-
-def exact_match(
-    rows: dict[str, dict], labels: dict[str, list], universe: set[str]
-) -> dict[str, float | int]:
-    hits = {"sender": 0, "subject": 0}
-    scored = 0
-    for rid, row in rows.items():
-        if rid not in universe or not labels.get(rid):
-            continue
-        scored += 1
-        gold = labels[rid][0]
-        for f in hits:
-            hits[f] += int((row.get(f) or "").strip() == gold[f].strip())
-    return {
-        "scored": scored,
-        **{f"{f}_exact": (round(h / scored, 4) if scored else 0.0) for f, h in hits.items()},
-    }
 
 
 def main() -> None:
@@ -107,21 +68,16 @@ def main() -> None:
         "--base-url", default=None, help="OpenAI-compatible endpoint instead of in-process"
     )
     ap.add_argument("--model", default="smollm2", help="model name at --base-url")
-    ap.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "enron_baseline.json"
-    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "enron_baseline.json")
     args = ap.parse_args()
 
-    labels: dict[str, list] = json.loads(LABELS.read_text())
-    names = sorted(p.name for p in args.data.iterdir() if p.is_file())
+    labels = load_labels()
+    names = email_names(args.data)
     if args.limit:
         names = names[: args.limit]
     work = Path(tempfile.mkdtemp(prefix="pz-bench-"))
     folder = work / "emails"
-    folder.mkdir()
-    for n in names:
-        # a copy: sources never follow links out of their folder
-        shutil.copyfile(args.data / n, folder / n)
+    copy_emails(names, args.data, folder)
 
     model = (
         OpenAICompatibleModel(model=args.model, base_url=args.base_url, context_tokens=4096)
@@ -181,11 +137,7 @@ def main() -> None:
     result = {
         "benchmark": "enron_baseline",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine(),
         "model": model.model
         if isinstance(model, OpenAICompatibleModel)
         else "smollm2-135m-instruct-q4_1 (in-process)",
@@ -204,25 +156,15 @@ def main() -> None:
         },
         "split": f"sorted file names; first {TUNE_SIZE} = tune, rest = heldout",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result, indent=2)
 
-    table = Table(title=f"enron baseline: {len(names)} emails, {wall:.0f}s wall, bundled model")
-    for c in (
-        "part",
-        "kept",
-        "relevant",
-        "TP",
-        "precision",
-        "recall",
-        "F1",
-        "sender EM",
-        "subject EM",
-    ):
-        table.add_column(c, justify="right")
+    scores = table(
+        f"enron baseline: {len(names)} emails, {wall:.0f}s wall, bundled model",
+        ("part", "kept", "relevant", "TP", "precision", "recall", "F1", "sender EM", "subject EM"),
+    )
     for part in ("all", "heldout"):
         f, e = result["filter"][part], result["extraction"][part]
-        table.add_row(
+        scores.add_row(
             part,
             str(f["kept"]),
             str(f["relevant"]),
@@ -233,11 +175,8 @@ def main() -> None:
             f"{e['sender_exact']:.2f}",
             f"{e['subject_exact']:.2f}",
         )
-    console.print(table)
-    ops = Table(title="per operator (summed over batches)")
-    ops.add_column("asset")
-    for k in METRIC_KEYS:
-        ops.add_column(k, justify="right")
+    console.print(scores)
+    ops = table("per operator (summed over batches)", ("asset", *METRIC_KEYS), left=("asset",))
     for name, vals in totals.items():
         ops.add_row(
             name,

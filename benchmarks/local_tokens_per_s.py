@@ -5,31 +5,26 @@ generated and prompt tokens per second of (a) llama-cpp-python's ``create_chat_c
 called directly and (b) pz-dagster's ``LocalLlamaClient`` (grammar from the same schema), in
 alternating order so that machine load hits both alike. The target: within 10%.
 
-    .venv/bin/python benchmarks/local_tokens_per_s.py --prompts 12
+    .venv/bin/python -m benchmarks.local_tokens_per_s --prompts 12     # from the repo root
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from definitions.enron import DEFAULT_ENRON_DIR, FRAUD_PREDICATE  # noqa: E402
-from pz_dagster.models import LocalLlamaClient  # noqa: E402
-from pz_dagster.models.local_llama import bound_strings  # noqa: E402
-from pz_dagster.operators.filter import FILTER_SCHEMA, filter_instruction  # noqa: E402
-from pz_dagster.operators.prompts import document_prompt  # noqa: E402
+from benchmarks.common import RESULTS, table, write_json
+from definitions.enron import DEFAULT_ENRON_DIR, FRAUD_PREDICATE
+from pz_dagster.models import LocalLlamaClient
+from pz_dagster.models.local_llama import bound_strings
+from pz_dagster.operators.filter import FILTER_SCHEMA, filter_instruction
+from pz_dagster.operators.prompts import document_prompt
 
 
 def main() -> None:
@@ -38,9 +33,7 @@ def main() -> None:
     )
     ap.add_argument("--prompts", type=int, default=12)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "local_tokens_per_s.json"
-    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "local_tokens_per_s.json")
     args = ap.parse_args()
     files = sorted(DEFAULT_ENRON_DIR.iterdir())[: args.prompts]
     prompts = [
@@ -94,20 +87,20 @@ def main() -> None:
         "rows": rows,
         "ratio_pz_over_llama_cpp": round(ratio, 3),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    table = Table(title=f"in-process throughput, {len(prompts)} email prompts, alternating order")
-    for c in ("path", "prompt tokens", "generated", "seconds", "tokens/s"):
-        table.add_column(c, justify="right")
+    write_json(args.out, out, indent=2)
+    shown = table(
+        f"in-process throughput, {len(prompts)} email prompts, alternating order",
+        ("path", "prompt tokens", "generated", "seconds", "tokens/s"),
+    )
     for who, r in rows.items():
-        table.add_row(
+        shown.add_row(
             who,
             str(r["prompt_tokens"]),
             str(r["generated_tokens"]),
             f"{r['seconds']:.2f}",
             f"{r['total_tokens_per_s']:.1f}",
         )
-    Console(width=100).print(table)
+    Console(width=100).print(shown)
     print(f"pz-dagster / llama.cpp = {ratio:.3f}   JSON: {args.out}")
 
 

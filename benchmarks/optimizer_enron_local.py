@@ -12,19 +12,13 @@ The optimizer gets the labels of the tune half only.
    and run with what the history has taught; no label of theirs is ever read by the system.
 3. Filter precision / recall / F1 and extraction exact match are computed on the held-out half.
 
-    .venv/bin/python benchmarks/optimizer_enron_local.py            # ~15-25 min on 2 cores
+    .venv/bin/python -m benchmarks.optimizer_enron_local     # ~15-25 min on 2 cores, from the repo root
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import platform
 import resource
-import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,31 +27,33 @@ from pathlib import Path
 
 import dagster as dg
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from enron_baseline import exact_match, prf, stored_output  # noqa: E402
-
-from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query  # noqa: E402
-from pz_dagster.orchestration import (  # noqa: E402
+from benchmarks.common import (
+    RESULTS,
+    copy_emails,
+    email_names,
+    exact_match,
+    in_tune_half,
+    load_labels,
+    machine,
+    prf,
+    stored_output,
+    table,
+    write_json,
+    write_tune_labels,
+)
+from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query
+from pz_dagster.orchestration import (
     LocalEmbeddingResource,
     LocalLlamaModel,
     OptimizerResource,
     RecordStore,
     build_definitions,
 )
-from pz_dagster.orchestration.batches import register_partitions  # noqa: E402
+from pz_dagster.orchestration.batches import register_partitions
 
-LABELS = DEFAULT_ENRON_DIR.parent / "enron-eval-medium-labels.json"
 FILTERS = ("mentions_fraud_scheme", "not_news_quote")
 OUTPUT = "sender_and_subject"
-
-
-def in_tune_half(name: str) -> bool:
-    return hashlib.sha256(name.encode()).digest()[0] % 2 == 0
 
 
 def main() -> None:
@@ -73,19 +69,18 @@ def main() -> None:
     ap.add_argument(
         "--out",
         type=Path,
-        default=REPO / "benchmarks" / "results" / "optimizer_enron_local.json",
+        default=RESULTS / "optimizer_enron_local.json",
     )
     args = ap.parse_args()
 
-    labels: dict[str, list] = json.loads(LABELS.read_text())
-    names = sorted(p.name for p in args.data.iterdir() if p.is_file())
+    labels = load_labels()
+    names = email_names(args.data)
     tune = [n for n in names if in_tune_half(n)]
     heldout = [n for n in names if not in_tune_half(n)]
     work = Path(tempfile.mkdtemp(prefix="pz-opt-bench-"))
     folder = work / "emails"
     folder.mkdir()
-    tune_labels = work / "tune-labels.json"
-    tune_labels.write_text(json.dumps({n: labels[n] for n in tune if n in labels}))
+    tune_labels = write_tune_labels(work / "tune-labels.json", labels, names)
 
     optimizer = OptimizerResource(
         policy=args.policy,
@@ -109,9 +104,7 @@ def main() -> None:
         done: set[str] = set()
         phase_keys: dict[str, list[str]] = {}
         for phase, files in (("tune", tune), ("heldout", heldout)):
-            for n in files:  # the files arrive in the watched folder
-                # a copy: sources never follow links out of their folder
-                shutil.copyfile(args.data / n, folder / n)
+            copy_emails(files, args.data, folder)  # the files arrive in the watched folder
             batches = [
                 b
                 for b in register_partitions(RecordStore(work / "store"), query, instance)
@@ -175,11 +168,7 @@ def main() -> None:
     result = {
         "benchmark": "optimizer_enron_local",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine(),
         "models": "smollm2-135m-instruct-q4_1 (in-process llama.cpp) + all-MiniLM-L6-v2",
         "policy": args.policy,
         "strategies": args.strategies.split(","),
@@ -199,26 +188,26 @@ def main() -> None:
         },
         "timeline": timeline,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
 
-    table = Table(title="optimizer on the bundled defaults, Enron held-out half")
-    for c in (
-        "part",
-        "emails",
-        "relevant",
-        "kept",
-        "precision",
-        "recall",
-        "F1",
-        "sender EM",
-        "subject EM",
-    ):
-        table.add_column(c, justify="right")
+    scores = table(
+        "optimizer on the bundled defaults, Enron held-out half",
+        (
+            "part",
+            "emails",
+            "relevant",
+            "kept",
+            "precision",
+            "recall",
+            "F1",
+            "sender EM",
+            "subject EM",
+        ),
+    )
     for part, universe in (("tune", set(tune)), ("heldout", held)):
         f = prf(kept, relevant, universe)
         e = exact_match(rows, labels, universe)
-        table.add_row(
+        scores.add_row(
             part,
             str(len(universe)),
             str(f["relevant"]),
@@ -229,7 +218,7 @@ def main() -> None:
             f"{e['sender_exact']:.2f}",
             f"{e['subject_exact']:.2f}",
         )
-    console.print(table)
+    console.print(scores)
     console.print(f"final plan: {final}; wall {wall:.0f}s; results in {args.out}")
 
 

@@ -15,190 +15,37 @@ The optimizer sees the labels of the tune half only (the first byte of SHA-256 o
 name is even); F1 and exact match are computed on the held-out half. This is a simulator: the
 absolute seconds and dollars are the profiles'; the ratios are the result.
 
-    .venv/bin/python benchmarks/optimizer_policies_sim.py     # about 8 minutes
+    .venv/bin/python -m benchmarks.optimizer_policies_sim     # about 8 minutes, from the repo root
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shutil
-import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from enron_baseline import exact_match, prf, stored_output  # noqa: E402
-from optimizer_enron_local import in_tune_half  # noqa: E402
-
-from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query  # noqa: E402
-from optimizer.quality import ValidationSet  # noqa: E402
-from pz_dagster.orchestration import (  # noqa: E402
-    ModelPrice,
-    ModelPrior,
-    OpenAICompatibleModel,
-    OptimizerResource,
-    RecordStore,
-    build_definitions,
+from benchmarks.common import (
+    LABELS,
+    RESULTS,
+    email_names,
+    exact_match,
+    in_tune_half,
+    load_labels,
+    machine,
+    prf,
+    split_policies,
+    table,
+    write_json,
+    write_tune_labels,
 )
-from pz_dagster.orchestration.batches import register_partitions  # noqa: E402
-from pz_dagster.testing import OpenAISimulator, SimulatedModel  # noqa: E402
-from pz_dagster.testing.oracles import LabelOracle  # noqa: E402
-
-LABELS = DEFAULT_ENRON_DIR.parent / "enron-eval-medium-labels.json"
-OUTPUT = "sender_and_subject"
-SEMANTIC = ("mentions_fraud_scheme", "not_news_quote", OUTPUT)
-
-# name: (simulated behaviour, $ per 1M input/output tokens, quality prior)
-PROFILES = {
-    "champion-4": (
-        SimulatedModel(accuracy=0.995, latency_s=0.25, seconds_per_output_token=0.005),
-        (10.0, 30.0),
-        0.99,
-    ),
-    "mini": (
-        SimulatedModel(accuracy=0.985, latency_s=0.1, seconds_per_output_token=0.0015),
-        (0.6, 2.4),
-        0.95,
-    ),
-    "nano": (
-        SimulatedModel(accuracy=0.9, latency_s=0.05, seconds_per_output_token=0.0005),
-        (0.1, 0.4),
-        0.9,
-    ),
-}
-CHAMPION = "champion-4"
-
-
-def sim_model(sim: OpenAISimulator, concurrency: int) -> OpenAICompatibleModel:
-    """The three profiles behind the simulator, with their prices and quality priors."""
-    return OpenAICompatibleModel(
-        model=CHAMPION,
-        models=[m for m in PROFILES if m != CHAMPION],
-        base_url=sim.base_url,
-        prices={
-            m: ModelPrice(input_per_mtok=p[0], output_per_mtok=p[1])
-            for m, (_, p, _) in PROFILES.items()
-        },
-        priors={m: ModelPrior(quality=q) for m, (_, _, q) in PROFILES.items()},
-        max_concurrency=concurrency,
-    )
-
-
-def run_once(
-    label: str,
-    model: OpenAICompatibleModel,
-    names: list[str],
-    data: Path,
-    tune_labels: Path,
-    *,
-    policy: str | None,
-    strategies: list[str],
-    console: Console,
-    batch_size: int = 25,
-) -> dict:
-    """The query through Dagster, one run per batch, with ``policy`` (None: every operator
-    pinned to the resource's default model, direct): what it cost, what it kept and extracted."""
-    work = Path(tempfile.mkdtemp(prefix="pz-sim-bench-"))
-    folder = work / "emails"
-    folder.mkdir()
-    for n in names:
-        # a copy: sources never follow links out of their folder
-        shutil.copyfile(data / n, folder / n)
-    optimizer = OptimizerResource(
-        policy=policy or "MaxQuality", strategies=strategies, labels_path=str(tune_labels)
-    )
-    defs, query = build_definitions(
-        legal_discovery_query(folder, batch_size=batch_size),
-        "enron",
-        model=model,
-        optimizer=optimizer,
-        store_root=str(work / "store"),
-    )
-    job = defs.resolve_job_def(query.job.name)
-    op_config: dict = {"use_cache": False}
-    if policy is None:  # the baseline: the champion, direct, pinned by run config
-        op_config |= {"model": model.model, "strategy": "direct"}
-    run_config = {
-        "ops": {f"enron__{n}": {"config": op_config} for n in SEMANTIC},
-        "loggers": {"console": {"config": {"log_level": "ERROR"}}},
-    }
-    dollars = calls = model_seconds = tokens = 0.0
-    failures = 0  # records the model failed on (invalid JSON after retries, timeouts...)
-    partition_seconds: list[float] = []
-    chosen: dict[str, list[str]] = {n: [] for n in SEMANTIC}
-    calls_by: dict[str, list[int]] = {n: [] for n in SEMANTIC}  # the chosen run's model calls
-    sampled: dict[str, list[list[str]]] = {n: [] for n in SEMANTIC}
-    start = time.perf_counter()
-    with dg.DagsterInstance.ephemeral() as instance:
-        batches = register_partitions(RecordStore(work / "store"), query, instance)
-        for b in batches:
-            began = time.perf_counter()
-            res = job.execute_in_process(
-                partition_key=b.key, instance=instance, run_config=run_config, raise_on_error=False
-            )
-            partition_seconds.append(time.perf_counter() - began)
-            if not res.success:
-                console.print(f"[red]{label}: batch {b.key} failed[/red]")
-            for n in SEMANTIC:
-                recs = instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=query.asset_key(n), asset_partitions=[b.key]),
-                    limit=1,
-                ).records
-                if not recs:
-                    continue
-                md = recs[0].asset_materialization.metadata
-                # everything spent: the chosen run and the sample runs (quality, exploration)
-                dollars += md["dollars"].value + (
-                    md["sample_dollars"].value if "sample_dollars" in md else 0.0
-                )
-                calls += md["model_calls"].value
-                failures += md["failures"].value if "failures" in md else 0
-                tokens += md["input_tokens"].value + md["output_tokens"].value
-                model_seconds += md["model_seconds"].value
-                cfg = md["physical_config"].value
-                chosen[n].append(f"{cfg['strategy']}:{cfg['model'] or '-'}")
-                calls_by[n].append(int(md["model_calls"].value))
-                # the sample runs beside the chosen one: the champion's reference, exploration
-                sampled[n].append(
-                    [
-                        f"{r['config']['strategy']}:{r['config']['model'] or '-'} x{r['records']}"
-                        for r in (md["sample_runs"].value if "sample_runs" in md else [])
-                        if r["config"]["model"]
-                    ]
-                )
-    wall = time.perf_counter() - start
-    store = RecordStore(work / "store")
-    rows, kept = stored_output(store, f"enron__{OUTPUT}", OUTPUT)
-    return {
-        "label": label,
-        "policy": policy or f"baseline: all {model.model}, direct",
-        "concurrency": model.max_concurrency,
-        "wall_seconds": round(wall, 2),
-        "partition_seconds": [round(x, 3) for x in partition_seconds],
-        "model_seconds": round(model_seconds, 3),
-        "dollars": round(dollars, 5),
-        "model_calls": int(calls),
-        "tokens": int(tokens),
-        "failures": int(failures),
-        "kept_rows": rows,
-        "kept": kept,
-        "final_plan": {n: (c[-1] if c else None) for n, c in chosen.items()},
-        "plans_by_partition": chosen,
-        "calls_by_partition": calls_by,
-        "sample_runs_by_partition": sampled,
-    }
+from benchmarks.legal_discovery import PROFILES, run_once, sim_model
+from definitions.enron import DEFAULT_ENRON_DIR
+from optimizer.quality import ValidationSet
+from pz_dagster.testing import OpenAISimulator
+from pz_dagster.testing.oracles import LabelOracle
 
 
 def main() -> None:
@@ -215,19 +62,15 @@ def main() -> None:
     ap.add_argument(
         "--strategies", default="direct,lexical_proxy", help="strategies the optimizer may use"
     )
-    ap.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "optimizer_policies_sim.json"
-    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "optimizer_policies_sim.json")
     args = ap.parse_args()
-    policies = _split(args.policies)
+    policies = split_policies(args.policies)
 
-    labels_raw: dict[str, list] = json.loads(LABELS.read_text())
-    names = sorted(p.name for p in args.data.iterdir() if p.is_file())
-    tune = [n for n in names if in_tune_half(n)]
+    labels_raw = load_labels()
+    names = email_names(args.data)
     held = {n for n in names if not in_tune_half(n)}
     work = Path(tempfile.mkdtemp(prefix="pz-sim-bench-"))
-    tune_labels = work / "tune-labels.json"
-    tune_labels.write_text(json.dumps({n: labels_raw[n] for n in tune if n in labels_raw}))
+    tune_labels = write_tune_labels(work / "tune-labels.json", labels_raw, names)
     oracle = LabelOracle(args.data, ValidationSet.from_json(LABELS))
     relevant = {n for n in names if labels_raw.get(n)}
     console = Console(width=160)
@@ -242,7 +85,7 @@ def main() -> None:
             runs.append(
                 run_once(
                     label,
-                    sim_model(sim, conc),
+                    sim_model(sim.base_url, conc),
                     names,
                     args.data,
                     tune_labels,
@@ -252,24 +95,24 @@ def main() -> None:
                 )
             )
     base = runs[0]
-    table = Table(
-        title="policies vs the single-threaded all-champion baseline (simulator, held-out half)"
+    shown = table(
+        "policies vs the single-threaded all-champion baseline (simulator, held-out half)",
+        (
+            "run",
+            "wall s",
+            "$",
+            "calls",
+            "speedup",
+            "cost ratio",
+            "filter P",
+            "filter R",
+            "filter F1",
+            "sender EM",
+            "subject EM",
+            "final plan",
+        ),
+        left=("run", "final plan"),
     )
-    for c in (
-        "run",
-        "wall s",
-        "$",
-        "calls",
-        "speedup",
-        "cost ratio",
-        "filter P",
-        "filter R",
-        "filter F1",
-        "sender EM",
-        "subject EM",
-        "final plan",
-    ):
-        table.add_column(c, justify="right" if c not in ("run", "final plan") else "left")
     results = []
     for r in runs:
         f = prf(r["kept"], relevant, held)
@@ -277,7 +120,7 @@ def main() -> None:
         speedup = base["wall_seconds"] / r["wall_seconds"] if r["wall_seconds"] else 0.0
         cost_ratio = base["dollars"] / r["dollars"] if r["dollars"] else float("inf")
         plan_text = ", ".join(f"{k}={v}" for k, v in r["final_plan"].items())
-        table.add_row(
+        shown.add_row(
             r["label"],
             f"{r['wall_seconds']:.1f}",
             f"{r['dollars']:.4f}",
@@ -300,15 +143,11 @@ def main() -> None:
                 "heldout_extraction": e,
             }
         )
-    console.print(table)
+    console.print(shown)
     out = {
         "benchmark": "optimizer_policies_sim",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine(),
         "endpoint": "pz_dagster.testing OpenAISimulator (loopback), answers from the shared labels",
         "profiles": {
             m: {
@@ -327,25 +166,8 @@ def main() -> None:
         "9.1x lower cost with parallelism (vs GPT-4 single-threaded)",
         "runs": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    write_json(args.out, out)
     console.print(f"results in {args.out}")
-
-
-def _split(text: str) -> list[str]:
-    """Comma-separated policies; commas inside parentheses do not split."""
-    out, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        out.append(cur.strip())
-    return out
 
 
 if __name__ == "__main__":

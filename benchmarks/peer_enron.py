@@ -3,13 +3,17 @@ policies, through Dagster) on the Palimpzest demo's legal-discovery query over t
 emails, all against the same OpenAI-compatible endpoint.
 
     bash benchmarks/peers/install.sh                              # once: the peers' virtualenvs
-    .venv/bin/python benchmarks/peer_enron.py --endpoint sim      # simulator, all 250 emails
-    .venv/bin/python benchmarks/peer_enron.py --endpoint local    # bundled SmolLM2, a subset
+    .venv/bin/python -m benchmarks.peer_enron --endpoint sim      # simulator, all 250 emails
+    .venv/bin/python -m benchmarks.peer_enron --endpoint local    # bundled SmolLM2, a subset
+
+(from the repository root; it runs each peer the same way, ``<peer venv>/bin/python -m
+benchmarks.peers.run_<peer>`` in the repository root, which imports only
+``benchmarks.peers.common`` of this project).
 
 The query: keep the emails that refer to a fraudulent scheme (Raptor, Deathstar, Chewco, Fat Boy)
 and are not quoting a news article, and extract each kept email's sender and subject.
 
-Split (documented, the same as benchmarks/optimizer_policies_sim.py): an email is in the tune
+Split (documented, the same as benchmarks.optimizer_policies_sim): an email is in the tune
 half when the first byte of SHA-256 of its file name is even. pz-dagster's optimizer gets the
 tune half's labels; the peers get none (their optimizers have no labels to use). Every system
 runs on every selected email; precision, recall, F1 and exact match are on the held-out half.
@@ -45,10 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,39 +60,40 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "benchmarks" / "peers"))
-
-from common import CountingProxy  # noqa: E402
-from enron_baseline import prf  # noqa: E402
-from optimizer_enron_local import in_tune_half  # noqa: E402
-from optimizer_policies_sim import CHAMPION, PROFILES, _split, run_once  # noqa: E402
-
-from definitions.enron import (  # noqa: E402
+from benchmarks.common import (
+    LABELS,
+    REPO,
+    RESULTS,
+    copy_emails,
+    email_names,
+    in_tune_half,
+    load_labels,
+    machine,
+    prf,
+    split_policies,
+    table,
+    write_json,
+    write_tune_labels,
+)
+from benchmarks.legal_discovery import CHAMPION, PROFILES, run_once, sim_model
+from benchmarks.peers.common import CountingProxy
+from definitions.enron import (
     DEFAULT_ENRON_DIR,
     FRAUD_PREDICATE,
     NOT_NEWS_PREDICATE,
     legal_discovery_query,
 )
-from optimizer.quality import ValidationSet  # noqa: E402
-from pz_dagster.models.base import DEFAULT_CPU_PRICE_PER_HOUR  # noqa: E402
-from pz_dagster.models.local_llama import bundled_gguf_path  # noqa: E402
-from pz_dagster.models.openai_compat import OpenAICompatibleClient  # noqa: E402
-from pz_dagster.operators import run_operator  # noqa: E402
-from pz_dagster.orchestration import (  # noqa: E402
-    ModelPrice,
-    ModelPrior,
-    OpenAICompatibleModel,
-)
-from pz_dagster.sources import read_file, scan_folder  # noqa: E402
-from pz_dagster.testing import OpenAISimulator, Rendered  # noqa: E402
-from pz_dagster.testing.oracles import LabelOracle  # noqa: E402
+from optimizer.quality import ValidationSet
+from pz_dagster.models.base import DEFAULT_CPU_PRICE_PER_HOUR
+from pz_dagster.models.local_llama import bundled_gguf_path
+from pz_dagster.models.openai_compat import OpenAICompatibleClient
+from pz_dagster.operators import run_operator
+from pz_dagster.orchestration import OpenAICompatibleModel
+from pz_dagster.sources import read_file, scan_folder
+from pz_dagster.testing import OpenAISimulator, Rendered
+from pz_dagster.testing.oracles import LabelOracle
 
-LABELS = DEFAULT_ENRON_DIR.parent / "enron-eval-medium-labels.json"
 PEERS = REPO / "benchmarks" / "peers"
 FIELDS = {"sender": "The email address of the sender", "subject": "The subject of the email"}
 LOCAL_MODEL = "smollm2"
@@ -241,15 +243,17 @@ def run_peer(
     files = work / f"{system}-files.txt"
     files.write_text("".join(f"{p}\n" for p in paths))
     out = work / f"{system}.json"
-    cmd = [
+    cmd = [  # a module of this repository, run in its root: it imports benchmarks.peers.common
         str(python),
-        str(PEERS / f"run_{system}.py"),
+        *("-m", f"benchmarks.peers.run_{system}"),
         *("--base-url", base_url, "--model", model, "--files", str(files), "--out", str(out)),
         *("--max-tokens", str(args.max_tokens)),
         *extra,
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=args.peer_timeout, cwd=REPO
+        )
     except subprocess.TimeoutExpired:
         return {"errors": [f"killed after {args.peer_timeout:.0f} s (--peer-timeout)"]}
     if not out.exists():
@@ -364,11 +368,11 @@ def main() -> None:
     ap.add_argument("--peer-timeout", type=float, default=3600.0)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    out = args.out or REPO / "benchmarks" / "results" / f"peer_enron_{args.endpoint}.json"
+    out = args.out or RESULTS / f"peer_enron_{args.endpoint}.json"
     console = Console(width=170)
 
-    labels_raw: dict[str, list] = json.loads(LABELS.read_text())
-    all_names = sorted(p.name for p in DEFAULT_ENRON_DIR.iterdir() if p.is_file())
+    labels_raw = load_labels()
+    all_names = email_names(DEFAULT_ENRON_DIR)
     n = args.emails if args.emails is not None else (0 if args.endpoint == "sim" else 100)
     if args.strategies is None:
         args.strategies = "direct,lexical_proxy" + (
@@ -381,14 +385,8 @@ def main() -> None:
     relevant = {x for x in names if labels_raw.get(x)}
     work = Path(tempfile.mkdtemp(prefix="pz-peers-"))
     folder = work / "emails"
-    folder.mkdir()
-    for x in names:
-        # a copy: sources never follow links out of their folder
-        shutil.copyfile(DEFAULT_ENRON_DIR / x, folder / x)
-    tune_labels = work / "tune-labels.json"
-    tune_labels.write_text(
-        json.dumps({x: labels_raw[x] for x in names if in_tune_half(x) and x in labels_raw})
-    )
+    copy_emails(names, DEFAULT_ENRON_DIR, folder)
+    tune_labels = write_tune_labels(work / "tune-labels.json", labels_raw, names)
     paths = [folder / x for x in names]
 
     sim = server = None
@@ -405,7 +403,7 @@ def main() -> None:
     systems = args.systems.split(",")
     try:
         for system in systems:
-            plans = _split(args.policies) if system == "pz-dagster" else [None]
+            plans = split_policies(args.policies) if system == "pz-dagster" else [None]
             for policy in plans:
                 label = f"pz-dagster {policy}" if policy else system
                 console.print(f"running {label} on {len(names)} emails...")
@@ -486,17 +484,7 @@ def main() -> None:
 
 def pz_dagster(base_url, champion, names, folder, tune_labels, policy, args, console) -> dict:
     if args.endpoint == "sim":
-        model = OpenAICompatibleModel(
-            model=CHAMPION,
-            models=[m for m in PROFILES if m != CHAMPION],
-            base_url=base_url,
-            prices={
-                m: ModelPrice(input_per_mtok=p[0], output_per_mtok=p[1])
-                for m, (_, p, _) in PROFILES.items()
-            },
-            priors={m: ModelPrior(quality=q) for m, (_, _, q) in PROFILES.items()},
-            max_concurrency=args.parallel,
-        )
+        model = sim_model(base_url, args.parallel)
     else:
         # A local endpoint costs its compute (model time at a machine price), else every plan
         # costs $0 and MinCost cannot tell them apart.
@@ -581,26 +569,26 @@ def measure_overhead(base, names, folder, tune_labels, args, console) -> dict[st
 
 def report(runs, overhead, args, names, held, relevant, out, console) -> None:
     base = next((r for r in runs if r["system"] == "naive"), runs[0])
-    table = Table(
-        title=f"legal discovery, {args.endpoint} endpoint, {len(names)} emails "
-        f"(scored on {len(held)} held-out, {len(relevant & held)} relevant)"
+    shown = table(
+        f"legal discovery, {args.endpoint} endpoint, {len(names)} emails "
+        f"(scored on {len(held)} held-out, {len(relevant & held)} relevant)",
+        (
+            "system",
+            "wall s",
+            "$",
+            "calls",
+            "tokens",
+            "speedup",
+            "cost ratio",
+            "P",
+            "R",
+            "F1",
+            "sender EM",
+            "subject EM",
+            "errors",
+        ),
+        left=("system", "errors"),
     )
-    for c in (
-        "system",
-        "wall s",
-        "$",
-        "calls",
-        "tokens",
-        "speedup",
-        "cost ratio",
-        "P",
-        "R",
-        "F1",
-        "sender EM",
-        "subject EM",
-        "errors",
-    ):
-        table.add_column(c, justify="left" if c in ("system", "errors") else "right")
     for r in runs:
         r["speedup_vs_naive"] = (
             round(base["wall_seconds"] / r["wall_seconds"], 2) if r["wall_seconds"] else None
@@ -612,7 +600,7 @@ def report(runs, overhead, args, names, held, relevant, out, console) -> None:
         )
         r["cost_ratio_vs_naive"] = round(cost_b / cost_r, 2) if cost_r else None
         f, e = r["filter"], r["extraction"]
-        table.add_row(
+        shown.add_row(
             r["system"],
             f"{r['wall_seconds']:.1f}",
             f"{r['dollars']:.4f}",
@@ -628,18 +616,14 @@ def report(runs, overhead, args, names, held, relevant, out, console) -> None:
             # the count where the system reported one: the listed errors stop at 10
             str(max(r.get("failures", 0), r.get("parse_failures", 0), len(r["errors"]))),
         )
-    console.print(table)
+    console.print(shown)
     if overhead:
         console.print(f"orchestration overhead: {overhead}")
     result = {
         "benchmark": "peer_enron",
         "endpoint": args.endpoint,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine(),
         "emails": len(names),
         "heldout": len(held),
         "relevant_heldout": len(relevant & held),
@@ -648,8 +632,7 @@ def report(runs, overhead, args, names, held, relevant, out, console) -> None:
         "runs": runs,
         "orchestration_overhead": overhead,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(out, result)
     plot(runs, args.endpoint, out.with_suffix(".png"))
     console.print(f"results: {out} and {out.with_suffix('.png')}")
 

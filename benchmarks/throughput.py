@@ -4,13 +4,12 @@ Runs a semantic filter over synthetic records at several concurrency levels and 
 per second and the speedup over concurrency 1. With a fixed latency the ideal speedup equals
 the concurrency; the target is >= 0.8x of it up to 64, i.e. the engine, not the client, limits.
 
-    .venv/bin/python benchmarks/throughput.py
+    .venv/bin/python -m benchmarks.throughput     # from the repo root
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -21,15 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from pz_dagster import Dataset  # noqa: E402
-from pz_dagster.models import OpenAICompatibleClient  # noqa: E402
-from pz_dagster.operators import run_operator  # noqa: E402
-from pz_dagster.testing import OpenAISimulator, SimulatedModel  # noqa: E402
+from benchmarks.common import RESULTS, table, write_json
+from pz_dagster import Dataset
+from pz_dagster.models import OpenAICompatibleClient
+from pz_dagster.operators import run_operator
+from pz_dagster.testing import OpenAISimulator, SimulatedModel
 
 
 @contextmanager
@@ -65,7 +61,7 @@ def main() -> None:
         action="store_true",
         help="run the simulator in this process (it then shares the GIL with the client)",
     )
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "throughput.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     node = Dataset.from_directory("/synthetic").sem_filter("The email discusses fraud").node
@@ -112,23 +108,21 @@ def main() -> None:
         f"({'same process' if args.in_process_simulator else 'own process'})",
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    table = Table(
-        title=f"semantic filter throughput, simulator latency {args.latency * 1000:.0f} ms/call"
+    write_json(args.out, out, indent=2)
+    shown = table(
+        f"semantic filter throughput, simulator latency {args.latency * 1000:.0f} ms/call",
+        (
+            "concurrency",
+            "records",
+            "seconds",
+            "records/s",
+            "speedup",
+            "efficiency",
+            "max in flight",
+        ),
     )
-    for col in (
-        "concurrency",
-        "records",
-        "seconds",
-        "records/s",
-        "speedup",
-        "efficiency",
-        "max in flight",
-    ):
-        table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(
+        shown.add_row(
             str(r["concurrency"]),
             str(r["records"]),
             f"{r['seconds']:.2f}",
@@ -137,7 +131,7 @@ def main() -> None:
             f"{r['efficiency']:.2f}",
             str(r["max_in_flight"] or "-"),
         )
-    Console(width=120).print(table)
+    Console(width=120).print(shown)
     print(f"JSON: {args.out}")
 
 

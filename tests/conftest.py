@@ -1,8 +1,10 @@
-"""Shared fixtures: small document folders, temporary Dagster homes, a loopback llama.cpp server."""
+"""Shared fixtures: small document folders, temporary Dagster homes, a loopback llama.cpp server;
+the operator tests' four emails (``folder``) and the simulator answering them (``sim``)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pz_dagster.models.local_llama import bundled_gguf_path
+from pz_dagster.testing import ChatRequest, OpenAISimulator, SimulatedModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,3 +162,63 @@ def postgres_url() -> Iterator[str]:
     finally:
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the operator tests' emails (tests/test_operators_*.py), and the simulator answering them ---
+
+EMAILS = {
+    "a.txt": "From: ken@enron.com\nSubject: Raptor\n\nPeople: Andrew Fastow, Ben Glisan\nThe Raptor hedge is underwater.",
+    "b.txt": "From: sue@enron.com\nSubject: Picnic\n\nPeople: Sue Smith\nThe company picnic is on Saturday.",
+    "c.txt": "From: tim@enron.com\nSubject: Chewco\n\nPeople: Michael Kopper, Andrew Fastow\nChewco needs a new investor.",
+    "d.txt": "From: amy@enron.com\nSubject: Lunch\n\nPeople: nobody\nShort note.",
+}
+
+
+def document_of(req: ChatRequest) -> str:
+    m = re.search(r'Document:\n"""\n(.*?)\n"""', req.prompt, re.S)
+    return m.group(1) if m else ""
+
+
+def oracle(req: ChatRequest):
+    """Correct answers for the tests' emails, read off the document in the prompt."""
+    doc = document_of(req)
+    props = (req.schema or {}).get("properties", {})
+    scheme = any(w in doc for w in ("Raptor", "Chewco"))
+    if "answer" in props and "Record B:" in req.prompt:
+        scheme_name = re.search(r"Record B:\n(?:.*\n)*?name: (\w+)", req.prompt)
+        return {"answer": "YES" if scheme_name and scheme_name.group(1) in doc else "NO"}
+    if "answer" in props:
+        return {"answer": "YES" if scheme else "NO"}
+    if "label" in props:
+        return {"label": "fraud" if scheme else "other"}
+    if "items" in props:
+        line = re.search(r"People: (.*)", doc)
+        names = [] if not line or line.group(1) == "nobody" else line.group(1).split(", ")
+        return {"items": [{"person": n} for n in names]}
+    if "sender" in props:
+        return {"sender": re.search(r"From: (\S+)", doc).group(1)}
+    if "relevance" in props:
+        return {"relevance": 10 if "Raptor" in doc else 2}
+    if "summary" in props:
+        entries = re.findall(r"^\[\d+\] (.*)$", doc, re.M)
+        total = sum(
+            int(m.group(1)) if (m := re.search(r'"summary": ?"(\d+) subjects', e)) else 1
+            for e in entries
+        )
+        return {"summary": f"{total} subjects"}
+    return None
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    d = tmp_path / "emails"
+    d.mkdir()
+    for name, text in EMAILS.items():
+        (d / name).write_text(text)
+    return d
+
+
+@pytest.fixture
+def sim():
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as s:
+        yield s

@@ -12,10 +12,11 @@ import pytest
 
 from pz_dagster import Dataset
 from pz_dagster.operators import run_operator
-from pz_dagster.operators.code_synthesis import Pool, first_round
+from pz_dagster.operators.code_synthesis.functions import sample_indices, score, select, vote
+from pz_dagster.operators.code_synthesis.pool import Pool
+from pz_dagster.operators.code_synthesis.run import first_round
+from pz_dagster.operators.code_synthesis.sandbox import Sandbox
 from pz_dagster.operators.prompts import field_chunks, line_chunks
-from pz_dagster.operators.sandbox import Sandbox
-from pz_dagster.operators.synthesis import sample_indices, score, select, vote
 from pz_dagster.orchestration import (
     ModelPrice,
     OpenAICompatibleModel,

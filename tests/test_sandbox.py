@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from pz_dagster.errors import PzError
-from pz_dagster.operators.sandbox import CallResult, Sandbox, SandboxError, SandboxLimits
+from pz_dagster.operators.code_synthesis.sandbox import (
+    CallResult,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+)
 
 SUBJECT = """
 import re

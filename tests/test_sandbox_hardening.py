@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pz_dagster.operators.sandbox import CallResult, Sandbox, SandboxLimits
+from pz_dagster.operators.code_synthesis.sandbox import CallResult, Sandbox, SandboxLimits
 from pz_dagster.orchestration import (
     RecordStore,
 )
@@ -170,13 +170,13 @@ KERNEL_PROBE = """
 import json, os, signal, socket, sys, types
 for name, path in {packages!r}:
     sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]
-from pz_dagster.operators import sandbox_worker
+from pz_dagster.operators.code_synthesis import worker
 import pyseccomp
 victim, folder = int(sys.argv[1]), sys.argv[2]
 def refused_if_false(answer):  # os.access answers False instead of raising
     if not answer:
         raise PermissionError
-sandbox_worker._load_seccomp(pyseccomp)
+worker._load_seccomp(pyseccomp)
 attempts = {{
     "pidfd_open": lambda: os.pidfd_open(victim),
     "kill": lambda: os.kill(victim, signal.SIGKILL),
@@ -210,7 +210,7 @@ os.write(1, json.dumps(result).encode())
 
 def test_the_kernel_filter_alone_refuses_what_the_audit_hook_never_sees(victim, tmp_path) -> None:
     """No Python-level layer here: the raw calls meet the seccomp filter only."""
-    from pz_dagster.operators.sandbox import _PACKAGES
+    from pz_dagster.operators.code_synthesis.sandbox import _PACKAGES
 
     script = KERNEL_PROBE.format(packages=_PACKAGES)
     out = subprocess.run(
@@ -267,8 +267,8 @@ def test_a_code_synthesis_materialization_cannot_kill_an_outside_process(victim,
 
 
 def test_without_seccomp_the_worker_refuses_to_start_unless_told_otherwise(monkeypatch) -> None:
-    from pz_dagster.operators import sandbox
-    from pz_dagster.operators.sandbox import SandboxError
+    from pz_dagster.operators.code_synthesis import sandbox
+    from pz_dagster.operators.code_synthesis.sandbox import SandboxError
 
     monkeypatch.setattr(sandbox, "_seccomp_path", lambda: None)
     with Sandbox(FAST) as unfiltered, pytest.raises(SandboxError, match="pyseccomp"):

@@ -14,7 +14,12 @@ import pytest
 
 from pz_dagster import Dataset
 from pz_dagster.errors import PlanError
-from pz_dagster.orchestration import OpenAICompatibleModel, RecordStore, build_definitions
+from pz_dagster.orchestration import (
+    OpenAICompatibleModel,
+    RecordStore,
+    build_definitions,
+    describe_tables,
+)
 from pz_dagster.testing import OpenAISimulator, SimulatedModel
 
 
@@ -121,7 +126,33 @@ def test_sensor_batches_new_rows_once_and_runs_them(tickets: Path, tmp_path: Pat
 
 
 def test_a_watched_table_needs_its_id_column(tickets: Path):
+    wrong_id = Dataset.from_duckdb(tickets, "tickets", id_column="ticket_id", batch_size=2)
     with pytest.raises(PlanError, match="id column 'ticket_id' is not one of its columns"):
-        Dataset.from_duckdb(tickets, "tickets", id_column="ticket_id", batch_size=2)
+        describe_tables(wrong_id)  # the columns are read when the query is compiled
     with pytest.raises(PlanError, match="needs both id_column and batch_size"):
         Dataset.from_duckdb(tickets, "tickets", batch_size=2)
+
+
+def test_declaring_a_table_opens_nothing_and_its_column_checks_wait_for_its_columns(
+    tickets: Path, tmp_path: Path
+):
+    """No file is opened (or made) at declaration; the operators' column checks, and their
+    default columns, run once the columns are read, before any model call."""
+    absent = tmp_path / "later.duckdb"
+    declared = Dataset.from_duckdb(absent, "tickets", id_column="id", batch_size=2).sem_filter(
+        "x", depends_on="nope"
+    )
+    assert not absent.exists() and not declared.node.described
+    assert "read from the table when compiled" in declared.explain()
+    with pytest.raises(PlanError, match="columns are read from .* when the query is compiled"):
+        _ = declared.columns
+    with pytest.raises(PlanError, match=r"unknown column\(s\) \['nope'\]"):
+        describe_tables(watched(tickets).sem_filter("x", depends_on="nope", name="bad"))
+    described = describe_tables(
+        Dataset.from_duckdb(tickets, "tickets", name="tickets").sem_map(
+            [{"name": "topic", "type": "str", "desc": "d"}], name="topics"
+        )
+    )
+    assert described.columns == ("record_id", "id", "opened", "body", "topic", "error")
+    assert described.node.depends_on == ("id", "opened", "body")  # the default, filled in now
+    assert dict(described.node.parent.schema)["id"] is int

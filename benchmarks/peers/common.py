@@ -1,6 +1,8 @@
-"""What both peer runners share (stdlib only: each runner imports it from its own virtualenv,
-and the side-by-side benchmark from the project's): the network guard, the counting proxy in
-front of the endpoint, log capture, the file list, versions and the common arguments."""
+"""What both peer runners share (stdlib only: each runner, run as ``python -m
+benchmarks.peers.run_<peer>`` from the repository root in the peer's own virtualenv, imports it
+as ``benchmarks.peers.common``, and so does the side-by-side benchmark in the project's): the
+network guard, the counting proxy in front of the endpoint, log capture, the file list,
+versions and the common arguments."""
 
 from __future__ import annotations
 

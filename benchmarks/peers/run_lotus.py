@@ -1,8 +1,8 @@
 """Run the Palimpzest demo's legal-discovery query over a list of Enron emails with LOTUS (issue 9).
 
-Runs in its own virtualenv (benchmarks/peers/install.sh):
+Runs in its own virtualenv (benchmarks/peers/install.sh), from the repository root:
 
-    benchmarks/peers/.venv-lotus/bin/python benchmarks/peers/run_lotus.py \\
+    benchmarks/peers/.venv-lotus/bin/python -m benchmarks.peers.run_lotus \\
         --base-url http://127.0.0.1:8080/v1 --model smollm2 --files files.txt --out lotus.json
 
 The query is written with LOTUS's own pandas API: a DataFrame with one row per email (``filename``,
@@ -49,11 +49,9 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, beside this runner
-from common import (  # noqa: E402
+from benchmarks.peers.common import (  # stdlib only: this runs in the peer's virtualenv
     begin,
     common_args,
     finish,

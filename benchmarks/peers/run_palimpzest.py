@@ -1,8 +1,8 @@
 """Run the Palimpzest demo's legal-discovery query over a list of Enron emails (issue 9).
 
-Runs in its own virtualenv (benchmarks/peers/install.sh):
+Runs in its own virtualenv (benchmarks/peers/install.sh), from the repository root:
 
-    benchmarks/peers/.venv-palimpzest/bin/python benchmarks/peers/run_palimpzest.py \\
+    benchmarks/peers/.venv-palimpzest/bin/python -m benchmarks.peers.run_palimpzest \\
         --base-url http://127.0.0.1:8080/v1 --model smollm2 --files files.txt --out pz.json
 
 The query is written with Palimpzest's own API, as in its enron demo: a root ``IterDataset`` of
@@ -64,8 +64,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, beside this runner
-from common import (  # noqa: E402
+from benchmarks.peers.common import (  # stdlib only: this runs in the peer's virtualenv
     begin,
     common_args,
     finish,

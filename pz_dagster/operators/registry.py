@@ -25,13 +25,15 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
-from pz_dagster.operators import code_filter, code_synthesis, proxy, relational
 from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
 from pz_dagster.operators import join as join_ops
 from pz_dagster.operators import map as map_ops
+from pz_dagster.operators import proxy, relational
 from pz_dagster.operators import topk as topk_ops
 from pz_dagster.operators.base import OperatorResult, Progress, Record
+from pz_dagster.operators.code_synthesis.filter import code_synthesis_filter
+from pz_dagster.operators.code_synthesis.map import code_synthesis_map
 from pz_dagster.query import plan
 
 N = TypeVar("N", bound=plan.PlanNode)
@@ -144,8 +146,8 @@ RUNNERS: dict[str, tuple[Runner[Any], ...]] = {
     "ensemble": (Runner(plan.SemanticFilter, many_models(filter_ops.ensemble_filter)),),
     "cascade": (Runner(plan.SemanticFilter, many_models(filter_ops.cascade_filter)),),
     "code_synthesis": (
-        Runner(plan.SemanticFilter, one_model(code_filter.code_synthesis_filter)),
-        Runner(plan.SemanticMap, one_model(code_synthesis.code_synthesis_map)),
+        Runner(plan.SemanticFilter, one_model(code_synthesis_filter)),
+        Runner(plan.SemanticMap, one_model(code_synthesis_map)),
     ),
     "embedding_proxy": (Runner(plan.SemanticFilter, proxy_runner),),
     "lexical_proxy": (Runner(plan.SemanticFilter, proxy_runner),),

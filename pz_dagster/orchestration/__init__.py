@@ -19,6 +19,7 @@ from pz_dagster.orchestration.resources import (
 )
 from pz_dagster.orchestration.schedules import build_refresh_schedule, build_summary_schedule
 from pz_dagster.orchestration.sensors import build_new_documents_sensor
+from pz_dagster.orchestration.source_assets import describe_tables
 from pz_dagster.orchestration.store import RecordStore
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "build_summary_schedule",
     "compile_query",
     "default_store_root",
+    "describe_tables",
 ]

@@ -27,7 +27,7 @@ from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import OperatorResult, run_operator
 from pz_dagster.operators.base import Record
-from pz_dagster.operators.code_synthesis import SAMPLE_SIZE as SYNTHESIS_SAMPLE
+from pz_dagster.operators.code_synthesis.run import SAMPLE_SIZE as SYNTHESIS_SAMPLE
 from pz_dagster.operators.filter import EXAMPLE_CHARS
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.proxy import PROXIES, scores_for

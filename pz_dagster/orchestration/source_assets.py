@@ -1,5 +1,6 @@
 """The assets that read a query's inputs: a batch of a folder or of a watched table (one record
-per document or row, unreadable ones kept with the error set), or a whole reference table."""
+per document or row, unreadable ones kept with the error set), or a whole reference table; and
+the DuckDB tables' columns, read before the query is compiled."""
 
 import time
 from collections.abc import Iterator
@@ -8,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from pz_dagster.errors import SourceError
 from pz_dagster.operators.base import OperatorResult, OperatorStats
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.keys import IO_MANAGER_KEY
@@ -15,9 +17,49 @@ from pz_dagster.orchestration.metadata import operator_metadata
 from pz_dagster.orchestration.resources import RecordStoreResource
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan
-from pz_dagster.query.schema import coerce_value
+from pz_dagster.query.dataset import Dataset
+from pz_dagster.query.join import describe_tables as describe_plan_tables
+from pz_dagster.query.nodes import Columns
+from pz_dagster.query.schema import ERROR, RECORD_ID, coerce_value
 from pz_dagster.sources import Batch, read_file
-from pz_dagster.sources.tables import read_table_batch
+from pz_dagster.sources.tables import describe_table, read_table, read_table_batch
+
+
+def _columns_of(table: plan.TableSource | plan.TableBatchSource) -> Columns:
+    assert table.database is not None and table.sql is not None
+    try:
+        return describe_table(table.database, table.sql)
+    except SourceError as exc:
+        raise SourceError(f"table {table.name!r}: {exc}") from None
+
+
+def describe_tables(dataset: Dataset) -> Dataset:
+    """The query with the columns of its DuckDB tables read now (their declaration opened
+    nothing), and every check that needed them run: what ``build_definitions`` compiles.
+
+    >>> describe_tables(Dataset.from_directory("emails")).columns
+    ('record_id', 'filename', 'contents', 'error')
+    """
+    node = describe_plan_tables(dataset.node, _columns_of)
+    return dataset if node is dataset.node else Dataset(node)
+
+
+def table_records(node: plan.TableSource) -> list[dict[str, Any]]:
+    """A reference table's records now (record_id from the data, or the row number)."""
+    if node.database is None:
+        return [dict(r) for r in node.records]
+    assert node.sql is not None
+    try:
+        rows = read_table(node.database, node.sql)
+    except SourceError as exc:
+        raise SourceError(f"table {node.name!r}: {exc}") from None
+    types = dict(node.fields)
+    out = []
+    for i, row in enumerate(rows, start=1):
+        # DATE, DECIMAL, TIMESTAMP... arrive as Python objects: stored as their text.
+        rec = {k: coerce_value(v, types.get(k, str)) for k, v in row.items()}
+        out.append({**rec, RECORD_ID: str(rec.get(RECORD_ID, f"{node.name}#{i}")), ERROR: None})
+    return out
 
 
 def _read_batch(node: plan.BatchedSource, batch: Batch) -> list[dict[str, Any]]:
@@ -95,7 +137,7 @@ def table_asset(query: str, node: plan.TableSource, checks: CheckSettings):
     )
     def _table(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
         start = time.perf_counter()
-        records = node.read()
+        records = table_records(node)
         n = len(records)
         stats = OperatorStats(records_in=n, records_out=n, evaluated=n)
         result = OperatorResult(records, stats, strategy="read")

@@ -122,7 +122,7 @@ class SemanticAggregate(GlobalNode):
             raise PlanError(f"sem_agg {self.name!r} needs a non-empty instruction")
         if self.output is None:
             raise PlanError(f"sem_agg {self.name!r} needs output fields")
-        if not self.depends_on:
+        if not self.depends_on and self.parent.described:
             object.__setattr__(self, "depends_on", default_depends_on(self.parent.columns))
         self._check_columns(self.depends_on, "depends_on")
         clash = [f for f in self.output.model_fields if f in self.group_by]
@@ -173,6 +173,8 @@ class SemanticTopK(GlobalNode):
             object.__setattr__(self, "candidates", 3 * self.k)
         if self.candidates < self.k:
             raise PlanError(f"sem_topk {self.name!r}: candidates ({self.candidates}) must be >= k")
+        if not self.parent.described:
+            return  # the rest when the table's columns are known
         if not self.depends_on:
             object.__setattr__(self, "depends_on", default_depends_on(self.parent.columns))
         self._check_columns(self.depends_on, "depends_on")

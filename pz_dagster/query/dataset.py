@@ -77,17 +77,25 @@ class Dataset:
         """A table read from a DuckDB file (read-only). Without ``batch_size``: unpartitioned,
         read whole each time it materializes (reference data to join with). With ``batch_size``
         and ``id_column``: watched, new rows grouped into batches that become partitions, like
-        the files of a folder.
+        the files of a folder. Nothing is opened now: the table's columns are read when the
+        query is compiled, and the checks that need them (a column an operator names, the id
+        column) run then.
 
-        >>> Dataset.from_duckdb("tickets.duckdb", "tickets", id_column="id", batch_size=100)  # doctest: +SKIP
+        >>> ds = Dataset.from_duckdb("tickets.duckdb", "tickets", id_column="id", batch_size=100)
+        >>> ds.node.described
+        False
         """
         if batch_size is None and id_column is None:
-            return cls(plan.TableSource.from_duckdb(name, str(database), table_or_sql))
+            return cls(plan.TableSource(name=name, database=str(database), sql=table_or_sql))
         if batch_size is None or not id_column:
             raise PlanError("a watched DuckDB table needs both id_column and batch_size")
         return cls(
-            plan.TableBatchSource.from_duckdb(
-                name, str(database), table_or_sql, id_column, batch_size
+            plan.TableBatchSource(
+                name=name,
+                database=str(database),
+                sql=table_or_sql,
+                id_column=id_column,
+                batch_size=batch_size,
             )
         )
 
@@ -335,6 +343,8 @@ class Dataset:
     def explain(self) -> str:
         """The declared plan and, where the rewrites change it, the plan that will run."""
         declared = plan.explain(self._node)
+        if not self._node.described:  # the rewrites need the columns of the DuckDB tables
+            return f"plan (rewritten once the tables' columns are read, when compiled):\n{declared}"
         optimized = rewrites.optimize(self._node)
         if optimized == self._node:
             return f"plan (no rewrite applies):\n{declared}"

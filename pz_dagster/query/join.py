@@ -3,17 +3,20 @@
 A ``TableSource`` is an unpartitioned input (a DuckDB table or query, or records given in
 Python such as a DataFrame's). ``SemanticJoin`` pairs each record of a partitioned dataset with
 each record of such a table for which a natural-language predicate holds.
+
+A DuckDB table is declared here and read in ``pz_dagster.sources.tables``: declaring one opens no
+connection, so its columns are not known yet (``described`` is False) and the checks of the
+operators after it that need them wait. ``describe_tables`` fills the columns in (from a reader
+it is given) and rebuilds the plan, which runs those checks; the compiler's caller does it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-import duckdb
-
-from pz_dagster.errors import PlanError, SourceError
+from pz_dagster.errors import PlanError
 from pz_dagster.query.aggregate import GlobalNode
 from pz_dagster.query.nodes import (
     BatchedSource,
@@ -24,18 +27,6 @@ from pz_dagster.query.nodes import (
     default_depends_on,
 )
 from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name, coerce_value
-
-_DUCKDB_TYPES = {
-    "VARCHAR": str,
-    "BIGINT": int,
-    "INTEGER": int,
-    "SMALLINT": int,
-    "HUGEINT": int,
-    "DOUBLE": float,
-    "FLOAT": float,
-    "REAL": float,
-    "BOOLEAN": bool,
-}
 
 
 def _widest(kinds: set[type]) -> Any:
@@ -48,15 +39,12 @@ def _widest(kinds: set[type]) -> Any:
     return str
 
 
-def _describe_duckdb(name: str, database: str, sql: str) -> tuple[list[tuple[str, Any]], str]:
-    """(column, Python type) of a DuckDB table or SELECT, and the SELECT that reads it."""
-    query = sql if sql.lstrip().lower().startswith("select") else f'SELECT * FROM "{sql}"'
-    try:
-        with duckdb.connect(database, read_only=True) as con:
-            described = con.execute(f"DESCRIBE {query}").fetchall()
-    except duckdb.Error as exc:
-        raise PlanError(f"table {name!r}: cannot read {sql!r} from {database}: {exc}") from None
-    return [(row[0], _DUCKDB_TYPES.get(str(row[1]).upper(), str)) for row in described], query
+def _undescribed(name: str, database: str) -> PlanError:
+    return PlanError(
+        f"table {name!r}: its columns are read from {database} when the query is compiled "
+        "(build_definitions does it; before compile_query, call "
+        "pz_dagster.orchestration.describe_tables on the dataset)"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,7 +52,8 @@ class TableBatchSource(BatchedSource):
     """Rows of a DuckDB table (or SELECT) watched for new rows: rows not seen before (by
     ``id_column``, and content) are grouped into batches, each a Dagster partition; an edited
     row becomes part of a new batch. The file is opened read-only, so the process writing the
-    table keeps DuckDB's single writer lock (a tick that finds it locked tries again later)."""
+    table keeps DuckDB's single writer lock (a tick that finds it locked tries again later).
+    ``fields`` stay empty until the table is described (``with_columns``)."""
 
     kind: ClassVar[str] = "table_batches"
     fields: Columns = ()
@@ -77,6 +66,10 @@ class TableBatchSource(BatchedSource):
         self._check_batch_size()
         if not self.database or not self.sql:
             raise PlanError(f"table {self.name!r}: a watched table needs a database and a table")
+        if not isinstance(self.id_column, str) or not self.id_column:
+            raise PlanError(f"table {self.name!r}: a watched table needs an id column")
+        if not self.fields:
+            return
         names = [c for c, _ in self.fields]
         if self.id_column not in names:
             raise PlanError(
@@ -84,25 +77,22 @@ class TableBatchSource(BatchedSource):
                 f"{[c for c in names if c not in (RECORD_ID, ERROR)]}"
             )
 
-    @classmethod
-    def from_duckdb(
-        cls, name: str, database: str, sql: str, id_column: str, batch_size: int
-    ) -> TableBatchSource:
-        cols, query = _describe_duckdb(name, database, sql)
-        clash = [c for c, _ in cols if c in (RECORD_ID, ERROR)]
+    @property
+    def described(self) -> bool:
+        return bool(self.fields)
+
+    def with_columns(self, columns: Columns) -> TableBatchSource:
+        """The same table with its columns (as the table has them, without record_id and
+        error, which are pz-dagster's), checked."""
+        clash = [c for c, _ in columns if c in (RECORD_ID, ERROR)]
         if clash:
-            raise PlanError(f"table {name!r}: columns {clash} are reserved by pz-dagster")
-        return cls(
-            name=name,
-            fields=((RECORD_ID, str), *cols, (ERROR, str)),
-            database=database,
-            sql=query,
-            id_column=id_column,
-            batch_size=batch_size,
-        )
+            raise PlanError(f"table {self.name!r}: columns {clash} are reserved by pz-dagster")
+        return replace(self, fields=((RECORD_ID, str), *columns, (ERROR, str)))
 
     @property
     def schema(self) -> Columns:
+        if not self.fields:
+            raise _undescribed(self.name, self.database)
         return self.fields
 
     @property
@@ -118,8 +108,9 @@ class TableBatchSource(BatchedSource):
 
 @dataclass(frozen=True)
 class TableSource(PlanNode):
-    """An unpartitioned table: ``records`` given in Python, or ``sql`` run on a DuckDB file when
-    the asset materializes (read-only, so it never takes DuckDB's writer lock)."""
+    """An unpartitioned table: ``records`` given in Python, or ``sql`` (a table name or a
+    SELECT) run on a DuckDB file when the asset materializes (read-only, so it never takes
+    DuckDB's writer lock). A DuckDB table's ``fields`` stay empty until it is described."""
 
     kind: ClassVar[str] = "table"
     fields: Columns = ()
@@ -131,7 +122,7 @@ class TableSource(PlanNode):
         self._check_name()
         if (self.database is None) != (self.sql is None):
             raise PlanError(f"table {self.name!r}: a DuckDB table needs both database and sql")
-        if not self.fields:
+        if not self.fields and self.database is None:
             raise PlanError(f"table {self.name!r} has no columns")
         for c, _ in self.fields:
             if c not in (RECORD_ID, ERROR):
@@ -159,39 +150,21 @@ class TableSource(PlanNode):
         cols = [(k, t) for k, t in types.items() if k not in (RECORD_ID, ERROR)]
         return cls(name=name, fields=((RECORD_ID, str), *cols, (ERROR, str)), records=rows)
 
-    @classmethod
-    def from_duckdb(cls, name: str, database: str, sql: str) -> TableSource:
-        cols, query = _describe_duckdb(name, database, sql)
-        cols = [(c, t) for c, t in cols if c not in (RECORD_ID, ERROR)]
-        return cls(
-            name=name, fields=((RECORD_ID, str), *cols, (ERROR, str)), database=database, sql=query
-        )
+    @property
+    def described(self) -> bool:
+        return bool(self.fields)
+
+    def with_columns(self, columns: Columns) -> TableSource:
+        """The same DuckDB table with its columns (a record_id column of its own is kept as
+        the records' ids; an error column of its own is dropped)."""
+        cols = [(c, t) for c, t in columns if c not in (RECORD_ID, ERROR)]
+        return replace(self, fields=((RECORD_ID, str), *cols, (ERROR, str)))
 
     @property
     def schema(self) -> Columns:
+        if not self.fields:
+            raise _undescribed(self.name, str(self.database))
         return self.fields
-
-    def read(self) -> list[dict[str, Any]]:
-        """The table's records now (record_id from the data, or the row number)."""
-        if self.database is None:
-            return [dict(r) for r in self.records]
-        try:
-            with duckdb.connect(self.database, read_only=True) as con:
-                cur = con.execute(self.sql)
-                names = [d[0] for d in cur.description]
-                rows = cur.fetchall()
-        except duckdb.Error as exc:
-            raise SourceError(
-                f"table {self.name!r}: cannot read from {self.database}: {exc}"
-            ) from None
-        types = dict(self.fields)
-        out = []
-        for i, row in enumerate(rows, start=1):
-            # DATE, DECIMAL, TIMESTAMP... arrive as Python objects: stored as their text.
-            rec = {k: coerce_value(v, types.get(k, str)) for k, v in zip(names, row, strict=True)}
-            rid = str(rec.get(RECORD_ID, f"{self.name}#{i}"))
-            out.append({**rec, RECORD_ID: rid, ERROR: None})
-        return out
 
     def describe(self) -> str:
         where = (
@@ -241,9 +214,12 @@ class SemanticJoin(UnaryNode):
                 )
         if not isinstance(self.predicate, str) or not self.predicate.strip():
             raise PlanError(f"sem_join {self.name!r} needs a non-empty predicate")
-        if not self.depends_on:
-            object.__setattr__(self, "depends_on", default_depends_on(self.parent.columns))
-        self._check_columns(self.depends_on, "depends_on")
+        if self.parent.described:
+            if not self.depends_on:
+                object.__setattr__(self, "depends_on", default_depends_on(self.parent.columns))
+            self._check_columns(self.depends_on, "depends_on")
+        if not self.right.described:
+            return  # checked when the table is described
         if not self.right_depends_on:
             object.__setattr__(self, "right_depends_on", default_depends_on(self.right.columns))
         unknown = [c for c in self.right_depends_on if c not in self.right.columns]
@@ -252,9 +228,15 @@ class SemanticJoin(UnaryNode):
                 f"sem_join {self.name!r}: unknown right column(s) {unknown}; "
                 f"available: {list(self.right.columns)}"
             )
-        left_names = {self.right_name(c) for c, _ in self.right.schema if c not in (ERROR,)}
-        if len(left_names) != len([c for c, _ in self.right.schema if c != ERROR]):
-            raise PlanError(f"sem_join {self.name!r}: right column names clash after prefixing")
+        if self.parent.described:
+            left_names = {self.right_name(c) for c, _ in self.right.schema if c not in (ERROR,)}
+            if len(left_names) != len([c for c, _ in self.right.schema if c != ERROR]):
+                raise PlanError(f"sem_join {self.name!r}: right column names clash after prefixing")
+
+    @property
+    def described(self) -> bool:
+        assert self.right is not None
+        return self.parent.described and self.right.described
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -282,3 +264,29 @@ class SemanticJoin(UnaryNode):
             f"SemanticJoin({self.predicate!r} with {self.right.name}, depends_on="
             f"{list(self.depends_on)} / {list(self.right_depends_on)})"
         )
+
+
+TableDescriber = Callable[[TableSource | TableBatchSource], Columns]
+
+
+def describe_tables(node: PlanNode, columns_of: TableDescriber) -> PlanNode:
+    """The plan with every DuckDB table not yet described given its columns by ``columns_of``
+    (the table's own columns, as ``pz_dagster.sources.tables.describe_table`` reads them), and
+    every operator after one rebuilt, so that the checks that waited for its columns run now.
+    A plan without such a table comes back as it is.
+
+    >>> t = TableSource(name="t", database="x.duckdb", sql="t")
+    >>> ds = describe_tables(t, lambda table: (("body", str),))
+    >>> ds.described, ds.columns
+    (True, ('record_id', 'body', 'error'))
+    """
+    if node.described:
+        return node
+    if isinstance(node, TableSource | TableBatchSource):
+        return node.with_columns(columns_of(node))
+    assert isinstance(node, UnaryNode), type(node).__name__
+    parent = describe_tables(node.parent, columns_of)
+    if isinstance(node, SemanticJoin):
+        assert node.right is not None
+        return replace(node, input=parent, right=describe_tables(node.right, columns_of))
+    return node.with_input(parent)

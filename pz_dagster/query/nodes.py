@@ -1,7 +1,10 @@
 """Base classes of the logical plan: immutable nodes, each checked when it is built.
 
 A node knows its parent and the columns (with types) it outputs, so a wrong column name fails
-at declaration time, before any model call.
+at declaration time, before any model call. The one exception is a DuckDB table, whose columns
+are read when the query is compiled (no connection at declaration): until then it and the nodes
+after it are not ``described``, and their column checks run when the plan is rebuilt with them
+(``join.describe_tables``), still before any model call.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ class PlanNode:
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(c for c, _ in self.schema)
+
+    @property
+    def described(self) -> bool:
+        """Whether the node's columns are known: not above a DuckDB table whose columns are
+        read only when the query is compiled."""
+        return True
 
     @property
     def reads(self) -> tuple[str, ...] | None:
@@ -126,6 +135,10 @@ class UnaryNode(PlanNode):
     def schema(self) -> Columns:
         return self.parent.schema
 
+    @property
+    def described(self) -> bool:
+        return self.parent.described
+
     def with_input(self, new_input: PlanNode) -> UnaryNode:
         """The same operator over another input (re-validated), for plan rewrites."""
         return replace(self, input=new_input)
@@ -136,12 +149,19 @@ class UnaryNode(PlanNode):
         self._check_name()
 
     def _check_columns(self, cols: tuple[str, ...], what: str) -> None:
+        if not self.parent.described:
+            return  # checked when the plan is rebuilt with the table's columns
         unknown = [c for c in cols if c not in self.parent.columns]
         if unknown:
             raise PlanError(
                 f"{type(self).__name__} {self.name!r}: unknown column(s) {unknown} in {what}; "
                 f"available columns are {list(self.parent.columns)}"
             )
+
+    def _check_added(self, added: Columns) -> None:
+        """Fail now if ``added`` clashes with a column upstream (once the columns are known)."""
+        if self.parent.described:
+            self._add_columns(added)
 
     def _add_columns(self, added: Columns) -> Columns:
         clash = [c for c, _ in added if c in self.parent.columns]

@@ -72,7 +72,8 @@ def explain(node: PlanNode) -> str:
     for depth, n in enumerate(node.lineage()):
         prefix = "  " * depth + ("└─ " if depth else "")
         lines.append(f"{prefix}{n.name}: {n.describe()}")
-        lines.append(f"{'  ' * depth}{'   ' if depth else ''}   columns: {', '.join(n.columns)}")
+        cols = ", ".join(n.columns) if n.described else "(read from the table when compiled)"
+        lines.append(f"{'  ' * depth}{'   ' if depth else ''}   columns: {cols}")
     return "\n".join(lines)
 
 

@@ -59,7 +59,7 @@ class Map(UnaryNode):
         for col, _ in self.output:
             check_column_name(col)
         self._check_columns(self.depends_on, "depends_on")
-        self._add_columns(self.output)
+        self._check_added(self.output)
         object.__setattr__(self, "fingerprint", callable_fingerprint(self.fn))
 
     @property

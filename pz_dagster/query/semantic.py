@@ -19,6 +19,8 @@ class SemanticNode(UnaryNode):
     depends_on: tuple[str, ...] = ()
 
     def _resolve_depends_on(self) -> None:
+        if not self.parent.described:
+            return  # the default, and the check, when the table's columns are known
         if not self.depends_on:
             object.__setattr__(self, "depends_on", default_depends_on(self.parent.columns))
         self._check_columns(self.depends_on, "depends_on")
@@ -61,7 +63,7 @@ class SemanticMap(SemanticNode):
         if self.output is None:
             raise PlanError(f"sem_map {self.name!r} needs output fields")
         self._resolve_depends_on()
-        self._add_columns(_fields_of(self.output))
+        self._check_added(_fields_of(self.output))
 
     @property
     def output_fields(self) -> tuple[str, ...]:
@@ -109,7 +111,7 @@ class SemanticClassify(SemanticNode):
                 f"sem_classify {self.name!r} needs a non-empty instruction (what to classify)"
             )
         self._resolve_depends_on()
-        self._add_columns(((self.output, str),))
+        self._check_added(((self.output, str),))
 
     @property
     def adds(self) -> tuple[str, ...]:
@@ -149,7 +151,8 @@ class SemanticFlatMap(SemanticNode):
         ):
             raise PlanError(f"sem_flat_map {self.name!r}: max_items must be a positive integer")
         self._resolve_depends_on()
-        self.schema  # noqa: B018 - checks for column clashes now, not at run time
+        if self.parent.described:
+            self.schema  # noqa: B018 - checks for column clashes now, not at run time
 
     @property
     def output_fields(self) -> tuple[str, ...]:

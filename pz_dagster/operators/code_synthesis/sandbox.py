@@ -1,7 +1,7 @@
 """A sandbox for untrusted, model-generated extraction functions (Evaporate-style code synthesis).
 
 Model-written code is treated as hostile. Each candidate function runs in a worker process of
-its own (``python -I -S -B``, minimal environment, cwd ``/``; its code is ``sandbox_worker``)
+its own (``python -I -S -B``, minimal environment, cwd ``/``; its code is ``worker``)
 that speaks JSON lines over pipes. Defences, the strongest first (the threat model, and what
 each test proves, are in ``docs/threat-model.md``):
 
@@ -65,13 +65,19 @@ _WORKER_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # none of the parent
 _CHUNK_ITEMS, _CHUNK_BYTES = 2000, 4 << 20  # inputs per request, so that RLIMIT_AS holds one
 _STARTUP_S, _REAP_S = 15.0, 1.0
 MAX_LIVE_WORKERS = 4  # workers kept alive at once; an evicted function reloads on demand
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_PACKAGES = [("pz_dagster", os.path.dirname(_HERE)), ("pz_dagster.operators", _HERE)]
-# Stub packages: the worker imports sandbox_worker without pz_dagster's heavy __init__ modules.
+_HERE = os.path.dirname(os.path.abspath(__file__))  # pz_dagster/operators/code_synthesis
+_OPERATORS = os.path.dirname(_HERE)
+_PACKAGES = [
+    ("pz_dagster", os.path.dirname(_OPERATORS)),
+    ("pz_dagster.operators", _OPERATORS),
+    ("pz_dagster.operators.code_synthesis", _HERE),
+]
+# Stub packages: the worker imports its module without pz_dagster's heavy __init__ modules.
 _BOOTSTRAP = (
     f"import sys, types\nfor name, path in {_PACKAGES!r}:\n"
     "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
-    "from pz_dagster.operators.sandbox_worker import serve_worker\nserve_worker(sys.argv[1])\n"
+    "from pz_dagster.operators.code_synthesis.worker import serve_worker\n"
+    "serve_worker(sys.argv[1])\n"
 )
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
-from pz_dagster.operators.code_synthesis import SAMPLE_SIZE, run_synthesis
+from pz_dagster.operators.code_synthesis.run import SAMPLE_SIZE, run_synthesis
+from pz_dagster.operators.code_synthesis.sandbox import SandboxLimits
 from pz_dagster.operators.filter import direct_filter
 from pz_dagster.operators.prompts import render_fields
-from pz_dagster.operators.sandbox import SandboxLimits
 from pz_dagster.query.plan import SemanticFilter
 from pz_dagster.query.schema import ERROR, RECORD_ID
 

@@ -5,7 +5,7 @@ answers that record (counted as a fallback).
 
 This module holds the model-free parts: the prompt, reading a function out of an answer,
 scoring candidates and voting. Running untrusted code is the sandbox's job
-(``pz_dagster.operators.sandbox``).
+(``pz_dagster.operators.code_synthesis.sandbox``).
 """
 
 from __future__ import annotations

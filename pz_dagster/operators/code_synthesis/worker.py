@@ -1,8 +1,9 @@
-"""The worker side of the sandbox (``pz_dagster.operators.sandbox``): the process that loads
-and calls ONE candidate function under the process limits, a seccomp filter, the audit hook and
-the restricted builtins. It runs as ``python -I -S -B`` with stub parent packages, so it imports
-only this module and the standard library it needs, and speaks JSON lines with the parent over
-its stdin and stdout. The layers, and why each is there, are in ``docs/threat-model.md``.
+"""The worker side of the sandbox (``pz_dagster.operators.code_synthesis.sandbox``): the
+process that loads and calls ONE candidate function under the process limits, a seccomp filter,
+the audit hook and the restricted builtins. It runs as ``python -I -S -B`` with stub parent
+packages, so it imports only this module and the standard library it needs, and speaks JSON
+lines with the parent over its stdin and stdout. The layers, and why each is there, are in
+``docs/threat-model.md``.
 """
 
 from __future__ import annotations

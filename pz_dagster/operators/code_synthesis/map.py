@@ -1,0 +1,77 @@
+"""The ``code_synthesis`` strategy of a semantic map: synthesized functions extract the fields
+(``run``: how), the model answers where they cannot tell. The model reads only the chunks of a
+document that name a field (``field_chunks``, as Evaporate filters chunks by attribute), for its
+answers and its code; the functions run on the whole document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pz_dagster.models.base import ChatModel
+from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
+from pz_dagster.operators.code_synthesis.run import SAMPLE_SIZE, run_synthesis
+from pz_dagster.operators.code_synthesis.sandbox import SandboxLimits
+from pz_dagster.operators.map import direct_map
+from pz_dagster.operators.prompts import FIELD_CHUNK_CHARS, field_chunks, render_fields
+from pz_dagster.query.plan import SemanticMap
+from pz_dagster.query.schema import describe_fields
+
+__all__ = ["code_synthesis_map"]
+
+
+def _type_names(node: SemanticMap) -> dict[str, tuple[str, str]]:
+    assert node.output is not None
+    return {n: (t, d) for n, t, d in describe_fields(node.output)}
+
+
+def code_synthesis_map(
+    node: SemanticMap,
+    records: list[Record],
+    model: ChatModel,
+    progress: Progress | None = None,
+    *,
+    functions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    sample_size: int = SAMPLE_SIZE,
+    candidates: int = 2,
+    min_precision: float = 0.3,
+    max_fallback: float = 0.5,
+    limits: SandboxLimits | None = None,
+    chunk_chars: int | None = FIELD_CHUNK_CHARS,
+) -> OperatorResult:
+    """Extract the map's fields with synthesized functions (steps 1-4 of ``run``'s docstring).
+    ``chunk_chars``: the model reads only the chunks of this size that name a field, for its
+    answers and its code (None: whole documents)."""
+    types = _type_names(node)
+    ok, failed = split_failed(records)
+
+    def shown(text: str) -> str:
+        return field_chunks(text, list(types), chunk_chars) if chunk_chars else text
+
+    def judge(batch: list[Record]) -> tuple[list[Record], OperatorResult]:
+        # one record out per record in, in order
+        answered = direct_map(
+            node, batch, model, text_of=lambda r: shown(render_fields(r, node.depends_on))
+        )
+        return answered.records, answered
+
+    run = run_synthesis(
+        types,
+        [r for _, r in ok],
+        [render_fields(r, node.depends_on) for _, r in ok],
+        judge,
+        model,
+        progress,
+        functions=functions,
+        sample_size=sample_size,
+        candidates=candidates,
+        min_precision=min_precision,
+        max_fallback=max_fallback,
+        limits=limits,
+        shown=shown,
+    )
+    emitted: dict[int, Record] = {i: {**r, **dict.fromkeys(types)} for i, r in failed}
+    for k, (i, record) in enumerate(ok):
+        emitted[i] = run.answers[k] if k in run.answers else {**record, **run.values[k]}
+    return run.result(records, [emitted[i] for i in range(len(records))], model)
