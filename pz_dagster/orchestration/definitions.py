@@ -19,7 +19,7 @@ from pz_dagster.orchestration.keys import (
     OPTIMIZER_KEY,
     STORE_KEY,
 )
-from pz_dagster.orchestration.planning import OptimizerResource
+from pz_dagster.orchestration.optimization import OptimizerResource
 from pz_dagster.orchestration.resources import (
     EmbeddingResource,
     LocalEmbeddingResource,
