@@ -48,12 +48,9 @@ from pz_dagster.orchestration.keys import (
     OPTIMIZER_KEY,
     STORE_KEY,
 )
-from pz_dagster.orchestration.planning import (
-    OPTIMIZED,
+from pz_dagster.orchestration.optimization import (
     OptimizerResource,
     materializations,
-    metadata_value,
-    plan_operator,
     read_history,
 )
 from pz_dagster.orchestration.runs import (
@@ -63,6 +60,8 @@ from pz_dagster.orchestration.runs import (
     process_tags,
 )
 from pz_dagster.orchestration.store import RecordStore, view_name
+from pz_dagster.tuning.history import HistoryRecord, metadata_value
+from pz_dagster.tuning.planning import OPTIMIZED, plan_operator
 
 # Tables stay readable when output is piped (rich assumes 80 columns without a terminal).
 console = Console(width=None if Console().is_terminal else 140)
@@ -535,7 +534,9 @@ def history(
         for key in keys:
             for rec, mat in materializations(instance, key, limit):
                 md = dict(mat.metadata)
-                config = metadata_value(md, "physical_config") or {}
+                record = HistoryRecord.from_metadata(
+                    md, f"{key.to_user_string()}, run {rec.run_id}"
+                )
                 rows.append(
                     {
                         "asset": key.path[-1],
@@ -545,7 +546,7 @@ def history(
                         "partition": mat.partition,
                         "run_id": rec.run_id,
                         **{c: metadata_value(md, c) for c in HISTORY_COLUMNS},
-                        "config": config,
+                        "config": record.config_dict() if record else {},
                     }
                 )
     if as_json:

@@ -104,7 +104,7 @@ def test_pz_dagster_explain_shows_plan_and_optimizer_decision(tmp_path):
 def test_an_unknown_strategy_in_the_run_config_is_refused_before_the_run(tmp_path, mini_emails):
     """A misspelt strategy pinned in the run config is refused when Dagster checks the config,
     with the valid names, before any step runs (it used to fail the step, or run as direct)."""
-    from pz_dagster.orchestration.planning import RUNNABLE_STRATEGIES
+    from pz_dagster.tuning.planning import RUNNABLE_STRATEGIES
 
     ds = Dataset.from_directory(mini_emails).sem_filter("About Raptor", name="raptor")
     defs, q = build_definitions(ds, "pin", store_root=str(tmp_path / "store"))

@@ -4,6 +4,7 @@ the proxies learn from history."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import dagster as dg
@@ -18,6 +19,7 @@ from pz_dagster.orchestration import (
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.testing import ChatRequest, OpenAISimulator, SimulatedModel
 from tests.conftest import EMAILS, document_of, oracle
+from tests.operators_common import sim_model
 
 
 def test_long_documents_are_read_in_chunks_not_cut(tmp_path, sim):
@@ -166,9 +168,13 @@ def test_filter_prompt_strategies_materialize(folder, tmp_path, strategy, calls_
         assert len(md["cascade_pairs"].value["sim-b"]) == len(EMAILS)
 
 
+FILTER_CONFIG = {"operator": "f", "model": "m", "strategy": "direct", "params": {}}
+
+
 def test_cascade_thresholds_are_learned_from_scored_history():
     from optimizer import Candidate
-    from pz_dagster.orchestration.planning import NodeHistory, strategy_params
+    from pz_dagster.tuning.history import NodeHistory
+    from pz_dagster.tuning.planning import strategy_params
 
     cand = Candidate("f", "cascade", "big", ("small", "big"))
     assert strategy_params(cand, NodeHistory()) == {}  # defaults until there is history
@@ -180,18 +186,40 @@ def test_cascade_thresholds_are_learned_from_scored_history():
 
 
 def test_proxy_thresholds_learn_from_labels_not_from_a_weak_champion():
-    from pz_dagster.orchestration.planning import NodeHistory, observations_of
+    from pz_dagster.tuning.history import HistoryRecord, NodeHistory
 
+    config = {"physical_config": dg.MetadataValue.json(FILTER_CONFIG)}
     labelled = {"proxy_pairs": dg.MetadataValue.json({"lexical_proxy": [[5, True], [0, False]]})}
     judged = {
         "proxy_pairs": dg.MetadataValue.json({"lexical_proxy": [[0, True], [5, False]]}),
         "proxy_pairs_source": dg.MetadataValue.text("champion"),
     }
-    merged = NodeHistory()
-    for md in (labelled, judged):
-        h = observations_of(md, 0.0)
-        for k, v in h.proxy_pairs.items():
-            merged.proxy_pairs.setdefault(k, []).extend(v)
+    records = [HistoryRecord.from_metadata(config | md) for md in (labelled, judged)]
+    merged = NodeHistory.of((r, 0.0) for r in records if r is not None)
     assert merged.pairs("lexical_proxy") == [(5.0, True), (0.0, False)]
     only_champion = NodeHistory(proxy_pairs={"lexical_proxy@champion": [(1.0, True), (0.0, False)]})
     assert only_champion.can_learn("lexical_proxy")
+
+
+def test_old_and_malformed_materializations_are_read_as_no_history(folder, sim, tmp_path, caplog):
+    """A materialization written without a history record, or with a broken one, is skipped
+    with a warning: the run plans as if it were not there."""
+    ds = Dataset.from_directory(folder).sem_filter(
+        "The email discusses a fraudulent scheme", depends_on="contents", name="fraud"
+    )
+    store = tmp_path / "store-old"
+    defs, q = build_definitions(ds, "old", model=sim_model(sim), store_root=str(store))
+    key = q.asset_key("fraud")
+    with dg.instance_for_test() as instance:
+        (b,) = register_partitions(RecordStore(store), q, instance)
+        for md in ({"dollars": 1.0}, {"physical_config": {"strategy": 3}, "evaluated": 4}):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, metadata=md))
+        with caplog.at_level(logging.WARNING, logger="pz_dagster.tuning.history"):
+            res = defs.resolve_job_def(q.job.name).execute_in_process(
+                partition_key=b.key, instance=instance
+            )
+        assert res.success
+        md = instance.fetch_materializations(key, limit=1).records[0].asset_materialization
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "no history record" in warned and "malformed history record" in warned
+    assert md.metadata["cold_start_sample"].value is True  # nothing was read as history

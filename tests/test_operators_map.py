@@ -103,7 +103,7 @@ def test_declaration_errors(build, message):
 
 
 def test_the_history_keeps_code_synthesis_s_recurring_cost_without_its_one_time_part():
-    from pz_dagster.orchestration.planning import observations_of
+    from pz_dagster.tuning.history import HistoryRecord, NodeHistory
 
     config = {"operator": "extract", "model": "m", "strategy": "code_synthesis", "params": {}}
     numbers = {
@@ -129,7 +129,9 @@ def test_the_history_keeps_code_synthesis_s_recurring_cost_without_its_one_time_
         "physical_config": dg.MetadataValue.json(config),
         "sample_runs": dg.MetadataValue.json([explored_run]),
     }
-    run, explored = observations_of(md, 0.0).observations
+    record = HistoryRecord.from_metadata(md)
+    assert record is not None
+    run, explored = NodeHistory.of([(record, 0.0)]).observations
     # 12 records answered by the functions or a fallback, at the fallbacks' 1/9 of the cost
     assert run.records == 12 and run.dollars == pytest.approx(0.1) and run.seconds == 1.0
     assert explored.records == 0 and explored.dollars == 0.0

@@ -23,7 +23,7 @@ from pz_dagster.operators.registry import (
     strategies_for,
     strategy_names,
 )
-from pz_dagster.orchestration.planning import OptimizerResource
+from pz_dagster.orchestration.optimization import OptimizerResource
 from pz_dagster.query import plan
 
 WHO = [{"name": "who", "type": "str", "desc": "the sender"}]

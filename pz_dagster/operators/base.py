@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pz_dagster.errors import RecordFailure
-from pz_dagster.models.base import CHARS_PER_TOKEN as CHARS_PER_TOKEN  # planning reads it here
 from pz_dagster.models.base import ChatModel, Completion, Message, Usage
 from pz_dagster.query.schema import ERROR
 

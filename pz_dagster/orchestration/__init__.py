@@ -1,9 +1,11 @@
-"""Dagster side: compiler, resources, record store, sensors, schedules, checks."""
+"""Dagster side: compiler, resources, record store, sensors, schedules, checks, and the
+optimizer's resource and history reader (the optimizer in the loop itself is ``tuning``)."""
 
 from pz_dagster.orchestration.checks import CheckSettings
-from pz_dagster.orchestration.compiler import CompiledQuery, OperatorConfig, compile_query
+from pz_dagster.orchestration.compiler import CompiledQuery, compile_query
 from pz_dagster.orchestration.definitions import build_definitions, default_store_root
-from pz_dagster.orchestration.planning import OptimizerResource
+from pz_dagster.orchestration.operator_assets import OperatorConfig
+from pz_dagster.orchestration.optimization import OptimizerResource
 from pz_dagster.orchestration.resources import (
     EmbeddingResource,
     LocalEmbeddingResource,

@@ -9,16 +9,18 @@ reads them; it reads the materialization metadata.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dagster as dg
 from pydantic import BaseModel, Field
 
+from optimizer import QualityCounts
 from pz_dagster.operators.base import OperatorResult, Record
-from pz_dagster.orchestration.planning import OPTIMIZED
 from pz_dagster.query import plan
 from pz_dagster.query.schema import ERROR, RECORD_ID, coerce_value
+from pz_dagster.tuning.planning import OPTIMIZED
 
 SCHEMA_CHECK = "schema_valid"
 FAILURE_CHECK = "failure_rate"
@@ -149,97 +151,97 @@ def evaluate(
     node: plan.PlanNode,
     key: dg.AssetKey,
     result: OperatorResult,
-    metadata: Mapping[str, Any],
     settings: CheckSettings,
     partition: str | None,
+    quality: QualityCounts | None = None,
+    quality_source: str = "",
 ) -> list[dg.AssetCheckResult]:
-    """Results of the node's checks on what its asset just produced. ``metadata``: the
-    materialization's metadata (the quality measured by the optimizer's assessment)."""
-    columns = list(plan.column_types(node))
-    produced = produced_fields(node)
+    """Results of the node's checks on what its asset just produced. ``quality``: what the
+    optimizer's assessment measured (against ``quality_source``), None where it measured
+    nothing."""
+    found = {
+        SCHEMA_CHECK: _schema_finding(node, result),
+        FAILURE_CHECK: _failure_finding(node, result, settings),
+    }
+    if QUALITY_CHECK in check_names(node):
+        found[QUALITY_CHECK] = _quality_finding(settings, quality, quality_source)
     where = {"partition": partition} if partition else {}
-    out = []
+    return [
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=name,
+            passed=f.passed,
+            severity=settings.severity(name),
+            description=f.description,
+            metadata={**where, **f.metadata},
+        )
+        for name, f in found.items()
+    ]
 
-    problems = schema_problems(result.records, columns, produced)
+
+@dataclass(frozen=True)
+class _Finding:
+    """One check's verdict on a batch."""
+
+    passed: bool
+    metadata: dict[str, Any]
+    description: str | None = None
+
+
+def _schema_finding(node: plan.PlanNode, result: OperatorResult) -> _Finding:
+    columns = list(plan.column_types(node))
+    problems = schema_problems(result.records, columns, produced_fields(node))
     if isinstance(node, plan.SemanticClassify):
         problems += [
             f"{r.get(RECORD_ID)}: class {r.get(node.output)!r} is not one of {list(node.classes)}"
             for r in result.records
             if not r.get(ERROR) and r.get(node.output) not in node.classes
         ]
-    out.append(
-        dg.AssetCheckResult(
-            asset_key=key,
-            check_name=SCHEMA_CHECK,
-            passed=not problems,
-            severity=settings.severity(SCHEMA_CHECK),
-            metadata={
-                **where,
-                "records": len(result.records),
-                "problems": len(problems),
-                **(
-                    {"examples": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:10]))}
-                    if problems
-                    else {}
-                ),
-            },
-        )
-    )
+    metadata: dict[str, Any] = {"records": len(result.records), "problems": len(problems)}
+    if problems:
+        metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:10]))
+    return _Finding(not problems, metadata)
 
+
+def _failure_finding(
+    node: plan.PlanNode, result: OperatorResult, settings: CheckSettings
+) -> _Finding:
     s = result.stats
-    empty = empty_outputs(result.records, produced)
+    empty = empty_outputs(result.records, produced_fields(node))
     failed = s.failures + empty
     if isinstance(node, plan.BatchedSource | plan.TableSource):
         failed += s.passed_through_errors  # a source's failures are the files it could not read
     rate = failed / s.evaluated if s.evaluated else 0.0
-    out.append(
-        dg.AssetCheckResult(
-            asset_key=key,
-            check_name=FAILURE_CHECK,
-            passed=rate <= settings.max_failure_rate,
-            severity=settings.severity(FAILURE_CHECK),
-            metadata={
-                **where,
-                "failure_rate": float(rate),
-                "max_failure_rate": float(settings.max_failure_rate),
-                "failures": s.failures,
-                "empty_outputs": empty,
-                "evaluated": s.evaluated,
-            },
-        )
+    return _Finding(
+        rate <= settings.max_failure_rate,
+        {
+            "failure_rate": float(rate),
+            "max_failure_rate": float(settings.max_failure_rate),
+            "failures": s.failures,
+            "empty_outputs": empty,
+            "evaluated": s.evaluated,
+        },
     )
 
-    if QUALITY_CHECK in check_names(node):
-        quality = metadata.get("quality")
-        if quality is None:
-            # Nothing to compare with on this batch: the chosen config is the champion and
-            # there are no labels. Passing says "no evidence against", the metadata says why.
-            out.append(
-                dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=QUALITY_CHECK,
-                    passed=True,
-                    severity=settings.severity(QUALITY_CHECK),
-                    description="not measured on this batch: no labels, and the champion ran",
-                    metadata={**where, "measured": False},
-                )
-            )
-        else:
-            score = float(getattr(quality, "value", quality))
-            source = metadata.get("quality_source")
-            out.append(
-                dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=QUALITY_CHECK,
-                    passed=score >= settings.min_quality,
-                    severity=settings.severity(QUALITY_CHECK),
-                    metadata={
-                        **where,
-                        "measured": True,
-                        "quality": score,
-                        "min_quality": float(settings.min_quality),
-                        "quality_source": str(getattr(source, "value", source) or ""),
-                    },
-                )
-            )
-    return out
+
+def _quality_finding(
+    settings: CheckSettings, quality: QualityCounts | None, source: str
+) -> _Finding:
+    if quality is None:
+        # Nothing to compare with on this batch: the chosen config is the champion and
+        # there are no labels. Passing says "no evidence against", the metadata says why.
+        return _Finding(
+            True,
+            {"measured": False},
+            "not measured on this batch: no labels, and the champion ran",
+        )
+    score = float(quality.score)
+    return _Finding(
+        score >= settings.min_quality,
+        {
+            "measured": True,
+            "quality": score,
+            "min_quality": float(settings.min_quality),
+            "quality_source": source,
+        },
+    )

@@ -30,7 +30,7 @@ from optimizer import parse_policy
 from pz_dagster.operators.registry import strategy_names
 from pz_dagster.orchestration.compiler import CompiledQuery
 from pz_dagster.orchestration.definitions import build_definitions
-from pz_dagster.orchestration.planning import OptimizerResource
+from pz_dagster.orchestration.optimization import OptimizerResource
 from pz_dagster.orchestration.resources import (
     LocalLlamaModel,
     ModelPrice,

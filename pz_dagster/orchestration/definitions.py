@@ -19,7 +19,7 @@ from pz_dagster.orchestration.keys import (
     OPTIMIZER_KEY,
     STORE_KEY,
 )
-from pz_dagster.orchestration.planning import OptimizerResource
+from pz_dagster.orchestration.optimization import OptimizerResource
 from pz_dagster.orchestration.resources import (
     EmbeddingResource,
     LocalEmbeddingResource,
@@ -31,7 +31,6 @@ from pz_dagster.orchestration.resources import (
 )
 from pz_dagster.orchestration.schedules import build_refresh_schedule, build_summary_schedule
 from pz_dagster.orchestration.sensors import build_new_documents_sensor
-from pz_dagster.orchestration.source_assets import describe_tables
 from pz_dagster.query.dataset import Dataset
 
 
@@ -58,7 +57,7 @@ def build_definitions(
     """Assets, job and new-documents sensor of a query, with its resources. ``optimizer`` sets
     the policy, the strategies to choose among and the labels to judge quality by; ``checks``
     the thresholds and severities of the asset checks. The columns of the query's DuckDB tables
-    are read here (``describe_tables``), before it is compiled. ``refresh_cron`` adds a schedule (stopped
+    are read when it is compiled. ``refresh_cron`` adds a schedule (stopped
     until turned on) that re-materializes every batch (``build_refresh_schedule``),
     ``summary_cron`` one for the operators over all batches (``build_summary_schedule``).
 
@@ -68,7 +67,7 @@ def build_definitions(
     """
     model = model or LocalLlamaModel()
     compiled = compile_query(
-        describe_tables(dataset),
+        dataset,
         name,
         model_pool=model.pool if isinstance(model, VLLMModel) else None,
         checks=checks,

@@ -13,7 +13,7 @@ from pz_dagster.errors import SourceError
 from pz_dagster.operators.base import OperatorResult, OperatorStats
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.keys import IO_MANAGER_KEY
-from pz_dagster.orchestration.metadata import operator_metadata
+from pz_dagster.orchestration.metadata import source_metadata
 from pz_dagster.orchestration.resources import RecordStoreResource
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan
@@ -109,16 +109,14 @@ def source_asset(
         )
         stats.passed_through_errors = sum(1 for r in records if r["error"])
         result = OperatorResult(records, stats, strategy="read")
-        md = operator_metadata(
-            node.kind, result, columns, time.perf_counter() - start, with_selectivity=False
-        )
+        md = source_metadata(node, result, time.perf_counter() - start)
         md["read_errors"] = stats.passed_through_errors
         if stats.passed_through_errors:
             context.log.warning(
                 f"{stats.passed_through_errors} item(s) could not be read; see the error column"
             )
         yield dg.Output(to_table(records, columns), metadata=md)
-        yield from evaluate(node, key, result, md, checks, context.partition_key)
+        yield from evaluate(node, key, result, checks, context.partition_key)
 
     return _source
 
@@ -141,9 +139,8 @@ def table_asset(query: str, node: plan.TableSource, checks: CheckSettings):
         n = len(records)
         stats = OperatorStats(records_in=n, records_out=n, evaluated=n)
         result = OperatorResult(records, stats, strategy="read")
-        seconds = time.perf_counter() - start
-        md = operator_metadata(node.kind, result, columns, seconds, with_selectivity=False)
+        md = source_metadata(node, result, time.perf_counter() - start)
         yield dg.Output(to_table(records, columns), metadata=md)
-        yield from evaluate(node, key, result, md, checks, None)
+        yield from evaluate(node, key, result, checks, None)
 
     return _table

@@ -299,120 +299,110 @@ class OpenAISimulator:
         return 200, delay, text
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        sim = self
+        return type("Handler", (_Handler,), {"sim": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-                pass
+_ERRORS = {404: "model {model!r} not found", 429: "rate limited", 500: "simulated error"}
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if status == 429:
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(data)
-                with sim._lock:
-                    sim.statuses[status] += 1
 
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/v1/models":
-                    self._send(
-                        200,
-                        {
-                            "object": "list",
-                            "data": [{"id": m, "object": "model"} for m in sim.models],
-                        },
-                    )
-                else:
-                    self._send(404, {"error": {"message": "not found"}})
+class _Handler(BaseHTTPRequestHandler):
+    """The simulator's HTTP side; ``sim`` is set on a subclass per simulator."""
 
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except json.JSONDecodeError:
-                    self._send(400, {"error": {"message": "body is not JSON"}})
-                    return
-                # servers route on the path; a query string (api-version, a key) is not part of it
-                path = self.path.split("?", 1)[0].rstrip("/")
-                if path == "/v1/embeddings":
-                    self._send(200, simulated_embeddings(body))
-                    return
-                if path != "/v1/chat/completions":
-                    self._send(404, {"error": {"message": "not found"}})
-                    return
-                req = ChatRequest(
-                    model=str(body.get("model")),
-                    messages=list(body.get("messages") or []),
-                    schema=_schema_of(body),
-                    max_tokens=body.get("max_tokens"),
-                    body=body,
-                    authorization=self.headers.get("Authorization"),
-                )
-                with sim._lock:
-                    sim.in_flight += 1
-                    sim.max_in_flight = max(sim.max_in_flight, sim.in_flight)
-                try:
-                    status, delay, text = sim._decide(req)
-                    if delay:
-                        time.sleep(delay)
-                finally:
-                    with sim._lock:
-                        sim.in_flight -= 1
-                if status != 200:
-                    messages = {
-                        404: f"model {req.model!r} not found",
-                        429: "rate limited",
-                        500: "simulated error",
-                    }
-                    self._send(
-                        status, {"error": {"message": messages.get(status, "simulated failure")}}
-                    )
-                    return
-                out_tokens = approx_tokens(text or "")
-                finish = "stop"
-                if req.max_tokens is not None and out_tokens > req.max_tokens:
-                    text, finish = (text or "")[: req.max_tokens * 4], "length"
-                    out_tokens = req.max_tokens
-                self._send(
-                    200,
-                    {
-                        "id": f"chatcmpl-sim-{uuid.uuid4().hex[:12]}",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": req.model,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": finish,
-                                "message": {"role": "assistant", "content": text},
-                                **(
-                                    {
-                                        "logprobs": simulated_logprobs(
-                                            text or "",
-                                            sim.models[req.model].accuracy,
-                                            int(body.get("top_logprobs") or 1),
-                                        )
-                                    }
-                                    if body.get("logprobs")
-                                    else {}
-                                ),
-                            }
-                        ],
-                        "usage": {
-                            "prompt_tokens": approx_tokens(req.prompt),
-                            "completion_tokens": out_tokens,
-                            "total_tokens": approx_tokens(req.prompt) + out_tokens,
-                        },
-                    },
-                )
+    protocol_version = "HTTP/1.1"
+    sim: OpenAISimulator
 
-        return Handler
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.end_headers()
+        self.wfile.write(data)
+        with self.sim._lock:
+            self.sim.statuses[status] += 1
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            models = [{"id": m, "object": "model"} for m in self.sim.models]
+            self._send(200, {"object": "list", "data": models})
+        else:
+            self._send(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._send(400, {"error": {"message": "body is not JSON"}})
+            return
+        # servers route on the path; a query string (api-version, a key) is not part of it
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path == "/v1/embeddings":
+            self._send(200, simulated_embeddings(body))
+        elif path == "/v1/chat/completions":
+            self._chat(body)
+        else:
+            self._send(404, {"error": {"message": "not found"}})
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        sim = self.sim
+        req = ChatRequest(
+            model=str(body.get("model")),
+            messages=list(body.get("messages") or []),
+            schema=_schema_of(body),
+            max_tokens=body.get("max_tokens"),
+            body=body,
+            authorization=self.headers.get("Authorization"),
+        )
+        with sim._lock:
+            sim.in_flight += 1
+            sim.max_in_flight = max(sim.max_in_flight, sim.in_flight)
+        try:
+            status, delay, text = sim._decide(req)
+            if delay:
+                time.sleep(delay)
+        finally:
+            with sim._lock:
+                sim.in_flight -= 1
+        if status != 200:
+            message = _ERRORS.get(status, "simulated failure").format(model=req.model)
+            self._send(status, {"error": {"message": message}})
+            return
+        self._send(200, self._completion(req, text))
+
+    def _completion(self, req: ChatRequest, text: str | None) -> dict[str, Any]:
+        """The chat-completion payload answering ``req`` with ``text`` (cut at max_tokens)."""
+        out_tokens = approx_tokens(text or "")
+        finish = "stop"
+        if req.max_tokens is not None and out_tokens > req.max_tokens:
+            text, finish = (text or "")[: req.max_tokens * 4], "length"
+            out_tokens = req.max_tokens
+        choice: dict[str, Any] = {
+            "index": 0,
+            "finish_reason": finish,
+            "message": {"role": "assistant", "content": text},
+        }
+        if req.body.get("logprobs"):
+            top = int(req.body.get("top_logprobs") or 1)
+            accuracy = self.sim.models[req.model].accuracy
+            choice["logprobs"] = simulated_logprobs(text or "", accuracy, top)
+        return {
+            "id": f"chatcmpl-sim-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.model,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": approx_tokens(req.prompt),
+                "completion_tokens": out_tokens,
+                "total_tokens": approx_tokens(req.prompt) + out_tokens,
+            },
+        }
 
 
 def main(argv: list[str] | None = None) -> None:
