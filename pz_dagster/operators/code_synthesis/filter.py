@@ -9,13 +9,12 @@ line of the document); the lexical proxy is the code-free alternative for keywor
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Unpack
 
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
-from pz_dagster.operators.code_synthesis.run import SAMPLE_SIZE, run_synthesis
-from pz_dagster.operators.code_synthesis.sandbox import SandboxLimits
+from pz_dagster.operators.code_synthesis.run import SynthesisOptions, run_synthesis
 from pz_dagster.operators.filter import direct_filter
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.query.plan import SemanticFilter
@@ -46,13 +45,7 @@ def code_synthesis_filter(
     records: list[Record],
     model: ChatModel,
     progress: Progress | None = None,
-    *,
-    functions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    sample_size: int = SAMPLE_SIZE,
-    candidates: int = 2,
-    min_precision: float = 0.3,
-    max_fallback: float = 0.5,
-    limits: SandboxLimits | None = None,
+    **options: Unpack[SynthesisOptions],
 ) -> OperatorResult:
     """Keep the records the synthesized functions (or, where they cannot tell, the model)
     judge to satisfy the predicate; failures pass on with the error set, counted."""
@@ -64,12 +57,7 @@ def code_synthesis_filter(
         lambda batch: _judge(node, batch, model),
         model,
         progress,
-        functions=functions,
-        sample_size=sample_size,
-        candidates=candidates,
-        min_precision=min_precision,
-        max_fallback=max_fallback,
-        limits=limits,
+        **options,
     )
     emitted: dict[int, Record] = dict(failed)
     for k, (i, record) in enumerate(ok):

@@ -6,13 +6,11 @@ answers and its code; the functions run on the whole document.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Unpack
 
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
-from pz_dagster.operators.code_synthesis.run import SAMPLE_SIZE, run_synthesis
-from pz_dagster.operators.code_synthesis.sandbox import SandboxLimits
+from pz_dagster.operators.code_synthesis.run import SynthesisOptions, run_synthesis
 from pz_dagster.operators.map import direct_map
 from pz_dagster.operators.prompts import FIELD_CHUNK_CHARS, field_chunks, render_fields
 from pz_dagster.query.plan import SemanticMap
@@ -32,13 +30,8 @@ def code_synthesis_map(
     model: ChatModel,
     progress: Progress | None = None,
     *,
-    functions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    sample_size: int = SAMPLE_SIZE,
-    candidates: int = 2,
-    min_precision: float = 0.3,
-    max_fallback: float = 0.5,
-    limits: SandboxLimits | None = None,
     chunk_chars: int | None = FIELD_CHUNK_CHARS,
+    **options: Unpack[SynthesisOptions],
 ) -> OperatorResult:
     """Extract the map's fields with synthesized functions (steps 1-4 of ``run``'s docstring).
     ``chunk_chars``: the model reads only the chunks of this size that name a field, for its
@@ -63,12 +56,7 @@ def code_synthesis_map(
         judge,
         model,
         progress,
-        functions=functions,
-        sample_size=sample_size,
-        candidates=candidates,
-        min_precision=min_precision,
-        max_fallback=max_fallback,
-        limits=limits,
+        **options,
         shown=shown,
     )
     emitted: dict[int, Record] = {i: {**r, **dict.fromkeys(types)} for i, r in failed}

@@ -204,11 +204,8 @@ def decided_fields(
 
 
 def decide(
-    functions: Mapping[str, Sequence[ScoredFunction]],
-    outputs: Mapping[str, list[list[Any]]],
-    types: Mapping[str, tuple[str, str]],
-    k: int,
+    got: Mapping[str, Any], types: Mapping[str, tuple[str, str]]
 ) -> tuple[dict[str, Any], bool]:
-    """Record ``k``'s voted values and whether every field was decided."""
-    got = decided_fields(functions, outputs, types, k)
+    """A record's values of every field from those ``decided_fields`` found (None where the
+    functions could not tell), and whether every field was decided."""
     return {field: got.get(field) for field in types}, len(got) == len(types)

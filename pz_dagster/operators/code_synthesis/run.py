@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as default
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from optimizer.quality import normalize
 from pz_dagster.models.base import ChatModel, Usage
@@ -119,6 +119,24 @@ class SynthesisRun:
         }
 
 
+class SynthesisOptions(TypedDict, total=False):
+    """The settings the optimizer may pass to a code-synthesis map or filter (``params``).
+
+    ``functions``: functions synthesized for an earlier batch, tried first; ``sample_size``:
+    records the model answers to synthesize from (default ``SAMPLE_SIZE``); ``candidates``:
+    functions asked for per field (2); ``min_precision``: a function's agreement with the
+    model's answers to be kept (0.3); ``max_fallback``: the fraction of records the reused
+    functions may leave to the model before it synthesizes anew (0.5); ``limits``: the
+    sandbox's."""
+
+    functions: Mapping[str, Sequence[Mapping[str, Any]]] | None
+    sample_size: int
+    candidates: int
+    min_precision: float
+    max_fallback: float
+    limits: SandboxLimits | None
+
+
 def run_synthesis(
     fields: Mapping[str, tuple[str, str]],
     records: Sequence[Record],
@@ -127,27 +145,31 @@ def run_synthesis(
     model: ChatModel,
     progress: Progress | None,
     *,
-    functions: Mapping[str, Sequence[Mapping[str, Any]]] | None,
-    sample_size: int,
-    candidates: int,
-    min_precision: float,
-    max_fallback: float,
-    limits: SandboxLimits | None,
     shown: Callable[[str], str] = lambda text: text,
+    **options: Unpack[SynthesisOptions],
 ) -> SynthesisRun:
     """Steps 1-4 of the module docstring over healthy ``records`` (``texts``: what the
     functions read of each; ``shown(text)``: what the model reads of it when asked for code,
     as ``judge`` does when it answers), for a map's fields or a filter's single yes/no
     "field"."""
+    functions = options.get("functions")
+    sample_size = options.get("sample_size", SAMPLE_SIZE)
+    candidates = options.get("candidates", 2)
+    min_precision = options.get("min_precision", 0.3)
+    max_fallback = options.get("max_fallback", 0.5)
     run = SynthesisRun(reused=bool(functions))
-    with Sandbox(limits or SandboxLimits()) as box:
+    with Sandbox(options.get("limits") or SandboxLimits()) as box:
         pool = Pool(fields, texts, box, min_precision)
         for field, fs in functions_from(functions or {}).items():
             for f in fs:
                 if field in fields:
                     pool.add(field, f)
         kept, outputs = pool.chosen()
-        undecided = sum(1 for k in range(len(texts)) if not decide(kept, outputs, fields, k)[1])
+        undecided = sum(
+            1
+            for k in range(len(texts))
+            if not decide(decided_fields(kept, outputs, fields, k), fields)[1]
+        )
         if not any(kept.values()) or (texts and undecided / len(texts) > max_fallback):
             run.reused = False
             pool = Pool(fields, texts, box, min_precision)
@@ -164,7 +186,7 @@ def run_synthesis(
         ask: list[int] = []
         round_size = first_round(model)
         for done, k in enumerate(todo, start=1):
-            values, decided = decide(kept, outputs, fields, k)
+            values, decided = decide(decided_fields(kept, outputs, fields, k), fields)
             if decided:
                 run.values[k] = values
             else:
