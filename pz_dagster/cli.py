@@ -40,9 +40,11 @@ from pz_dagster.errors import PzError
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.compiler import (
     CompiledQuery,
+    asset_keys,
     segment_of,
 )
 from pz_dagster.orchestration.component import PzQueryComponent
+from pz_dagster.orchestration.filter_chain import filter_runs
 from pz_dagster.orchestration.keys import (
     MODEL_KEY,
     OPTIMIZER_KEY,
@@ -61,6 +63,7 @@ from pz_dagster.orchestration.runs import (
 )
 from pz_dagster.orchestration.store import RecordStore, view_name
 from pz_dagster.tuning.history import HistoryRecord, metadata_value
+from pz_dagster.tuning.ordering import estimates_of, order_filters
 from pz_dagster.tuning.planning import OPTIMIZED, plan_operator
 
 # Tables stay readable when output is piped (rich assumes 80 columns without a terminal).
@@ -255,6 +258,26 @@ def explain(module: str, query_file: Path | None, home: str | None) -> None:
         f"{instance_dir()})"
     )
     console.print(decision.explain(), markup=False)
+    _print_filter_orders(chain, history, model.profiles(), optimizer)  # type: ignore[arg-type]
+
+
+def _print_filter_orders(
+    chain: tuple[Any, ...],
+    history: dict[str, Any],
+    profiles: list[Any],
+    optimizer: OptimizerResource,
+) -> None:
+    """The order each run of adjacent semantic filters would take on the next batch."""
+    for run in filter_runs(chain):
+        decisions = {
+            f.name: plan_operator(f, chain, history, profiles, optimizer, [], None) for f in run
+        }
+        names = [f.name for f in run]
+        ranked = order_filters(estimates_of(names, decisions, optimizer.get_policy()))
+        console.print(
+            "\n[bold]filter order of the next batch[/bold]: "
+            + ", ".join(f"{f.name} (rank {f.rank:.3g} {f.basis})" for f in ranked)
+        )
 
 
 @main.command()
@@ -436,8 +459,8 @@ def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition
     table.add_column("model / strategy")
     for k in SUMMARY_KEYS:
         table.add_column(k, justify="right")
-    for asset in (a for a in query.assets if a.partitions_def is not None):
-        key = asset.key
+    per_batch = [a for a in query.assets if a.partitions_def is not None]
+    for key in (k for a in per_batch for k in asset_keys(a)):
         recs = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
         ).records

@@ -7,6 +7,7 @@ import dagster as dg
 
 from pz_dagster.errors import PlanError
 from pz_dagster.orchestration.checks import CheckSettings
+from pz_dagster.orchestration.filter_chain import filter_chain_asset, filter_runs
 from pz_dagster.orchestration.operator_assets import operator_asset
 from pz_dagster.orchestration.source_assets import describe_tables, source_asset, table_asset
 from pz_dagster.query import plan, rewrites
@@ -76,10 +77,21 @@ def _chain(
         assert isinstance(source, plan.TableSource)
         batch, whole = [], [table_asset(query, source, checks)]
     partitioned = parts is not None
+    runs = {run[0].name: run for run in filter_runs(lineage[1:])}
+    in_run: set[str] = set()  # filters compiled with the first of their run
     for n in lineage[1:]:
         assert isinstance(n, plan.UnaryNode)
         starts_global = partitioned and isinstance(n, plan.GlobalNode)
         partitioned = partitioned and not starts_global
+        if n.name in in_run:
+            continue
+        if partitioned and n.name in runs:
+            # adjacent filters of a batch: one multi-asset that orders them per batch
+            run = runs[n.name]
+            in_run |= {f.name for f in run}
+            chain = segment_of(lineage, n)
+            batch.append(filter_chain_asset(query, run, parts, pool, chain=chain, checks=checks))
+            continue
         right_manifest = None
         if isinstance(n, plan.SemanticJoin):
             assert n.right is not None
@@ -101,6 +113,11 @@ def _chain(
     return batch, whole
 
 
+def asset_keys(asset: dg.AssetsDefinition) -> list[dg.AssetKey]:
+    """The keys of one of a query's assets in plan order (a filter chain has several)."""
+    return list(asset.keys_by_output_name.values())
+
+
 def segment_of(lineage: list[plan.PlanNode], node: plan.PlanNode) -> tuple[plan.PlanNode, ...]:
     """The operators that run with ``node`` on the same partitions (per batch, or after the
     first operator over all batches), without the source: the plan the optimizer prices."""
@@ -113,7 +130,7 @@ def segment_of(lineage: list[plan.PlanNode], node: plan.PlanNode) -> tuple[plan.
 def _batch_job(query: str, name: str, assets: list[dg.AssetsDefinition], what: str) -> Any:
     return dg.define_asset_job(
         name,
-        selection=dg.AssetSelection.assets(*[a.key for a in assets]),
+        selection=dg.AssetSelection.assets(*[k for a in assets for k in a.keys]),
         description=f"Run query {query!r} on one batch of {what}.",
     )
 
@@ -159,7 +176,7 @@ def compile_query(
     parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
     assets, global_assets = _chain(name, lineage, parts, model_pool, None, joined, checks)
     job = _batch_job(name, f"{name}_job", assets, source.location)
-    main = SourceBatches(source, parts, job, assets[-1].key)
+    main = SourceBatches(source, parts, job, asset_keys(assets[-1])[-1])
     return CompiledQuery(
         name,
         dataset,
@@ -186,7 +203,9 @@ def _whole_job(name: str, assets: list[dg.AssetsDefinition], description: str) -
     if not assets:
         return None
     return dg.define_asset_job(
-        name, selection=dg.AssetSelection.assets(*[a.key for a in assets]), description=description
+        name,
+        selection=dg.AssetSelection.assets(*[k for a in assets for k in a.keys]),
+        description=description,
     )
 
 
@@ -217,7 +236,7 @@ def _join_sides(
                 right_source,
                 rparts,
                 _batch_job(name, f"{name}_{right_source.name}_job", per_batch, right_source.path),
-                per_batch[-1].key,
+                asset_keys(per_batch[-1])[-1],
                 manifest=right_source.name,
             )
             joined_assets += per_batch

@@ -64,7 +64,7 @@ class OperatorConfig(dg.Config):
 
 
 @contextmanager
-def _progress(context: dg.AssetExecutionContext, name: str) -> Iterator[Progress]:
+def operator_progress(context: dg.AssetExecutionContext, name: str) -> Iterator[Progress]:
     """Progress of one operator: a log line every 10% (the UI's run log) and, when the run is
     in a terminal (``pz-dagster run``), a tqdm bar on stderr."""
     step = {"next": 0.0}
@@ -92,7 +92,7 @@ def response_cache(instance: dg.DagsterInstance) -> ResponseCache:
     return ResponseCache(Path(instance.storage_directory()) / "pz_response_cache")
 
 
-class _Clients:
+class ModelClients:
     """The model clients of one run of an asset, made on first use; chat answers come from the
     response cache when ``use_cache`` (closed with ``cleanup``)."""
 
@@ -117,7 +117,7 @@ class _Clients:
 
 
 @dataclass(frozen=True)
-class _OperatorBody:
+class OperatorBody:
     """An operator asset's body: Dagster's context and inputs in, tuning's step, its output
     and checks out."""
 
@@ -159,8 +159,8 @@ class _OperatorBody:
         right: pa.Table | None,
     ) -> StepResult:
         with ExitStack() as cleanup:
-            progress = cleanup.enter_context(_progress(context, self.node.name))
-            clients = _Clients(context, config.use_cache, cleanup)
+            progress = cleanup.enter_context(operator_progress(context, self.node.name))
+            clients = ModelClients(context, config.use_cache, cleanup)
             try:
                 return run_operator_step(
                     self.node,
@@ -176,7 +176,7 @@ class _OperatorBody:
                 raise unanswered_failure(exc) from None
 
     def services(
-        self, context: dg.AssetExecutionContext, clients: _Clients, progress: Progress
+        self, context: dg.AssetExecutionContext, clients: ModelClients, progress: Progress
     ) -> StepServices:
         model = getattr(context.resources, MODEL_KEY) if needs_model(self.node) else None
         return StepServices(
@@ -293,7 +293,7 @@ def operator_asset(
     (``right_manifest``). ``chain``: the operators the optimizer prices with this one."""
     checks = checks or CheckSettings()
     key = dg.AssetKey([query, node.name])
-    body = _OperatorBody(query, node, key, parts, chain, checks)
+    body = OperatorBody(query, node, key, parts, chain, checks)
     ins = _ins(query, node, reads_all_partitions, manifest, right_manifest)
     decorate = _decorator(query, node, key, ins, parts, pool, checks)
     if "right" in ins:

@@ -11,8 +11,10 @@ only the order of operators, hence the asset dependencies, changes.
   Python map, project), so the model is called only for records that survive the limit.
 - ``push_down_projections``: columns a projection drops are dropped before the semantic
   operator below it when that operator does not read them (an early projection is added).
-- ``order_semantic_filters``: adjacent semantic filters run cheapest-per-record-dropped first
-  (rank = cost / (1 - selectivity)), with estimates from the optimizer or from priors.
+
+The order of adjacent semantic filters is not a rewrite: it depends on each filter's observed
+cost and selectivity, so it is chosen per batch when they run (``tuning.ordering``, in the
+filter chain's multi-asset), and the plan keeps their declared order.
 """
 
 from __future__ import annotations
@@ -25,14 +27,6 @@ from pz_dagster.query.nodes import PlanNode, UnaryNode
 from pz_dagster.query.relational import Filter, Limit, Map, Project
 from pz_dagster.query.schema import ERROR, RECORD_ID
 from pz_dagster.query.semantic import SemanticClassify, SemanticFilter, SemanticMap, SemanticNode
-
-# (cost per record, selectivity) of a node; the default prior makes every semantic filter alike,
-# so their declared order stands until observations say otherwise.
-Estimate = Callable[[PlanNode], tuple[float, float]]
-
-
-def prior_estimate(node: PlanNode) -> tuple[float, float]:
-    return (1.0, 0.5)
 
 
 def _rebuild(node: PlanNode, rewrite: Callable[[PlanNode], PlanNode]) -> PlanNode:
@@ -100,40 +94,24 @@ def push_down_projections(node: PlanNode) -> PlanNode:
     return _rebuild(node, narrow)
 
 
-def order_semantic_filters(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
-    def rank(n: PlanNode) -> float:
-        cost, selectivity = estimate(n)
-        return cost / max(1.0 - selectivity, 1e-9)
-
-    def swap(n: PlanNode) -> PlanNode:
-        p = n.parent
-        if isinstance(n, SemanticFilter) and isinstance(p, SemanticFilter) and rank(n) < rank(p):
-            reads_ok = set(n.depends_on) <= set(p.parent.columns)
-            if reads_ok:
-                return p.with_input(order_semantic_filters(n.with_input(p.parent), estimate))
-        return n
-
-    return _rebuild(node, swap)
-
-
-def optimize_join_inputs(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
+def optimize_join_inputs(node: PlanNode) -> PlanNode:
     """The right side of every join, optimized too (the passes above only walk parents)."""
 
     def right(n: PlanNode) -> PlanNode:
         if isinstance(n, SemanticJoin) and n.right is not None:
-            better = optimize(n.right, estimate)
+            better = optimize(n.right)
             return n if better == n.right else replace(n, right=better)
         return n
 
     return _rebuild(node, right)
 
 
-def optimize(node: PlanNode, estimate: Estimate = prior_estimate) -> PlanNode:
+def optimize(node: PlanNode) -> PlanNode:
     """Apply every pass until the plan stops changing."""
-    node = optimize_join_inputs(node, estimate)
+    node = optimize_join_inputs(node)
     for _ in range(100):
         new = push_down_limits(push_down_filters(node))
-        new = order_semantic_filters(push_down_projections(new), estimate)
+        new = push_down_projections(new)
         if new == node:
             return new
         node = new

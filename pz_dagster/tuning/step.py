@@ -319,7 +319,6 @@ def run_operator_step(
     on ``model`` as given (``right``: a join's other side). Raises ``EndpointUnanswered`` when
     at least ``max_failed_fraction`` of the evaluated records got no answer."""
     start = time.perf_counter()
-    planned = assessment = None
     if settings is not None and isinstance(node, OPTIMIZED):
         planned = plan_step(
             node,
@@ -332,24 +331,53 @@ def run_operator_step(
             model=model,
             runs_ahead=runs_ahead,
         )
-        result = run_planned(node, records, services, planned)
-    else:
-        result = run_as_given(node, records, services, strategy, model, right)
-    check_answered(node.name, result.stats, max_failed_fraction)
-    if planned is not None and settings is not None:
-        assessment = assess(
+        return run_planned_step(
             node,
             records,
-            result,
-            planned.decision,
-            services.client_for,
+            services,
+            planned,
             settings,
-            services.log.warning,
-            history=planned.recorded,
-            scorer=planned.scorer,
+            max_failed_fraction=max_failed_fraction,
+            planning_seconds=time.perf_counter() - start,
         )
-    record = history_record(node, result, planned.config if planned else None, assessment)
-    seconds = time.perf_counter() - start
+    result = run_as_given(node, records, services, strategy, model, right)
+    check_answered(node.name, result.stats, max_failed_fraction)
+    record = history_record(node, result)
+    md = step_metadata(node, result, record, services, time.perf_counter() - start)
+    _warn_about(node, result.stats, services.log)
+    return StepResult(result, record, md)
+
+
+def run_planned_step(
+    node: plan.UnaryNode,
+    records: list[Record],
+    services: StepServices,
+    planned: OperatorPlan,
+    settings: TuningSettings,
+    *,
+    max_failed_fraction: float = 1.0,
+    planning_seconds: float = 0.0,
+) -> StepResult:
+    """Run ``planned`` (from ``plan_step``) on ``records`` and assess it: the second half of
+    ``run_operator_step``, for a caller that plans several operators before running any (the
+    filters of a chain, planned on the chain's input, run on what the filters before kept).
+    ``planning_seconds`` is counted into the step's seconds."""
+    start = time.perf_counter()
+    result = run_planned(node, records, services, planned)
+    check_answered(node.name, result.stats, max_failed_fraction)
+    assessment = assess(
+        node,
+        records,
+        result,
+        planned.decision,
+        services.client_for,
+        settings,
+        services.log.warning,
+        history=planned.recorded,
+        scorer=planned.scorer,
+    )
+    record = history_record(node, result, planned.config, assessment)
+    seconds = time.perf_counter() - start + planning_seconds
     md = step_metadata(node, result, record, services, seconds, planned, assessment)
     _warn_about(node, result.stats, services.log)
-    return StepResult(result, record, md, planned.decision if planned else None)
+    return StepResult(result, record, md, planned.decision)

@@ -1,0 +1,208 @@
+"""Adjacent semantic filters over one per-batch input as one Dagster multi-asset: the asset
+graph stays as declared (one asset per filter, each with its own key, metadata, checks and
+history), while on each batch the filters run in the order their own estimates favour
+(``tuning.ordering``), each seeing only the records the filters run before it kept.
+
+Storage: every filter but the last declared one stores the records it kept among those it was
+shown; the last declared one stores the chain's output (the records that passed every filter),
+which is what it would hold in the declared order, so what reads it downstream is unchanged.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import dagster as dg
+import pyarrow as pa
+
+from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
+from pz_dagster.orchestration.keys import EMBEDDINGS_KEY, IO_MANAGER_KEY, MODEL_KEY, OPTIMIZER_KEY
+from pz_dagster.orchestration.metadata import materialization_metadata, unanswered_failure
+from pz_dagster.orchestration.operator_assets import (
+    ModelClients,
+    OperatorBody,
+    OperatorConfig,
+    operator_progress,
+)
+from pz_dagster.orchestration.store import to_table
+from pz_dagster.query import plan
+from pz_dagster.tuning.ordering import FilterEstimate, estimates_of, order_filters
+from pz_dagster.tuning.step import (
+    EndpointUnanswered,
+    OperatorPlan,
+    StepResult,
+    plan_step,
+    run_planned_step,
+)
+
+
+def filter_runs(ops: Sequence[plan.PlanNode]) -> list[tuple[plan.SemanticFilter, ...]]:
+    """The maximal runs of at least two consecutive semantic filters in ``ops`` (each filter's
+    input is the one before it).
+
+    >>> from pz_dagster import Dataset
+    >>> ds = Dataset.from_directory("d").sem_filter("a").sem_filter("b").sem_map(
+    ...     [{"name": "x", "type": "str", "desc": "x"}]).sem_filter("c")
+    >>> [[f.name for f in run] for run in filter_runs(ds.node.lineage()[1:])]
+    [['sem_filter_1', 'sem_filter_2']]
+    """
+    runs: list[tuple[plan.SemanticFilter, ...]] = []
+    current: list[plan.SemanticFilter] = []
+    for n in [*ops, None]:
+        if isinstance(n, plan.SemanticFilter) and (not current or n.parent is current[-1]):
+            current.append(n)
+            continue
+        if len(current) >= 2:
+            runs.append(tuple(current))
+        current = [n] if isinstance(n, plan.SemanticFilter) else []
+    return runs
+
+
+@dataclass(frozen=True)
+class FilterChainBody:
+    """The multi-asset's body: plan every filter on the chain's input, order them by rank,
+    run them in that order, and yield each filter's output and checks."""
+
+    query: str
+    nodes: tuple[plan.SemanticFilter, ...]
+    parts: dg.DynamicPartitionsDefinition | None
+    chain: tuple[plan.PlanNode, ...]
+    checks: CheckSettings
+
+    def body(self, node: plan.SemanticFilter) -> OperatorBody:
+        key = dg.AssetKey([self.query, node.name])
+        return OperatorBody(self.query, node, key, self.parts, self.chain, self.checks)
+
+    def materialize(
+        self, context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        steps, order = self.run(context, config, upstream.to_pylist())
+        executed = [f.name for f in order]
+        final = steps[executed[-1]].records
+        partition = context.partition_key if context.has_partition_key else None
+        for node in self.nodes:
+            step, at = steps[node.name], executed.index(node.name)
+            stored = final if node is self.nodes[-1] else step.records
+            md = step.metadata | {
+                "filter_order": at + 1,
+                "filter_chain": executed,
+                "filter_rank": order[at].rank,
+                "filter_rank_basis": order[at].basis,
+                "records_stored": len(stored),
+            }
+            columns = plan.column_types(node)
+            yield dg.Output(
+                to_table(stored, columns),
+                output_name=node.name,
+                metadata=materialization_metadata(md, len(stored), columns),
+            )
+            run = step.record.run
+            key = dg.AssetKey([self.query, node.name])
+            yield from evaluate(
+                node, key, step.result, self.checks, partition, run.quality, run.quality_source
+            )
+
+    def run(
+        self, context: dg.AssetExecutionContext, config: OperatorConfig, records: list[dict]
+    ) -> tuple[dict[str, StepResult], list[FilterEstimate]]:
+        """Each filter's step, by name, and the order they ran in."""
+        settings = getattr(context.resources, OPTIMIZER_KEY)
+        by_name = {n.name: n for n in self.nodes}
+        steps: dict[str, StepResult] = {}
+        with ExitStack() as cleanup:
+            clients = ModelClients(context, config.use_cache, cleanup)
+            plans = {n.name: self.plan(context, config, clients, n, records) for n in self.nodes}
+            decisions = {name: p.decision for name, p in plans.items()}
+            order = order_filters(estimates_of(list(by_name), decisions, settings.get_policy()))
+            context.log.info(
+                "filter order: "
+                + ", ".join(f"{f.name} (rank {f.rank:.3g} {f.basis})" for f in order)
+            )
+            shown = records
+            for f in order:
+                node, body = by_name[f.name], self.body(by_name[f.name])
+                progress = cleanup.enter_context(operator_progress(context, node.name))
+                try:
+                    steps[node.name] = run_planned_step(
+                        node,
+                        shown,
+                        body.services(context, clients, progress),
+                        plans[node.name],
+                        settings,
+                        max_failed_fraction=config.max_failed_fraction,
+                    )
+                except EndpointUnanswered as exc:
+                    raise unanswered_failure(exc) from None
+                shown = steps[node.name].records
+        return steps, order
+
+    def plan(
+        self,
+        context: dg.AssetExecutionContext,
+        config: OperatorConfig,
+        clients: ModelClients,
+        node: plan.SemanticFilter,
+        records: list[dict],
+    ) -> OperatorPlan:
+        """``node``'s plan from its own history, on the chain's input records."""
+        body = self.body(node)
+        tuning = body.tuning(context)
+        return plan_step(
+            node,
+            records,
+            body.services(context, clients, None),
+            tuning["settings"],
+            tuning["history"],
+            tuning["chain"],
+            strategy=config.strategy,
+            model=config.model,
+            runs_ahead=tuning["runs_ahead"],
+        )
+
+
+def filter_chain_asset(
+    query: str,
+    nodes: tuple[plan.SemanticFilter, ...],
+    parts: dg.DynamicPartitionsDefinition | None,
+    pool: str | None,
+    *,
+    chain: tuple[plan.PlanNode, ...],
+    checks: CheckSettings | None = None,
+) -> dg.AssetsDefinition:
+    """One multi-asset for adjacent semantic filters ``nodes`` (declared order): an output,
+    asset key and checks per filter, each filter depending on the one declared before it. Its
+    run config (``OperatorConfig``) applies to every filter of the chain."""
+    checks = checks or CheckSettings()
+    keys = [dg.AssetKey([query, n.name]) for n in nodes]
+    upstream = dg.AssetKey([query, nodes[0].parent.name])
+    body = FilterChainBody(query, nodes, parts, chain, checks)
+
+    @dg.multi_asset(
+        name=f"{query}__{nodes[0].name}__to__{nodes[-1].name}",
+        outs={
+            n.name: dg.AssetOut(
+                key=k,
+                io_manager_key=IO_MANAGER_KEY,
+                description=n.describe(),
+                kinds={"pz", "llm"},
+            )
+            for n, k in zip(nodes, keys, strict=True)
+        },
+        ins={"upstream": dg.AssetIn(key=upstream)},
+        internal_asset_deps={
+            n.name: {before} for n, before in zip(nodes, [upstream, *keys], strict=False)
+        },
+        check_specs=[
+            s for n, k in zip(nodes, keys, strict=True) for s in check_specs(n, k, checks)
+        ],
+        partitions_def=parts,
+        required_resource_keys={MODEL_KEY, EMBEDDINGS_KEY, OPTIMIZER_KEY},
+        group_name=query,
+        pool=pool,
+    )
+    def _filters(
+        context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        yield from body.materialize(context, config, upstream)
+
+    return _filters
