@@ -98,7 +98,7 @@ def run_once(
     if policy is None:  # the baseline: the champion, direct, pinned by run config
         op_config |= {"model": model.model, "strategy": "direct"}
     run_config = {
-        "ops": {f"enron__{n}": {"config": op_config} for n in SEMANTIC},
+        "ops": {query.op_name(n): {"config": op_config} for n in SEMANTIC},
         "loggers": {"console": {"config": {"log_level": "ERROR"}}},
     }
     dollars = calls = model_seconds = tokens = 0.0

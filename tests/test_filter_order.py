@@ -202,3 +202,39 @@ def test_rank_is_cost_per_record_dropped_and_ties_keep_the_declared_order():
             [FilterEstimate("dear", 10.0, 0.5), FilterEstimate("cheap", 1.0, 0.9)]
         )
     ] == ["cheap", "dear"]
+
+
+def test_one_filter_of_a_chain_is_pinned_by_name_and_a_wrong_name_is_refused(
+    emails: Path, tmp_path: Path
+):
+    store = tmp_path / "store"
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        defs, q = build_definitions(
+            two_filters(emails),
+            "pin",
+            model=model(sim),
+            optimizer=OptimizerResource(strategies=["direct"]),
+            store_root=str(store),
+        )
+        job = defs.resolve_job_def(q.job.name)
+        op = q.op_name("narrow")
+        assert op == q.op_name("broad") == "pin__broad__to__narrow"
+        with dg.instance_for_test() as instance:
+            b1, _ = (b.key for b in register_partitions(RecordStore(store), q, instance))
+            pinned = {
+                "ops": {op: {"config": {"filters": {"narrow": {"strategy": "chain_of_thought"}}}}}
+            }
+            assert job.execute_in_process(
+                partition_key=b1, instance=instance, run_config=pinned
+            ).success
+            got = {n: metadata(instance, q.asset_key(n), b1) for n in ("broad", "narrow")}
+            wrong = {"ops": {op: {"config": {"filters": {"narorw": {"strategy": "direct"}}}}}}
+            failed = job.execute_in_process(
+                partition_key=b1, instance=instance, run_config=wrong, raise_on_error=False
+            )
+    assert got["narrow"]["physical_config"]["strategy"] == "chain_of_thought"  # its own pin
+    assert got["broad"]["physical_config"]["strategy"] == "direct"  # the optimizer's choice
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "narorw" in message and "broad" in message and "narrow" in message

@@ -45,6 +45,15 @@ class CompiledQuery:
     def asset_key(self, node_name: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, node_name])
 
+    def op_name(self, node_name: str) -> str:
+        """The op that materializes a node's asset: where its run config goes
+        (``ops.<op>.config``). Adjacent semantic filters share one op."""
+        key = self.asset_key(node_name)
+        for asset in self.assets:
+            if key in asset.keys:
+                return asset.node_def.name
+        raise KeyError(f"no asset materializes {node_name!r} in query {self.name!r}")
+
     @property
     def batch_output_key(self) -> dg.AssetKey:
         """The last per-batch asset: a batch is done when it is materialized."""

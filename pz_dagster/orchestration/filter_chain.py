@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
+from pydantic import Field
 
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.keys import EMBEDDINGS_KEY, IO_MANAGER_KEY, MODEL_KEY, OPTIMIZER_KEY
@@ -22,11 +23,13 @@ from pz_dagster.orchestration.operator_assets import (
     ModelClients,
     OperatorBody,
     OperatorConfig,
+    RunStrategy,
     operator_progress,
 )
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan
 from pz_dagster.tuning.ordering import FilterEstimate, estimates_of, order_filters
+from pz_dagster.tuning.planning import AUTO
 from pz_dagster.tuning.step import (
     EndpointUnanswered,
     OperatorPlan,
@@ -58,6 +61,33 @@ def filter_runs(ops: Sequence[plan.PlanNode]) -> list[tuple[plan.SemanticFilter,
     return runs
 
 
+class FilterPin(dg.Config):
+    """One filter's own pin inside a chain's run config."""
+
+    strategy: RunStrategy = Field(
+        default=AUTO, description="This filter's strategy; auto: the chain's (or the optimizer's)."
+    )
+    model: str = Field(default="", description="This filter's model; empty: the chain's.")
+
+
+class FilterChainConfig(OperatorConfig):
+    """The run config of adjacent filters (launchpad: ops.<query>__<first>__to__<last>.config):
+    ``strategy``/``model`` pin every filter of the chain; ``filters`` pins one by name."""
+
+    filters: dict[str, FilterPin] = Field(
+        default={},
+        description="Per filter of the chain, by name: a strategy and/or model that pins that "
+        "filter alone, over the chain-wide strategy and model.",
+    )
+
+    def pin_of(self, name: str) -> tuple[str, str]:
+        """(strategy, model) that ``name`` runs under: its own pin, else the chain's."""
+        own = self.filters.get(name)
+        if own is not None and (own.strategy != AUTO or own.model):
+            return own.strategy, own.model
+        return self.strategy, self.model
+
+
 @dataclass(frozen=True)
 class FilterChainBody:
     """The multi-asset's body: plan every filter on the chain's input, order them by rank,
@@ -74,7 +104,7 @@ class FilterChainBody:
         return OperatorBody(self.query, node, key, self.parts, self.chain, self.checks)
 
     def materialize(
-        self, context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
+        self, context: dg.AssetExecutionContext, config: FilterChainConfig, upstream: pa.Table
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         steps, order = self.run(context, config, upstream.to_pylist())
         executed = [f.name for f in order]
@@ -103,11 +133,16 @@ class FilterChainBody:
             )
 
     def run(
-        self, context: dg.AssetExecutionContext, config: OperatorConfig, records: list[dict]
+        self, context: dg.AssetExecutionContext, config: FilterChainConfig, records: list[dict]
     ) -> tuple[dict[str, StepResult], list[FilterEstimate]]:
         """Each filter's step, by name, and the order they ran in."""
         settings = getattr(context.resources, OPTIMIZER_KEY)
         by_name = {n.name: n for n in self.nodes}
+        if unknown := sorted(set(config.filters) - set(by_name)):
+            raise dg.Failure(
+                f"the run config pins {unknown}, which are not filters of this chain; "
+                f"its filters: {list(by_name)}"
+            )
         steps: dict[str, StepResult] = {}
         with ExitStack() as cleanup:
             clients = ModelClients(context, config.use_cache, cleanup)
@@ -139,7 +174,7 @@ class FilterChainBody:
     def plan(
         self,
         context: dg.AssetExecutionContext,
-        config: OperatorConfig,
+        config: FilterChainConfig,
         clients: ModelClients,
         node: plan.SemanticFilter,
         records: list[dict],
@@ -147,6 +182,7 @@ class FilterChainBody:
         """``node``'s plan from its own history, on the chain's input records."""
         body = self.body(node)
         tuning = body.tuning(context)
+        strategy, model = config.pin_of(node.name)
         return plan_step(
             node,
             records,
@@ -154,8 +190,8 @@ class FilterChainBody:
             tuning["settings"],
             tuning["history"],
             tuning["chain"],
-            strategy=config.strategy,
-            model=config.model,
+            strategy=strategy,
+            model=model,
             runs_ahead=tuning["runs_ahead"],
         )
 
@@ -171,7 +207,7 @@ def filter_chain_asset(
 ) -> dg.AssetsDefinition:
     """One multi-asset for adjacent semantic filters ``nodes`` (declared order): an output,
     asset key and checks per filter, each filter depending on the one declared before it. Its
-    run config (``OperatorConfig``) applies to every filter of the chain."""
+    run config is a ``FilterChainConfig``."""
     checks = checks or CheckSettings()
     keys = [dg.AssetKey([query, n.name]) for n in nodes]
     upstream = dg.AssetKey([query, nodes[0].parent.name])
@@ -201,7 +237,7 @@ def filter_chain_asset(
         pool=pool,
     )
     def _filters(
-        context: dg.AssetExecutionContext, config: OperatorConfig, upstream: pa.Table
+        context: dg.AssetExecutionContext, config: FilterChainConfig, upstream: pa.Table
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         yield from body.materialize(context, config, upstream)
 
