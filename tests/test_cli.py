@@ -180,3 +180,18 @@ def test_run_and_export_a_query_declared_in_yaml(tmp_path: Path, mini_emails: Pa
         [str(SCRIPT), "explain", "--query", str(spec)], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 1 and "is not a valid query" in bad.stderr and "source" in bad.stderr
+
+
+def test_explain_shows_the_order_adjacent_filters_take_on_the_next_batch(project) -> None:
+    cli, root = project
+    two = QUERY_MODULE.replace(
+        '.sem_add_columns(\n        [{"name": "sender"',
+        '.sem_filter("The email is not a newsletter", depends_on="contents", name="personal")\n'
+        '    .sem_add_columns(\n        [{"name": "sender"',
+    )
+    assert two != QUERY_MODULE
+    (root / "pzq2.py").write_text(two)
+    out = cli("explain", "--module", "pzq2").stdout
+    # no history yet: equal priors keep the declared order
+    assert "filter order of the next batch: raptor (rank" in out, out
+    assert out.index("raptor (rank") < out.index("personal (rank")
