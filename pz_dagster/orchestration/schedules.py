@@ -45,15 +45,15 @@ def build_refresh_schedule(
     if latest < 1:
         raise ValueError(f"latest must be at least 1, got {latest}")
     source = query.sources[0]
-    semantic = {
-        query.asset_key(n.name) for n in query.plan.lineage()[1:] if n.kind.startswith("sem_")
+    per_batch = {
+        k for a in query.assets if a.partitions_def == source.partitions_def for k in a.keys
     }
     # op names, not asset keys: adjacent semantic filters share one op (a multi-asset)
     semantic_ops = sorted(
         {
-            a.node_def.name
-            for a in query.assets
-            if a.partitions_def == source.partitions_def and semantic & set(a.keys)
+            query.op_name(n.name)
+            for n in query.plan.lineage()[1:]
+            if n.kind.startswith("sem_") and query.asset_key(n.name) in per_batch
         }
     )
     run_config = (
