@@ -8,7 +8,7 @@ shown; the last declared one stores the chain's output (the records that passed 
 which is what it would hold in the declared order, so what reads it downstream is unchanged.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -28,6 +28,7 @@ from pz_dagster.orchestration.operator_assets import (
 )
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan
+from pz_dagster.tuning.history import NodeHistory
 from pz_dagster.tuning.ordering import FilterEstimate, estimates_of, order_filters
 from pz_dagster.tuning.planning import AUTO
 from pz_dagster.tuning.step import (
@@ -146,7 +147,11 @@ class FilterChainBody:
         steps: dict[str, StepResult] = {}
         with ExitStack() as cleanup:
             clients = ModelClients(context, config.use_cache, cleanup)
-            plans = {n.name: self.plan(context, config, clients, n, records) for n in self.nodes}
+            # one read of the event log: every filter of the chain prices the same segment
+            history = self.body(self.nodes[0]).history(context)
+            plans = {
+                n.name: self.plan(context, config, clients, n, records, history) for n in self.nodes
+            }
             decisions = {name: p.decision for name, p in plans.items()}
             order = order_filters(estimates_of(list(by_name), decisions, settings.get_policy()))
             context.log.info(
@@ -178,10 +183,11 @@ class FilterChainBody:
         clients: ModelClients,
         node: plan.SemanticFilter,
         records: list[dict],
+        history: Mapping[str, NodeHistory],
     ) -> OperatorPlan:
         """``node``'s plan from its own history, on the chain's input records."""
         body = self.body(node)
-        tuning = body.tuning(context)
+        tuning = body.tuning(context, history)
         strategy, model = config.pin_of(node.name)
         return plan_step(
             node,

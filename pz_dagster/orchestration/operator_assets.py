@@ -3,7 +3,7 @@
 the operator on the partition's records."""
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from pz_dagster.orchestration.optimization import read_history
 from pz_dagster.orchestration.resources import BATCHES_METADATA
 from pz_dagster.orchestration.store import to_table
 from pz_dagster.query import plan
+from pz_dagster.tuning.history import NodeHistory
 from pz_dagster.tuning.planning import AUTO, OPTIMIZED, RUNNABLE_STRATEGIES
 from pz_dagster.tuning.step import (
     EndpointUnanswered,
@@ -188,14 +189,22 @@ class OperatorBody:
             progress=progress,
         )
 
-    def tuning(self, context: dg.AssetExecutionContext) -> dict[str, Any]:
-        """What the optimizer plans with: its settings, the history of the chain's operators,
-        the plan it prices, and the batches still to come."""
+    def history(self, context: dg.AssetExecutionContext) -> dict[str, NodeHistory]:
+        """The history of the chain's operators, from the instance's event log."""
         optimizer = getattr(context.resources, OPTIMIZER_KEY)
         keys = {n.name: dg.AssetKey([self.query, n.name]) for n in self.chain}
+        return read_history(context.instance, keys, optimizer.history_limit)
+
+    def tuning(
+        self,
+        context: dg.AssetExecutionContext,
+        history: Mapping[str, NodeHistory] | None = None,
+    ) -> dict[str, Any]:
+        """What the optimizer plans with: its settings, the history of the chain's operators
+        (read now unless given), the plan it prices, and the batches still to come."""
         return {
-            "settings": optimizer,
-            "history": read_history(context.instance, keys, optimizer.history_limit),
+            "settings": getattr(context.resources, OPTIMIZER_KEY),
+            "history": self.history(context) if history is None else history,
             "chain": self.chain,
             "runs_ahead": self.runs_ahead(context),
         }
