@@ -4,6 +4,7 @@ malicious candidates are contained and dropped, and kept functions are reused.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -465,3 +466,45 @@ def test_a_sample_record_the_model_fails_on_is_decided_by_the_functions():
     assert not any(r.get("error") for r in result.records)
     assert result.records[3]["sender"] == "person3@enron.com"
     assert result.records[3]["subject"] == "Raptor update 3"
+
+
+def test_a_batch_with_no_records_asks_the_model_nothing():
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(GOOD)) as sim:
+        result = run_operator(node(), [], client(sim), strategy="code_synthesis")
+        assert sim.calls["sim"] == 0  # no document to write functions from
+    assert result.records == [] and result.extras["sample"] == 0
+
+
+def test_code_synthesis_is_explored_and_judged_on_a_small_labelled_sample(tmp_path):
+    """A map after selective filters sees a few records per batch: code synthesis is still
+    tried on them, and its functions' output is judged against the labels."""
+    folder = tmp_path / "emails"
+    folder.mkdir()
+    records = emails(3)
+    for r in records:
+        (folder / f"{r['record_id']}.txt").write_text(r["contents"])
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({f"{r['record_id']}.txt": truth(r["contents"]) for r in records}))
+    store = tmp_path / "store"
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle(GOOD)) as sim:
+        defs, q = build_definitions(
+            Dataset.from_directory(folder, batch_size=10).sem_add_columns(
+                FIELDS, depends_on="contents", name="extract"
+            ),
+            "small",
+            model=OpenAICompatibleModel(model="sim", base_url=sim.base_url),
+            store_root=str(store),
+            optimizer=OptimizerResource(
+                strategies=["direct", "code_synthesis"], labels_path=str(labels)
+            ),
+        )
+        with dg.instance_for_test() as instance:
+            (batch,) = register_partitions(RecordStore(store), q, instance)
+            res = defs.resolve_job_def(q.job.name).execute_in_process(
+                partition_key=batch.key, instance=instance
+            )
+            assert res.success
+            (md,) = chosen(instance, q.asset_key("extract"))
+    runs = {r["config"]["strategy"]: r for r in md["sample_runs"].value}
+    assert "code_synthesis" in runs, runs
+    assert runs["code_synthesis"]["quality_source"] == "labels"

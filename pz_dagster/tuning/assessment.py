@@ -5,6 +5,7 @@ prompts learn from; the next decision reads it all back from the history record.
 from __future__ import annotations
 
 import hashlib
+from itertools import zip_longest
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -14,7 +15,6 @@ from optimizer.thresholds import apply_threshold, learn_signed_threshold
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators import OperatorResult, run_operator
 from pz_dagster.operators.base import Record
-from pz_dagster.operators.code_synthesis.run import SAMPLE_SIZE as SYNTHESIS_SAMPLE
 from pz_dagster.operators.filter import EXAMPLE_CHARS
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.operators.proxy import PROXIES
@@ -31,27 +31,38 @@ from pz_dagster.tuning.planning import (
 )
 from pz_dagster.tuning.settings import TuningSettings
 
+# Fewest sample records code synthesis is explored on (see ``_explore``).
+MIN_SYNTHESIS_SAMPLE = 2
+
 
 def sample_of(records: Sequence[Record], n: int, labels: ValidationSet | None) -> list[Record]:
     """A deterministic sample, by a hash of the record id: only labelled records when the
     batch has any (they are judged against their labels, so exploring on them needs no
-    champion run for a reference), else any.
+    champion run for a reference), relevant and irrelevant ones in turn (a filter's F1 rests
+    on the relevant ones, a map's exact match only on them; a sample drawn blind from a
+    selective batch would hold none), else any.
 
     >>> recs = [{RECORD_ID: i} for i in "abcd"]
     >>> [r[RECORD_ID] for r in sample_of(recs, 3, ValidationSet({"b": None, "d": None}))]
     ['d', 'b']
+    >>> [r[RECORD_ID] for r in sample_of(recs, 2, ValidationSet({"a": {}, "b": None, "d": None}))]
+    ['a', 'd']
     >>> len(sample_of(recs, 3, ValidationSet({"x": None})))
     3
     """
-    ok = [r for r in records if not r.get(ERROR)]
-    if labels is not None and any(str(r[RECORD_ID]) in labels for r in ok):
-        ok = [r for r in ok if str(r[RECORD_ID]) in labels]
 
-    def order(r: Record) -> tuple[bool, str]:
-        rid = str(r[RECORD_ID])
-        return (labels is None or rid not in labels, hashlib.sha1(rid.encode()).hexdigest())
+    def digest(r: Record) -> str:
+        return hashlib.sha1(str(r[RECORD_ID]).encode()).hexdigest()
 
-    return sorted(ok, key=order)[:n]
+    ok = sorted((r for r in records if not r.get(ERROR)), key=digest)
+    labelled = [r for r in ok if labels is not None and str(r[RECORD_ID]) in labels]
+    if not labelled:
+        return ok[:n]
+    assert labels is not None
+    relevant = [r for r in labelled if labels.relevant(str(r[RECORD_ID]))]
+    irrelevant = [r for r in labelled if not labels.relevant(str(r[RECORD_ID]))]
+    turns = [r for pair in zip_longest(relevant, irrelevant) for r in pair if r is not None]
+    return turns[:n]
 
 
 def _kept(result: OperatorResult) -> set[str]:
@@ -257,9 +268,10 @@ def _explore(
             break
         if cand.strategy in PROXIES:  # judged on every partition, at no model cost
             continue
-        if cand.strategy == "code_synthesis" and len(sample.records) <= SYNTHESIS_SAMPLE:
-            # the model would answer the whole sample to write the functions, which would then
-            # answer none of it: a one-time cost that tells nothing of them
+        if cand.strategy == "code_synthesis" and len(sample.records) < MIN_SYNTHESIS_SAMPLE:
+            # one answer induces functions that can only agree with it: a cost that tells
+            # nothing of them. From two on, the functions induced from the answers decide the
+            # sample's records too (run_synthesis, step 4): what they output is judged.
             log(f"{node.name}: not exploring {cand.key} on a sample of {len(sample.records)}")
             continue
         try:

@@ -167,10 +167,13 @@ def synthesize(
     them to the pool, scored against the answers; then the candidates induced from the
     answers. Returns what writing them cost."""
     usage = Usage()
-    usable = [k for k in positions if not answers[k].get(ERROR)]
+    if not positions:  # no document to write from, no answer to score against
+        return usage
+    # documents the model answered, else (every answer failed) those it was asked about
+    usable = [k for k in positions if not answers[k].get(ERROR)] or list(positions)
     for field, (type_name, desc) in pool.fields.items():
         for c in range(candidates):
-            doc = shown(pool.texts[usable[c % len(usable)]]) if usable else ""
+            doc = shown(pool.texts[usable[c % len(usable)]])
             answer = model.complete(
                 synthesis_messages(field, type_name, desc, doc),
                 max_tokens=CODE_MAX_TOKENS,

@@ -170,7 +170,7 @@ def run_synthesis(
             for k in range(len(texts))
             if not decide(decided_fields(kept, outputs, fields, k), fields)[1]
         )
-        if not any(kept.values()) or (texts and undecided / len(texts) > max_fallback):
+        if texts and (not any(kept.values()) or undecided / len(texts) > max_fallback):
             run.reused = False
             pool = Pool(fields, texts, box, min_precision)
             picks = sample_indices([str(r.get(RECORD_ID)) for r in records], sample_size)
