@@ -14,11 +14,10 @@ predicate's terms falls as the predicate holds, and the learned polarity says so
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Sequence
-
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from optimizer.candidates import STRATEGIES
 from optimizer.thresholds import SignedThreshold
@@ -35,6 +34,15 @@ CHUNK_CHARS = 1500
 PROXIES = tuple(name for name, s in STRATEGIES.items() if not s.uses_model)
 
 
+@functools.cache
+def stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words. Imported on first use: scikit-learn takes seconds
+    to import (scipy.stats), and everything that imports the operators would pay for it."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return ENGLISH_STOP_WORDS
+
+
 def predicate_terms(predicate: str) -> tuple[list[str], list[str]]:
     """(quoted phrases, content words) of a predicate, lower-cased.
 
@@ -42,10 +50,11 @@ def predicate_terms(predicate: str) -> tuple[list[str], list[str]]:
     (['raptor', 'fat boy'], ['refers', 'scheme', 'raptor', 'fat', 'boy'])
     """
     quoted = [q.strip().lower() for q in re.findall(r'"([^"]+)"', predicate) if q.strip()]
+    ignored = stop_words() | SELF_WORDS
     words = [
         w
         for w in re.findall(r"[a-z][a-z0-9'-]+", predicate.lower())
-        if w not in ENGLISH_STOP_WORDS and w not in SELF_WORDS and len(w) > 2
+        if w not in ignored and len(w) > 2
     ]
     return quoted, list(dict.fromkeys(words))
 
