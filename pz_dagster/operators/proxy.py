@@ -23,7 +23,13 @@ from optimizer.candidates import STRATEGIES
 from optimizer.thresholds import SignedThreshold
 from pz_dagster.models.base import Usage
 from pz_dagster.models.embeddings import EmbeddingModel
-from pz_dagster.operators.base import OperatorResult, OperatorStats, Record, split_failed
+from pz_dagster.operators.base import (
+    OperatorResult,
+    OperatorStats,
+    Progress,
+    Record,
+    split_failed,
+)
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.query.plan import SemanticFilter
 
@@ -118,9 +124,11 @@ def proxy_filter(
     strategy: str,
     threshold: SignedThreshold,
     embedder: EmbeddingModel | None = None,
+    progress: Progress | None = None,
 ) -> OperatorResult:
     """Keep the records whose proxy score passes ``threshold``; records that arrived with an
-    error pass through unchanged, as with every operator."""
+    error pass through unchanged, as with every operator. ``progress`` hears of all of them
+    at once (scoring them is one step)."""
     start = time.perf_counter()
     ok, failed = split_failed(records)
     scores, usage = scores_for(strategy, node, [r for _, r in ok], embedder)
@@ -137,6 +145,8 @@ def proxy_filter(
         dollars=usage.dollars,
         seconds=time.perf_counter() - start,
     )
+    if progress:
+        progress(len(ok), len(ok), stats.usage)
     direction = ">=" if threshold.polarity > 0 else "<="
     return OperatorResult(
         out,
