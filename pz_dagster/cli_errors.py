@@ -1,6 +1,7 @@
 """How the `pz-dagster` CLI reports a mistake: one line that says what to fix, with every URL and
 secret-looking variable value redacted; `--verbose` (before or after the command) prints the
-traceback above that line.
+traceback above that line. Imported by `pz-dagster --help`: it imports no Dagster (that takes
+seconds), and finds Dagster's errors only where Dagster was imported.
 
 >>> one_line(ValueError("first\\n  second"))
 'ValueError: first second'
@@ -11,17 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import traceback
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import dagster as dg
 import yaml
 from pydantic import ValidationError
 
 from pz_dagster.errors import PzError
 from pz_dagster.redact import redact_text
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 VERBOSE = "pz_dagster.verbose"  # key in the root click context's meta
 VERBOSE_HELP = (
@@ -116,7 +120,8 @@ def one_line(exc: BaseException) -> str:
         name = getattr(getattr(exc, "problem_mark", None), "name", "") or ""
         where = f"{name}: " if name and not name.startswith("<") else ""
         return clean(where + yaml_problem(exc))
-    if isinstance(exc, dg.DagsterInvalidConfigError):
+    dagster = sys.modules.get("dagster")  # not imported: no Dagster error can have been raised
+    if dagster is not None and isinstance(exc, dagster.DagsterInvalidConfigError):
         return clean("; ".join(e.message for e in exc.errors) or str(exc))
     if isinstance(exc, PzError):
         return clean(str(exc))
@@ -185,6 +190,8 @@ def _reported(ctx: click.Context) -> Iterator[None]:
 
 def env_vars_of(resource: Any) -> Iterator[tuple[str, dg.EnvVar]]:
     """``(field, EnvVar)`` of a resource and the resources nested in it."""
+    import dagster as dg  # here, not at the top: `--help` must not import Dagster
+
     if not isinstance(resource, dg.ConfigurableResource | dg.ConfigurableIOManager):
         return
     for name in type(resource).model_fields:

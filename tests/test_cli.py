@@ -3,6 +3,7 @@ export and the errors that say what to fix. The query calls the loopback simulat
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -71,11 +72,35 @@ def project(tmp_path: Path, mini_emails: Path):
 def test_every_command_has_help():
     assert SCRIPT.exists(), "the console script is installed with the package"
     top = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, check=True)
-    commands = ("explain", "register", "run", "history", "export")
+    commands = ("explain", "register", "run", "history", "partitions", "export")
     assert all(c in top.stdout for c in commands)
     for c in commands:
         sub = subprocess.run([str(SCRIPT), c, "--help"], capture_output=True, text=True, check=True)
         assert "--module" in sub.stdout and "--home" in sub.stdout
+
+
+HELP_IMPORTS = """
+import sys
+from click.testing import CliRunner
+from pz_dagster.cli import main
+for args in (["--help"], ["--version"], ["run", "--help"], ["partitions", "--help"]):
+    assert CliRunner().invoke(main, args).exit_code == 0, args
+heavy = ("dagster", "pyarrow", "sklearn", "openai", "duckdb", "pz_dagster.orchestration",
+         "pz_dagster.operators", "pz_dagster.models", "rich.table")
+print(sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_help_and_version_import_nothing_heavy():
+    """What makes `pz-dagster --help` take seconds is left to the commands that use it
+    (benchmarks/cli_startup.py times it)."""
+    out = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+    version = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True)
+    expected = f"pz-dagster, version {importlib.metadata.version('pz-dagster')}"
+    assert version.returncode == 0 and version.stdout.strip() == expected
 
 
 def test_run_then_history_and_export(project):
@@ -116,6 +141,107 @@ def test_run_then_history_and_export(project):
 
     explain = cli("explain", "--module", "pzq")
     assert "optimizer's decision now" in explain.stdout and "observation(s)" in explain.stdout
+    assert_piped_output_keeps_whole_rows(cli, run.stdout, root)
+
+
+def assert_piped_output_keeps_whole_rows(cli, run_out: str, root: Path) -> None:
+    """Piped, tables keep every row on one line and every value whole (rich would assume 80
+    columns and wrap or cut them), and the commands to copy stay on one line each."""
+    lines = run_out.splitlines()
+    duckdb = [line for line in lines if 'python -c "import duckdb' in line]
+    assert len(duckdb) == 1 and duckdb[0].endswith("from cliq__sender'))\"")
+    ui = [line for line in lines if line.lstrip().startswith("DAGSTER_HOME=")]
+    assert len(ui) == 1 and f" dev -m pzq -d {root}" in ui[0], run_out
+    assert "dagster dev -w" not in run_out
+    keys = sorted({b.key for b in RecordStore(root / "store").batches("cliq")})
+    hist = cli("history", "--module", "pzq", "--asset", "raptor").stdout.splitlines()
+    for key in keys:  # each materialization's row whole on one line: key, model, strategy
+        assert any(key in line and " sim " in line and " direct " in line for line in hist), hist
+    assert any("quality_source" in line and "input_tokens" in line for line in hist), hist
+    explain = cli("explain", "--module", "pzq").stdout.splitlines()
+    assert any("direct:sim" in line and "chosen, champion" in line for line in explain), explain
+    assert not any(line.lstrip().startswith("|---") for line in explain)  # no raw markdown
+    decision = json.loads(cli("explain", "--module", "pzq", "--json").stdout)
+    assert decision["query"] == "cliq" and "raptor=direct:sim" in decision["chosen"]
+    (raptor,) = decision["candidates"]["raptor"]
+    assert raptor["candidate"] == "direct:sim" and raptor["roles"] == ["chosen", "champion"]
+    assert raptor["records_seen"] > 0 and decision["observations"] > 0
+
+
+def test_partitions_lists_the_batches_and_run_takes_the_ones_named(project):
+    cli, root = project
+    store = RecordStore(root / "store")
+    empty = cli("partitions", "--module", "pzq")
+    assert "no batches of query 'cliq' yet" in empty.stdout
+    assert store.batches("cliq") == []  # listing registers nothing
+    rows = [
+        json.loads(x)
+        for x in cli("partitions", "--module", "pzq", "--register", "--json").stdout.splitlines()
+    ]
+    assert [r["files"] for r in rows] == [
+        ["a_raptor.txt", "b_lunch.txt"],
+        ["c_latin1.txt", "d_empty.txt"],
+    ]
+    assert all(r["materialized"] == [] and r["latest_run"] is None for r in rows)
+    first, second = (r["key"] for r in rows)
+
+    run = cli("run", "--module", "pzq", "--partition", second)
+    assert "2 batch(es) registered, running 1" in run.stdout
+    assert f"partition {second}: ok" in run.stdout and f"partition {first}" not in run.stdout
+    after = {
+        r["key"]: r
+        for r in map(json.loads, cli("partitions", "--module", "pzq", "--json").stdout.splitlines())
+    }
+    assert after[first]["materialized"] == [] and after[first]["latest_run"] is None
+    assert after[second]["materialized"] == ["documents", "raptor", "sender"]
+    assert after[second]["latest_run"]["status"] == "SUCCESS"
+    assert after[second]["read_errors"] == 2  # the undecodable file and the empty one
+    assert after[second]["record_failures"] == 0
+    table = cli("partitions", "--module", "pzq").stdout
+    row_of = {k: next(line for line in table.splitlines() if k in line) for k in (first, second)}
+    assert "a_raptor.txt" in row_of[first] and "b_lunch.txt" in row_of[first]
+    assert " none " in row_of[first] and " all 3 " in row_of[second] and "SUCCESS" in row_of[second]
+    listed = cli("partitions", "--module", "pzq", "--files").stdout
+    assert all(f in listed for f in ("a_raptor.txt", "b_lunch.txt", "c_latin1.txt", "d_empty.txt"))
+
+    for command in (("run",), ("export", str(root / "x.csv"))):
+        bad = cli(*command, "--module", "pzq", "--partition", "nope", ok=False)
+        assert bad.returncode == 1 and "Traceback" not in bad.stdout + bad.stderr
+        (line,) = bad.stderr.strip().splitlines()
+        assert line.startswith("Error: unknown partition 'nope' of query 'cliq'; known: ")
+        assert first in line and second in line and "pz-dagster partitions" in line
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_missing_demo_folder_and_an_unknown_partition_are_one_line(tmp_path, mini_emails):
+    """The demo's query (definitions/) as a user runs it, on a folder that is not there and
+    with a partition key that is not one of its batches."""
+
+    def cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PZ_ENRON_DIR": str(folder), "PZ_DAGSTER_STORE": str(tmp_path / "s")}
+        return subprocess.run(
+            [str(SCRIPT), *args, "--home", str(tmp_path / "home")],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    missing = tmp_path / "no_such_folder"
+    run = cli(missing, "run")
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line == f"Error: source folder '{missing}' does not exist or is not a directory"
+    explain = cli(missing, "explain")  # the plan needs no documents: said, not refused
+    assert explain.returncode == 0 and "Traceback" not in explain.stdout + explain.stderr
+    (warning,) = explain.stderr.strip().splitlines()
+    assert warning.startswith(f"Warning: source folder '{missing}' does not exist")
+    assert "optimizer's decision now" in explain.stdout
+
+    unknown = cli(mini_emails, "run", "--partition", "nope")
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stdout + unknown.stderr
+    (line,) = unknown.stderr.strip().splitlines()
+    assert line.startswith("Error: unknown partition 'nope' of query 'enron'; known: b-")
+    assert "(`pz-dagster partitions` lists them)" in line
 
 
 def test_errors_say_what_to_fix(project):

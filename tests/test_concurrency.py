@@ -218,11 +218,11 @@ def test_a_run_killed_with_sigkill_is_marked_failed_by_the_next_command(tmp_path
 NEW_HOME = """
 import sys, time
 import dagster as dg
-from pz_dagster import cli
+from pz_dagster.cli.common import prepare_home
 start = float(sys.argv[1])
 while time.time() < start:  # all at once, after the imports
     pass
-cli._prepare_home(sys.argv[2])
+prepare_home(sys.argv[2])
 with dg.DagsterInstance.get() as instance:
     instance.get_runs()
 """

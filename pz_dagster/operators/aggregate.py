@@ -153,6 +153,8 @@ def semantic_aggregate(
     groups, failed = _groups(node, records)
     out, usage, failures, levels = [], Usage(), [], 0
     unanswered: list[str] = []  # records of groups that failed for a transport reason
+    if progress and groups:
+        progress(0, len(groups), usage)
     for done, (key, rows) in enumerate(groups.items(), start=1):
         row = _group_row(node, key)
         texts = [render_fields(r, node.depends_on) for r in rows]
@@ -173,7 +175,7 @@ def semantic_aggregate(
                 unanswered += [failures[-1]] * len(rows)
         out.append(row)
         if progress:
-            progress(done, len(groups))
+            progress(done, len(groups), usage)
     stats = _stats(records, failed, out)
     stats.usage, stats.failures = usage, len(failures)
     stats.failure_examples = (failures + stats.failure_examples)[:5]

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -16,7 +16,13 @@ from pz_dagster.models.base import ChatModel, Completion, Message, Usage
 from pz_dagster.query.schema import ERROR
 
 Record = dict[str, Any]
-Progress = Callable[[int, int], None]
+
+
+class Progress(Protocol):
+    """``progress(done, total, usage)``: ``done`` of ``total`` records settled (called with 0
+    as the work starts), and the model work spent on them so far where the caller knows it."""
+
+    def __call__(self, done: int, total: int, usage: Usage | None = None, /) -> None: ...
 
 
 @dataclass
@@ -113,11 +119,13 @@ def run_per_record(
             stats.chunked += 1
         emitted[i] = outcome.record
 
+    if progress and ok:
+        progress(0, len(ok), stats.usage)
     if concurrency <= 1 or len(ok) <= 1:
         for done, (i, record) in enumerate(ok, start=1):
             settle(i, record, lambda record=record: work(record))
             if progress:
-                progress(done, len(ok))
+                progress(done, len(ok), stats.usage)
     else:
         with ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix=f"pz-{op_name}"
@@ -136,7 +144,7 @@ def run_per_record(
                     settle(i, record, fut.result)
                     done_count += 1
                     if progress:
-                        progress(done_count, len(ok))
+                        progress(done_count, len(ok), stats.usage)
     out: list[Record] = []
     for i in range(len(records)):
         got = emitted.get(i)

@@ -409,6 +409,8 @@ def batched_filter(
         return GroupResult(kept, usage, cut=share is not None)
 
     done = 0
+    if progress and ok:
+        progress(0, len(ok), stats.usage)
     workers = max(1, min(model.max_concurrency, len(groups)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for result in pool.map(judge_group, groups):
@@ -425,7 +427,7 @@ def batched_filter(
                 )
                 done += 1
                 if progress:
-                    progress(done, len(ok))
+                    progress(done, len(ok), stats.usage)
     out = [r for i in range(len(records)) if (r := emitted.get(i)) is not None]
     stats.records_out = len(out)
     return OperatorResult(

@@ -14,17 +14,22 @@ predicate's terms falls as the predicate holds, and the learned polarity says so
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Sequence
-
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from optimizer.candidates import STRATEGIES
 from optimizer.thresholds import SignedThreshold
 from pz_dagster.models.base import Usage
 from pz_dagster.models.embeddings import EmbeddingModel
-from pz_dagster.operators.base import OperatorResult, OperatorStats, Record, split_failed
+from pz_dagster.operators.base import (
+    OperatorResult,
+    OperatorStats,
+    Progress,
+    Record,
+    split_failed,
+)
 from pz_dagster.operators.prompts import render_fields
 from pz_dagster.query.plan import SemanticFilter
 
@@ -35,6 +40,15 @@ CHUNK_CHARS = 1500
 PROXIES = tuple(name for name, s in STRATEGIES.items() if not s.uses_model)
 
 
+@functools.cache
+def stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words. Imported on first use: scikit-learn takes seconds
+    to import (scipy.stats), and everything that imports the operators would pay for it."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return ENGLISH_STOP_WORDS
+
+
 def predicate_terms(predicate: str) -> tuple[list[str], list[str]]:
     """(quoted phrases, content words) of a predicate, lower-cased.
 
@@ -42,10 +56,11 @@ def predicate_terms(predicate: str) -> tuple[list[str], list[str]]:
     (['raptor', 'fat boy'], ['refers', 'scheme', 'raptor', 'fat', 'boy'])
     """
     quoted = [q.strip().lower() for q in re.findall(r'"([^"]+)"', predicate) if q.strip()]
+    ignored = stop_words() | SELF_WORDS
     words = [
         w
         for w in re.findall(r"[a-z][a-z0-9'-]+", predicate.lower())
-        if w not in ENGLISH_STOP_WORDS and w not in SELF_WORDS and len(w) > 2
+        if w not in ignored and len(w) > 2
     ]
     return quoted, list(dict.fromkeys(words))
 
@@ -109,9 +124,11 @@ def proxy_filter(
     strategy: str,
     threshold: SignedThreshold,
     embedder: EmbeddingModel | None = None,
+    progress: Progress | None = None,
 ) -> OperatorResult:
     """Keep the records whose proxy score passes ``threshold``; records that arrived with an
-    error pass through unchanged, as with every operator."""
+    error pass through unchanged, as with every operator. ``progress`` hears of all of them
+    at once (scoring them is one step)."""
     start = time.perf_counter()
     ok, failed = split_failed(records)
     scores, usage = scores_for(strategy, node, [r for _, r in ok], embedder)
@@ -128,6 +145,8 @@ def proxy_filter(
         dollars=usage.dollars,
         seconds=time.perf_counter() - start,
     )
+    if progress:
+        progress(len(ok), len(ok), stats.usage)
     direction = ">=" if threshold.polarity > 0 else "<="
     return OperatorResult(
         out,

@@ -110,7 +110,9 @@ def many_models(fn: Callable[..., OperatorResult]) -> Callable[[Any, Inputs], Op
 def proxy_runner(node: plan.SemanticFilter, given: Inputs) -> OperatorResult:
     """A proxy filter: no chat model, the threshold learned for it."""
     threshold = given.learned_threshold(node)
-    return proxy.proxy_filter(node, given.records, given.strategy, threshold, given.embedder)
+    return proxy.proxy_filter(
+        node, given.records, given.strategy, threshold, given.embedder, given.progress
+    )
 
 
 def join_runner(node: plan.SemanticJoin, given: Inputs) -> OperatorResult:

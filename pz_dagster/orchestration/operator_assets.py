@@ -14,11 +14,12 @@ import pyarrow as pa
 from pydantic import Field
 from tqdm import tqdm
 
-from pz_dagster.models.base import ChatModel
+from pz_dagster.models.base import ChatModel, Usage
 from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import needs_model
 from pz_dagster.operators.base import Progress
+from pz_dagster.operators.progress import current_reporter
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.keys import EMBEDDINGS_KEY, IO_MANAGER_KEY, MODEL_KEY, OPTIMIZER_KEY
 from pz_dagster.orchestration.metadata import materialization_metadata, unanswered_failure
@@ -66,18 +67,22 @@ class OperatorConfig(dg.Config):
 
 @contextmanager
 def operator_progress(context: dg.AssetExecutionContext, name: str) -> Iterator[Progress]:
-    """Progress of one operator: a log line every 10% (the UI's run log) and, when the run is
-    in a terminal (``pz-dagster run``), a tqdm bar on stderr."""
+    """Progress of one operator: a log line every 10% (the UI's run log), and to the reporter
+    that the caller installed (``pz-dagster run``'s live display), else, when the run is in a
+    terminal, a tqdm bar on stderr."""
     step = {"next": 0.0}
     bar: tqdm | None = None
+    reporter = current_reporter()
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, usage: Usage | None = None, /) -> None:
         nonlocal bar
-        if bar is None and sys.stderr.isatty():
+        if reporter is not None:
+            reporter.update(name, done, total, usage)
+        elif bar is None and sys.stderr.isatty():
             bar = tqdm(total=total, desc=name, unit="rec", leave=False)
         if bar is not None:
             bar.update(done - bar.n)
-        if done / total >= step["next"] or done == total:
+        if done and (done / total >= step["next"] or done == total):
             context.log.info(f"{name}: {done}/{total} records")
             step["next"] = done / total + 0.1
 
@@ -86,6 +91,8 @@ def operator_progress(context: dg.AssetExecutionContext, name: str) -> Iterator[
     finally:
         if bar is not None:
             bar.close()
+        if reporter is not None:
+            reporter.close(name)
 
 
 def response_cache(instance: dg.DagsterInstance) -> ResponseCache:

@@ -137,6 +137,18 @@ class SynthesisOptions(TypedDict, total=False):
     limits: SandboxLimits | None
 
 
+def _reporter(run: SynthesisRun, total: int, progress: Progress | None) -> Callable[[], None]:
+    """Tells ``progress`` how many of the ``total`` records have an answer (the model's or the
+    functions') and what the model work cost so far."""
+
+    def report() -> None:
+        if progress:
+            done = len(run.answers) + len(run.values)
+            progress(done, total, run.synthesis_usage + run.fallback_usage)
+
+    return report
+
+
 def run_synthesis(
     fields: Mapping[str, tuple[str, str]],
     records: Sequence[Record],
@@ -158,6 +170,8 @@ def run_synthesis(
     min_precision = options.get("min_precision", 0.3)
     max_fallback = options.get("max_fallback", 0.5)
     run = SynthesisRun(reused=bool(functions))
+    report = _reporter(run, len(records), progress)
+    report()
     with Sandbox(options.get("limits") or SandboxLimits()) as box:
         pool = Pool(fields, texts, box, min_precision)
         for field, fs in functions_from(functions or {}).items():
@@ -179,6 +193,7 @@ def run_synthesis(
             run.count(sample_run)
             run.answers = dict(zip(picks, rows, strict=True))
             run.sample = len(picks)
+            report()
             run.synthesis_usage += synthesize(pool, picks, run.answers, model, candidates, shown)
             kept, outputs = pool.chosen()
 
@@ -189,6 +204,7 @@ def run_synthesis(
             values, decided = decide(decided_fields(kept, outputs, fields, k), fields)
             if decided:
                 run.values[k] = values
+                report()  # a record the functions decided is done
             else:
                 ask.append(k)
             if ask and (len(ask) >= round_size or done == len(todo)):
@@ -202,8 +218,7 @@ def run_synthesis(
                 pool.induce(run.answers, ask)
                 kept, outputs = pool.chosen()
                 ask, round_size = [], min(round_size * 2, MAX_FALLBACKS_PER_ROUND)
-                if progress:
-                    progress(done, len(todo))
+                report()
         # The functions as they finally stand decide every record they can, the model's
         # (the sample's, the fallbacks') included, as in Evaporate: its answers were their
         # reference, and stand where the functions cannot tell. A weak model's answer is
@@ -225,8 +240,7 @@ def run_synthesis(
                 run.answers[k] = {**row, **changed}
                 run.overruled += 1
         run.failures -= run.recovered
-        if progress:
-            progress(len(todo), max(len(todo), 1))
+        report()
         run.problems = pool.problems
     run.functions = kept
     return run
