@@ -21,8 +21,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks.common import RESULTS, read_emails, table, write_json
-from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT
+from benchmarks.common import RESULTS, SHARED_ENRON_DIR, read_emails, table, write_json
+from definitions.enron import SENDER_SUBJECT
 from pz_dagster import Dataset
 from pz_dagster.operators.code_synthesis.functions import score
 from pz_dagster.operators.map import direct_map
@@ -49,7 +49,7 @@ def main() -> None:
 
     cut = [
         r
-        for r in read_emails(DEFAULT_ENRON_DIR)
+        for r in read_emails(SHARED_ENRON_DIR)
         if field_chunks(r["contents"], FIELDS) != r["contents"]
     ]
     random.Random(args.seed).shuffle(cut)

@@ -37,8 +37,16 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import LABELS, RESULTS, load_labels, read_emails, table, write_json
-from definitions.enron import DEFAULT_ENRON_DIR, SENDER_SUBJECT
+from benchmarks.common import (
+    LABELS,
+    RESULTS,
+    SHARED_ENRON_DIR,
+    load_labels,
+    read_emails,
+    table,
+    write_json,
+)
+from definitions.enron import SENDER_SUBJECT
 from optimizer.quality import ValidationSet
 from pz_dagster import Dataset
 from pz_dagster.models.base import ChatModel, Completion, Usage
@@ -165,7 +173,7 @@ def sim_client():
     from pz_dagster.testing import OpenAISimulator, SimulatedModel
     from pz_dagster.testing.oracles import LabelOracle
 
-    labels = LabelOracle(DEFAULT_ENRON_DIR, ValidationSet.from_json(LABELS))
+    labels = LabelOracle(SHARED_ENRON_DIR, ValidationSet.from_json(LABELS))
 
     def oracle(req):
         if req.schema is None:
@@ -201,7 +209,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     labels = load_labels()
-    base = read_emails(DEFAULT_ENRON_DIR)
+    base = read_emails(SHARED_ENRON_DIR)
     node = (
         Dataset.from_directory("unused")
         .sem_add_columns(SENDER_SUBJECT, depends_on="contents", name="sender_and_subject")

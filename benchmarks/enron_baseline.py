@@ -26,6 +26,7 @@ from rich.console import Console
 
 from benchmarks.common import (
     RESULTS,
+    SHARED_ENRON_DIR,
     copy_emails,
     email_names,
     exact_match,
@@ -36,7 +37,7 @@ from benchmarks.common import (
     table,
     write_json,
 )
-from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query
+from definitions.enron import legal_discovery_query
 from pz_dagster.orchestration import (
     LocalLlamaModel,
     OpenAICompatibleModel,
@@ -61,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--data", type=Path, default=DEFAULT_ENRON_DIR)
+    ap.add_argument("--data", type=Path, default=SHARED_ENRON_DIR)
     ap.add_argument("--limit", type=int, default=0, help="first N emails by name (0: all)")
     ap.add_argument("--batch-size", type=int, default=25)
     ap.add_argument(

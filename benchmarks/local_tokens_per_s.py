@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks.common import RESULTS, table, write_json
-from definitions.enron import DEFAULT_ENRON_DIR, FRAUD_PREDICATE
+from benchmarks.common import RESULTS, SHARED_ENRON_DIR, table, write_json
+from definitions.enron import FRAUD_PREDICATE
 from pz_dagster.models import LocalLlamaClient
 from pz_dagster.models.local_llama import bound_strings
 from pz_dagster.operators.filter import FILTER_SCHEMA, filter_instruction
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--out", type=Path, default=RESULTS / "local_tokens_per_s.json")
     args = ap.parse_args()
-    files = sorted(DEFAULT_ENRON_DIR.iterdir())[: args.prompts]
+    files = sorted(SHARED_ENRON_DIR.iterdir())[: args.prompts]
     prompts = [
         document_prompt(f.read_text()[:3000], filter_instruction(FRAUD_PREDICATE)) for f in files
     ]

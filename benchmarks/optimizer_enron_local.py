@@ -30,6 +30,7 @@ from rich.console import Console
 
 from benchmarks.common import (
     RESULTS,
+    SHARED_ENRON_DIR,
     copy_emails,
     email_names,
     exact_match,
@@ -42,7 +43,7 @@ from benchmarks.common import (
     write_json,
     write_tune_labels,
 )
-from definitions.enron import DEFAULT_ENRON_DIR, legal_discovery_query
+from definitions.enron import legal_discovery_query
 from pz_dagster.orchestration import (
     LocalEmbeddingResource,
     LocalLlamaModel,
@@ -60,7 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--data", type=Path, default=DEFAULT_ENRON_DIR)
+    ap.add_argument("--data", type=Path, default=SHARED_ENRON_DIR)
     ap.add_argument("--batch-size", type=int, default=25)
     ap.add_argument("--policy", default="MaxQuality")
     ap.add_argument(

@@ -30,6 +30,7 @@ from rich.console import Console
 from benchmarks.common import (
     LABELS,
     RESULTS,
+    SHARED_ENRON_DIR,
     email_names,
     exact_match,
     in_tune_half,
@@ -42,7 +43,6 @@ from benchmarks.common import (
     write_tune_labels,
 )
 from benchmarks.legal_discovery import PROFILES, run_once, sim_model
-from definitions.enron import DEFAULT_ENRON_DIR
 from optimizer.quality import ValidationSet
 from pz_dagster.testing import OpenAISimulator
 from pz_dagster.testing.oracles import LabelOracle
@@ -52,7 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--data", type=Path, default=DEFAULT_ENRON_DIR)
+    ap.add_argument("--data", type=Path, default=SHARED_ENRON_DIR)
     ap.add_argument(
         "--policies",
         default="MaxQuality,MinCost,MinCostAtQuality(0.8)",

@@ -65,6 +65,7 @@ from benchmarks.common import (
     LABELS,
     REPO,
     RESULTS,
+    SHARED_ENRON_DIR,
     copy_emails,
     email_names,
     in_tune_half,
@@ -79,7 +80,6 @@ from benchmarks.common import (
 from benchmarks.legal_discovery import CHAMPION, PROFILES, run_once, sim_model
 from benchmarks.peers.common import CountingProxy
 from definitions.enron import (
-    DEFAULT_ENRON_DIR,
     FRAUD_PREDICATE,
     NOT_NEWS_PREDICATE,
     legal_discovery_query,
@@ -372,7 +372,7 @@ def main() -> None:
     console = Console(width=170)
 
     labels_raw = load_labels()
-    all_names = email_names(DEFAULT_ENRON_DIR)
+    all_names = email_names(SHARED_ENRON_DIR)
     n = args.emails if args.emails is not None else (0 if args.endpoint == "sim" else 100)
     if args.strategies is None:
         args.strategies = "direct,lexical_proxy" + (
@@ -385,7 +385,7 @@ def main() -> None:
     relevant = {x for x in names if labels_raw.get(x)}
     work = Path(tempfile.mkdtemp(prefix="pz-peers-"))
     folder = work / "emails"
-    copy_emails(names, DEFAULT_ENRON_DIR, folder)
+    copy_emails(names, SHARED_ENRON_DIR, folder)
     tune_labels = write_tune_labels(work / "tune-labels.json", labels_raw, names)
     paths = [folder / x for x in names]
 

@@ -1,4 +1,4 @@
-"""The legal-discovery query of the Palimpzest paper over the shared Enron emails."""
+"""The legal-discovery query of the Palimpzest paper over the Enron emails shipped in data/enron."""
 
 from __future__ import annotations
 
@@ -8,12 +8,25 @@ from pathlib import Path
 from pz_dagster import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ENRON_DIR = REPO_ROOT.parent / "shared" / "data" / "enron-eval-medium"
+DEMO_DIR = REPO_ROOT / "data" / "enron"
+DEFAULT_ENRON_DIR = DEMO_DIR / "emails"
+# The labels the optimizer learns from: the first two batches of 20 (data/enron/README.md).
+DEMO_LABELS = DEMO_DIR / "labels.json"
+# The labels of the other emails, never given to the optimizer: the demo scores against them.
+HELD_BACK_LABELS = DEMO_DIR / "held-back-labels.json"
+DEMO_BATCH_SIZE = 20
 
 
 def enron_dir() -> Path:
-    """``$PZ_ENRON_DIR`` or the shared evaluation emails next to this repository."""
+    """``$PZ_ENRON_DIR`` or the emails shipped in data/enron/emails."""
     return Path(os.environ.get("PZ_ENRON_DIR") or DEFAULT_ENRON_DIR)
+
+
+def enron_labels() -> Path | None:
+    """``$PZ_ENRON_LABELS`` (empty: none), or the demo's labels when the folder is the demo's."""
+    if "PZ_ENRON_LABELS" in os.environ:
+        return Path(os.environ["PZ_ENRON_LABELS"]) if os.environ["PZ_ENRON_LABELS"] else None
+    return DEMO_LABELS if enron_dir().resolve() == DEFAULT_ENRON_DIR.resolve() else None
 
 
 FRAUD_PREDICATE = 'The email refers to a fraudulent scheme (i.e., "Raptor", "Deathstar", "Chewco", and/or "Fat Boy")'
@@ -26,7 +39,9 @@ SENDER_SUBJECT = [
 ]
 
 
-def legal_discovery_query(folder: str | Path | None = None, batch_size: int = 10) -> Dataset:
+def legal_discovery_query(
+    folder: str | Path | None = None, batch_size: int = DEMO_BATCH_SIZE
+) -> Dataset:
     """Emails about Enron's fraudulent schemes, not quoting the news, with sender and subject."""
     return (
         Dataset.from_directory(folder or enron_dir(), name="emails", batch_size=batch_size)
