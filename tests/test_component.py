@@ -141,12 +141,15 @@ def test_yaml_query_loads_through_the_component_and_materializes(
 
 
 def plan_signature(node: PlanNode) -> list[tuple[str, dict]]:
-    """Every node's fields; an output model by its JSON schema (each declaration of a semantic
-    map creates its own pydantic class, so two equal declarations never compare equal)."""
+    """Every node's fields that plan equality compares (not where a node was declared); an
+    output model by its JSON schema (each declaration of a semantic map creates its own
+    pydantic class, so two equal declarations never compare equal)."""
     out = []
     for n in all_nodes(node):
         fields = {}
         for f in dataclasses.fields(n):
+            if not f.compare:
+                continue
             value = getattr(n, f.name)
             if isinstance(value, PlanNode):
                 value = value.name
