@@ -18,12 +18,12 @@ from pydantic import ValidationError
 
 from pz_dagster import Dataset
 from pz_dagster.orchestration import (
+    AssetAttributes,
     OpenAICompatibleModel,
     RecordStore,
     build_definitions,
     build_refresh_schedule,
 )
-from pz_dagster.orchestration.attributes import AssetAttributes
 from tests.test_schedules import evaluate
 
 PREFIX = ("legal", "review")
