@@ -311,4 +311,10 @@ attributes:
     # api_key_env: OPENAI_API_KEY          # the variable's name, never the key itself
 
   # store_root: /var/data/pz_store          # default: $DAGSTER_HOME/pz_store
+
+  # asset_attributes:        # on every asset of the query
+  #   owners: [team:legal]   # email addresses or team:<name>
+  #   tags: {{tier: gold}}
+  #   group_name: legal      # default: the query's name
+  #   key_prefix: [legal]    # keys legal/<name>/<operator>
 """
