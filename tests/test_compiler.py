@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -123,3 +125,122 @@ def test_an_unknown_strategy_in_the_run_config_is_refused_before_the_run(tmp_pat
         assert not instance.get_runs(), "a run started"
     message = str(err.value)
     assert "cascde" in message and all(name in message for name in RUNNABLE_STRATEGIES)
+
+
+# --- what an asset shows before any run ------------------------------------------------------
+
+
+NODE_REPR = re.compile(r"\b(Semantic\w+|Table\w*Source|Filter|Map|Sort|Distinct|Limit|Aggregate)\(")
+
+
+def specs_by_name(q) -> dict[str, dg.AssetSpec]:
+    return {s.key.path[-1]: s for a in q.assets for s in a.specs}
+
+
+def declaring_line(path, text: str) -> int:
+    """The line of ``path`` that holds ``text`` (1-based), exactly once."""
+    (line,) = [i for i, t in enumerate(path.read_text().splitlines(), start=1) if text in t]
+    return line
+
+
+def test_demo_assets_describe_themselves_in_prose_with_columns_lineage_and_code():
+    q = compile_query(legal_discovery_query("/data/enron"), "enron")
+    specs = specs_by_name(q)
+    source = specs["emails"]
+    assert source.description.startswith("The documents of the folder `/data/enron`")
+    assert "batches of 10" in source.description
+    fraud = specs["mentions_fraud_scheme"].description
+    assert fraud.startswith("Keeps the records for which a model judges that this holds:")
+    assert '> The email refers to a fraudulent scheme (i.e., "Raptor"' in fraud
+    assert "Reads `contents`." in fraud and "`not_news_quote`" in fraud  # its chain partner
+    extract = specs["sender_and_subject"]
+    text = extract.description
+    assert text.startswith("Adds `sender`, `subject`, extracted by a model")
+    assert "| `sender` | str | The email address of the sender |" in text
+    assert "| `subject` | str | The subject of the email |" in text
+    assert "resource `pz_model`" in text and "strategy for each batch" in text
+    assert "SemanticMap(" not in text and "SemanticFilter(" not in fraud
+
+    md = extract.metadata
+    columns = {c.name: (c.type, c.description) for c in md["dagster/column_schema"].columns}
+    assert columns["sender"] == ("str", "The email address of the sender")
+    assert columns["subject"] == ("str", "The subject of the email")
+    assert all(desc for _, desc in columns.values()), columns  # pass-through ones too
+    assert columns["filename"][1] == "The document's path, relative to the folder."
+    assert md["dagster/table_name"] == "enron__sender_and_subject"
+    lineage = md["dagster/column_lineage"].deps_by_column
+    upstream = q.asset_key("not_news_quote")
+    assert lineage["sender"] == [dg.TableColumnDep(asset_key=upstream, column_name="contents")]
+    assert lineage["filename"] == [dg.TableColumnDep(asset_key=upstream, column_name="filename")]
+    assert set(lineage) == set(columns)
+    assert "dagster/column_lineage" not in source.metadata  # a source reads no asset
+
+    (ref,) = md["dagster/code_references"].code_references
+    enron_py = REPO / "definitions" / "enron.py"
+    assert Path(ref.file_path) == enron_py
+    assert ref.line_number == declaring_line(enron_py, ".sem_add_columns(SENDER_SUBJECT")
+    assert ref.label == "sem_map sender_and_subject"
+
+
+def test_every_operator_kind_has_a_prose_description_and_column_lineage():
+    people = [{"name": "person", "type": "str", "desc": "A person the email names"}]
+    topics = Dataset.from_records([{"topic": "fraud"}, {"topic": "other"}], name="topics")
+    ds = (
+        Dataset.from_directory("/d", batch_size=5)
+        .filter(lambda r: True, depends_on="contents", name="nonempty")
+        .sem_classify("Who wrote it?", ["inside", "outside"], output="origin", name="origin")
+        .sem_join(topics, "The email is about the topic", name="about")
+        .sem_flat_map(people, depends_on="contents", max_items=3, name="people")
+        .sort("person", name="by_person")
+        .distinct("person", name="unique")
+        .limit(4, name="few")
+        .sem_topk("Mentions Raptor", k=2, name="best")
+        .groupby("origin")
+        .agg(n=("count", None), name="per_origin")
+    )
+    q = compile_query(ds, "kinds")
+    specs = specs_by_name(q)
+    expected = {
+        "topics": "A table of 2 records given in Python",
+        "nonempty": "Keeps the records for which the Python function `<lambda>` returns true",
+        "origin": "Puts each record in one of `inside`, `outside` (column `origin`)",
+        "about": "Pairs each record with each record of `topics`",
+        "people": "Zero or more records per record (at most 3)",
+        "by_person": "The records of each batch ordered by `person`, ascending",
+        "unique": "The first record of each distinct `person` in each batch.",
+        "few": "The first 4 records of each batch.",
+        "best": "The 2 records over every batch that best match:\n\n> Mentions Raptor",
+        "per_origin": "`n=count(*)` over the records of every batch per `origin`",
+    }
+    for name, lead in expected.items():
+        assert specs[name].description.startswith(lead), (name, specs[name].description)
+        assert not NODE_REPR.search(specs[name].description), name
+    lineage = {n: s.metadata.get("dagster/column_lineage") for n, s in specs.items()}
+    dep = dg.TableColumnDep
+    about = lineage["about"].deps_by_column
+    assert about["topic"] == [dep(asset_key=q.asset_key("topics"), column_name="topic")]
+    people_deps = lineage["people"].deps_by_column
+    assert people_deps["parent_record_id"] == [
+        dep(asset_key=q.asset_key("about"), column_name="record_id")
+    ]
+    assert people_deps["person"] == [dep(asset_key=q.asset_key("about"), column_name="contents")]
+    assert lineage["per_origin"].deps_by_column["n"] == [
+        dep(asset_key=q.asset_key("best"), column_name="record_id")
+    ]
+    columns = {
+        c.name: c.description for c in specs["best"].metadata["dagster/column_schema"].columns
+    }
+    assert columns["rank"].startswith("The record's place among the best matches")
+    assert columns["topic"] == "From topics: Column topic of table topics."
+    assert columns["origin"] == "One of inside, outside: the model's answer to 'Who wrote it?'"
+
+
+def test_declaration_sites_name_the_line_but_leave_the_plan_equal():
+    first = Dataset.from_directory("/d").sem_filter("About Raptor", depends_on="contents")
+    second = Dataset.from_directory("/d").sem_filter("About Raptor", depends_on="contents")
+    assert first.node == second.node and hash(first.node) == hash(second.node)
+    here = Path(__file__).resolve()
+    assert first.node.declared_at.file == str(here)
+    assert second.node.declared_at.line == first.node.declared_at.line + 1
+    q = compile_query(first, "same")
+    assert specs_by_name(q)["sem_filter_1"].metadata["dagster/code_references"]

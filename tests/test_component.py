@@ -137,16 +137,63 @@ def test_yaml_query_loads_through_the_component_and_materializes(
     assert {r.authorization for r in sim.requests} == {"Bearer sim-secret"}
 
 
+def test_yaml_asset_attributes_and_code_references_reach_the_assets(tmp_path: Path):
+    """The YAML's asset_attributes give every asset its owners, tags, group and key prefix, and
+    each asset's code reference points at the line of the YAML that declares its operator."""
+    with create_defs_folder_sandbox() as sandbox:
+        defs_path = sandbox.scaffold_component(component_cls=PzQueryComponent, defs_path="raptor")
+        text = raptor_yaml(tmp_path / "store") + textwrap.indent(
+            textwrap.dedent("""\
+                asset_attributes:
+                  owners: [team:legal]
+                  tags: {tier: gold}
+                  group_name: discovery
+                  key_prefix: [legal]
+                """),
+            "  ",
+        )
+        (defs_path / "defs.yaml").write_text(text)
+        (defs_path / "emails").mkdir()
+        with sandbox.load_component_and_build_defs(defs_path=defs_path) as (_, defs):
+            specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    yaml_file = str(defs_path / "defs.yaml")
+
+    def line_of(text_in_line: str) -> int:
+        (line,) = [i for i, t in enumerate(text.splitlines(), 1) if t.strip() == text_in_line]
+        return line
+
+    declared = {
+        "emails": line_of("source:"),
+        "mentions_raptor": line_of("- type: sem_filter"),
+        "extract_sender": line_of("- type: sem_add_columns"),
+        "result": line_of("- type: project"),
+        # projections the rewrites add early keep the line of the one they come from
+        "result_early": line_of("- type: project"),
+        "result_early_early": line_of("- type: project"),
+    }
+    assert set(specs) == {f"legal/raptor/{name}" for name in declared}
+    for key, spec in specs.items():
+        assert spec.owners == ["team:legal"] and spec.tags["tier"] == "gold", key
+        assert spec.group_name == "discovery", key
+        refs = spec.metadata["dagster/code_references"].code_references
+        # Dagster's own reference to the component's first line, and ours to the operator's
+        assert {r.file_path for r in refs} == {yaml_file}, key
+        assert {r.line_number for r in refs} == {1, declared[key.split("/")[-1]]}, key
+
+
 # --- (b) YAML and the Python DSL compile to the same plan ------------------------------------
 
 
 def plan_signature(node: PlanNode) -> list[tuple[str, dict]]:
-    """Every node's fields; an output model by its JSON schema (each declaration of a semantic
-    map creates its own pydantic class, so two equal declarations never compare equal)."""
+    """Every node's fields that plan equality compares (not where a node was declared); an
+    output model by its JSON schema (each declaration of a semantic map creates its own
+    pydantic class, so two equal declarations never compare equal)."""
     out = []
     for n in all_nodes(node):
         fields = {}
         for f in dataclasses.fields(n):
+            if not f.compare:
+                continue
             value = getattr(n, f.name)
             if isinstance(value, PlanNode):
                 value = value.name

@@ -1,6 +1,7 @@
 """Dagster side: compiler, resources, record store, sensors, schedules, checks, and the
 optimizer's resource and history reader (the optimizer in the loop itself is ``tuning``)."""
 
+from pz_dagster.orchestration.attributes import AssetAttributes
 from pz_dagster.orchestration.checks import CheckSettings
 from pz_dagster.orchestration.compiler import CompiledQuery, compile_query
 from pz_dagster.orchestration.definitions import build_definitions, default_store_root
@@ -25,6 +26,7 @@ from pz_dagster.orchestration.source_assets import describe_tables
 from pz_dagster.orchestration.store import RecordStore
 
 __all__ = [
+    "AssetAttributes",
     "CheckSettings",
     "CompiledQuery",
     "EmbeddingResource",

@@ -6,12 +6,16 @@ from typing import Any
 import dagster as dg
 
 from pz_dagster.errors import PlanError
+from pz_dagster.orchestration.asset_docs import OPTIMIZER_NOTE
+from pz_dagster.orchestration.attributes import AssetAttributes
 from pz_dagster.orchestration.checks import CheckSettings
 from pz_dagster.orchestration.filter_chain import filter_chain_asset, filter_runs
 from pz_dagster.orchestration.operator_assets import operator_asset
 from pz_dagster.orchestration.source_assets import describe_tables, source_asset, table_asset
 from pz_dagster.query import plan, rewrites
 from pz_dagster.query.dataset import Dataset
+from pz_dagster.query.nodes import all_nodes
+from pz_dagster.tuning.planning import OPTIMIZED
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class CompiledQuery:
     summary_job: Any = None  # the unpartitioned assets after an aggregation, over all batches
     reference_job: Any = None  # the unpartitioned tables the query joins with
     sources: tuple[SourceBatches, ...] = ()  # the main folder first, then folders joined with
+    key_prefix: tuple[str, ...] = ()  # before the query's name in every asset key
 
     @property
     def joined_sources(self) -> tuple[SourceBatches, ...]:
@@ -43,7 +48,7 @@ class CompiledQuery:
         return self.sources[1:]
 
     def asset_key(self, node_name: str) -> dg.AssetKey:
-        return dg.AssetKey([self.name, node_name])
+        return dg.AssetKey([*self.key_prefix, self.name, node_name])
 
     def op_name(self, node_name: str) -> str:
         """The op that materializes a node's asset: where its run config goes
@@ -65,26 +70,38 @@ class CompiledQuery:
         return self.asset_key(self.plan.name)
 
 
+@dataclass(frozen=True)
+class _Build:
+    """What every asset of one query is compiled with."""
+
+    query: str
+    key_prefix: tuple[str, ...]
+    pool: str | None  # the pool of the assets that call a model
+    checks: CheckSettings
+
+    def key(self, node_name: str) -> dg.AssetKey:
+        return dg.AssetKey([*self.key_prefix, self.query, node_name])
+
+
 def _chain(
-    query: str,
+    build: _Build,
     lineage: list[plan.PlanNode],
     parts: dg.DynamicPartitionsDefinition | None,
-    pool: str | None,
     manifest: str | None,
     joined: dict[str, SourceBatches],
-    checks: CheckSettings,
 ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetsDefinition]]:
     """Assets of a source and the operators after it: (per-batch ones, unpartitioned ones).
 
     A folder source (``parts`` given) is per batch until the first operator over all batches;
     a table source is unpartitioned throughout. ``joined`` gives the folders joins read."""
+    query, pool, checks, prefix = build.query, build.pool, build.checks, build.key_prefix
     source = lineage[0]
     if isinstance(source, plan.BatchedSource):
         assert parts is not None
-        batch, whole = [source_asset(query, source, parts, manifest, checks)], []
+        batch, whole = [source_asset(query, source, parts, manifest, checks, key_prefix=prefix)], []
     else:
         assert isinstance(source, plan.TableSource)
-        batch, whole = [], [table_asset(query, source, checks)]
+        batch, whole = [], [table_asset(query, source, checks, key_prefix=prefix)]
     partitioned = parts is not None
     runs = {run[0].name: run for run in filter_runs(lineage[1:])}
     in_run: set[str] = set()  # filters compiled with the first of their run
@@ -99,7 +116,11 @@ def _chain(
             run = runs[n.name]
             in_run |= {f.name for f in run}
             chain = segment_of(lineage, n)
-            batch.append(filter_chain_asset(query, run, parts, pool, chain=chain, checks=checks))
+            batch.append(
+                filter_chain_asset(
+                    query, run, parts, pool, chain=chain, checks=checks, key_prefix=prefix
+                )
+            )
             continue
         right_manifest = None
         if isinstance(n, plan.SemanticJoin):
@@ -117,6 +138,7 @@ def _chain(
             right_manifest=right_manifest,
             chain=segment_of(lineage, n),
             checks=checks,
+            key_prefix=prefix,
         )
         (batch if partitioned else whole).append(asset)
     return batch, whole
@@ -150,6 +172,8 @@ def compile_query(
     *,
     model_pool: str | None = None,
     checks: CheckSettings | None = None,
+    attributes: AssetAttributes | None = None,
+    model_note: str | None = None,
 ) -> CompiledQuery:
     """Turn a Dataset into Dagster assets (one per plan node). Each document folder gets its own
     dynamic partitioning (one partition per batch) and job; tables the query joins with are
@@ -157,14 +181,17 @@ def compile_query(
     top-k) are unpartitioned, run by ``<name>_summary_job``.
 
     ``model_pool`` puts the assets that call the model into a Dagster pool (for GPU engines);
-    ``checks`` sets the thresholds and severities of every asset's checks. The columns of the
-    query's DuckDB tables are read here (their declaration opened nothing).
+    ``checks`` sets the thresholds and severities of every asset's checks; ``attributes`` the
+    owners, tags, group and key prefix of every asset; ``model_note`` (Markdown) is added to
+    the description of every asset the optimizer plans. The columns of the query's DuckDB
+    tables are read here (their declaration opened nothing).
 
     >>> q = compile_query(Dataset.from_directory("emails").sem_filter("about fraud"), "enron")
     >>> [k.to_user_string() for a in q.assets for k in a.keys]
     ['enron/documents', 'enron/sem_filter_1']
     """
     checks = checks or CheckSettings()
+    attributes = attributes or AssetAttributes()
     optimized = rewrites.optimize(describe_tables(dataset).node)  # DuckDB columns read now
     lineage = optimized.lineage()
     source = lineage[0]
@@ -180,10 +207,11 @@ def compile_query(
             f"invalid query name {name!r}: use letters, digits and underscores"
         ) from None
 
+    build = _Build(name, tuple(attributes.key_prefix), model_pool, checks)
     # The sides of joins first: the main chain's join assets read them.
-    joined, joined_assets, reference = _join_sides(name, lineage, model_pool, checks)
+    joined, joined_assets, reference = _join_sides(build, lineage)
     parts = dg.DynamicPartitionsDefinition(name=f"{name}_batches")
-    assets, global_assets = _chain(name, lineage, parts, model_pool, None, joined, checks)
+    assets, global_assets = _chain(build, lineage, parts, None, joined)
     job = _batch_job(name, f"{name}_job", assets, source.location)
     main = SourceBatches(source, parts, job, asset_keys(assets[-1])[-1])
     return CompiledQuery(
@@ -191,7 +219,12 @@ def compile_query(
         dataset,
         optimized,
         parts,
-        reference + joined_assets + assets + global_assets,
+        _presented(
+            reference + joined_assets + assets + global_assets,
+            attributes,
+            model_note,
+            {build.key(n.name) for n in all_nodes(optimized) if isinstance(n, OPTIMIZED)},
+        ),
         job,
         _whole_job(
             f"{name}_summary_job",
@@ -204,7 +237,28 @@ def compile_query(
             f"Read the tables query {name!r} joins with (run before the batches).",
         ),
         sources=(main, *joined.values()),
+        key_prefix=build.key_prefix,
     )
+
+
+def _presented(
+    assets: list[dg.AssetsDefinition],
+    attributes: AssetAttributes,
+    model_note: str | None,
+    planned: set[dg.AssetKey],
+) -> list[dg.AssetsDefinition]:
+    """``assets`` with the query's owners, tags and group, and ``model_note`` in the
+    description of those the optimizer plans (``planned``)."""
+
+    def present(spec: dg.AssetSpec) -> dg.AssetSpec:
+        spec = attributes.apply(spec)
+        if model_note and spec.key in planned and spec.description:
+            # right after the sentence that says the optimizer chooses
+            text = spec.description.replace(OPTIMIZER_NOTE, f"{OPTIMIZER_NOTE} {model_note}")
+            spec = spec.replace_attributes(description=text)
+        return spec
+
+    return list(dg.map_asset_specs(present, assets))
 
 
 def _whole_job(name: str, assets: list[dg.AssetsDefinition], description: str) -> Any:
@@ -219,13 +273,11 @@ def _whole_job(name: str, assets: list[dg.AssetsDefinition], description: str) -
 
 
 def _join_sides(
-    name: str,
-    lineage: list[plan.PlanNode],
-    model_pool: str | None,
-    checks: CheckSettings,
+    build: _Build, lineage: list[plan.PlanNode]
 ) -> tuple[dict[str, SourceBatches], list[dg.AssetsDefinition], list[dg.AssetsDefinition]]:
     """The right sides of the query's joins: each folder batched on its own (by source name),
     the per-batch assets of those folders, and the unpartitioned assets of the tables."""
+    name = build.query
     joined: dict[str, SourceBatches] = {}
     reference: list[dg.AssetsDefinition] = []
     joined_assets: list[dg.AssetsDefinition] = []
@@ -237,9 +289,7 @@ def _join_sides(
         right_source = right[0]
         if isinstance(right_source, plan.DirectorySource):
             rparts = dg.DynamicPartitionsDefinition(name=f"{name}_{right_source.name}_batches")
-            per_batch, whole = _chain(
-                name, right, rparts, model_pool, right_source.name, {}, checks
-            )
+            per_batch, whole = _chain(build, right, rparts, right_source.name, {})
             assert not whole, "SemanticJoin rejects operators over all batches on its right"
             joined[right_source.name] = SourceBatches(
                 right_source,
@@ -250,6 +300,6 @@ def _join_sides(
             )
             joined_assets += per_batch
         else:
-            _, whole = _chain(name, right, None, model_pool, None, {}, checks)
+            _, whole = _chain(build, right, None, None, {})
             reference += whole
     return joined, joined_assets, reference

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+from dagster_shared.yaml_utils import parse_yamls_with_source_position
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from optimizer import parse_policy
 from pz_dagster.operators.registry import strategy_names
+from pz_dagster.orchestration.attributes import AssetAttributes
 from pz_dagster.orchestration.compiler import CompiledQuery
 from pz_dagster.orchestration.definitions import build_definitions
 from pz_dagster.orchestration.optimization import OptimizerResource
@@ -37,7 +39,14 @@ from pz_dagster.orchestration.resources import (
     ModelResource,
     OpenAICompatibleModel,
 )
-from pz_dagster.query.spec import QuerySpec, SourceSpec, dataset_from_spec, resolve_path
+from pz_dagster.query.declaration import Declaration
+from pz_dagster.query.spec import (
+    QuerySpec,
+    SourceSpec,
+    SpecLines,
+    dataset_from_spec,
+    resolve_path,
+)
 from pz_dagster.redact import API_KEY_ENV_REFUSED, REDACTED, looks_like_key
 
 __all__ = ["ModelSpec", "OptimizerSpec", "PzQueryComponent", "QuerySpec", "dataset_from_spec"]
@@ -208,21 +217,58 @@ class PzQueryComponent(dg.Component, QuerySpec, dg.Resolvable):
         description="Record store folder, relative to this defs.yaml or absolute; default "
         "$PZ_DAGSTER_STORE or $DAGSTER_HOME/pz_store.",
     )
+    asset_attributes: AssetAttributes = Field(
+        default_factory=AssetAttributes,
+        description="Owners, tags, group and key prefix of every asset of the query.",
+    )
 
-    def build_query(self, base_dir: Path | None = None) -> tuple[dg.Definitions, CompiledQuery]:
-        """Definitions and compiled query; relative paths are taken from ``base_dir``."""
+    def build_query(
+        self, base_dir: Path | None = None, lines: SpecLines | None = None
+    ) -> tuple[dg.Definitions, CompiledQuery]:
+        """Definitions and compiled query; relative paths are taken from ``base_dir``;
+        ``lines`` say where the YAML declares the source and each operator."""
         store = resolve_path(self.store_root, base_dir) if self.store_root else None
         return build_definitions(
-            dataset_from_spec(self, base_dir),
+            dataset_from_spec(self, base_dir, lines),
             self.name,
             model=self.chat_model.resource(),
             optimizer=self.optimizer.resource(base_dir),
             store_root=store,
+            asset_attributes=self.asset_attributes,
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = context.path if context.path.is_dir() else context.path.parent
-        return self.build_query(folder)[0]
+        yaml_path = context.path / "defs.yaml" if context.path.is_dir() else context.path
+        return self.build_query(folder, yaml_lines(yaml_path, self.name))[0]
+
+
+def yaml_lines(path: Path, name: str) -> SpecLines | None:
+    """Where the defs.yaml at ``path`` declares query ``name``'s source and operators (for
+    each asset's code reference); None when it cannot tell (no such file, or no document of
+    it holds that query)."""
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return None
+    docs = parse_yamls_with_source_position(path.read_text(), str(path))
+    for doc in docs:
+        attributes = doc.value.get("attributes") if isinstance(doc.value, dict) else None
+        if len(docs) > 1 and (not isinstance(attributes, dict) or attributes.get("name") != name):
+            continue
+        tree = doc.source_position_tree.children.get("attributes")
+        if tree is None:
+            return None
+
+        def at(child: Any) -> Declaration:
+            return Declaration(str(path), child.position.start.line)
+
+        operators = tree.children.get("operators")
+        ops = operators.children if operators is not None else {}
+        source = tree.children.get("source")
+        return SpecLines(
+            source=at(source) if source is not None else None,
+            operators=tuple(at(ops[i]) for i in sorted(ops)),
+        )
+    return None
 
 
 SCAFFOLD_TEMPLATE = """\
@@ -265,4 +311,10 @@ attributes:
     # api_key_env: OPENAI_API_KEY          # the variable's name, never the key itself
 
   # store_root: /var/data/pz_store          # default: $DAGSTER_HOME/pz_store
+
+  # asset_attributes:        # on every asset of the query
+  #   owners: [team:legal]   # email addresses or team:<name>
+  #   tags: {{tier: gold}}
+  #   group_name: legal      # default: the query's name
+  #   key_prefix: [legal]    # keys legal/<name>/<operator>
 """

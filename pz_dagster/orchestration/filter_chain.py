@@ -16,6 +16,11 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
+from pz_dagster.orchestration.asset_docs import (
+    asset_description,
+    definition_metadata,
+    lineage_metadata,
+)
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.keys import EMBEDDINGS_KEY, IO_MANAGER_KEY, MODEL_KEY, OPTIMIZER_KEY
 from pz_dagster.orchestration.metadata import materialization_metadata, unanswered_failure
@@ -99,10 +104,13 @@ class FilterChainBody:
     parts: dg.DynamicPartitionsDefinition | None
     chain: tuple[plan.PlanNode, ...]
     checks: CheckSettings
+    key_prefix: tuple[str, ...] = ()
+
+    def key(self, node: plan.SemanticFilter) -> dg.AssetKey:
+        return dg.AssetKey([*self.key_prefix, self.query, node.name])
 
     def body(self, node: plan.SemanticFilter) -> OperatorBody:
-        key = dg.AssetKey([self.query, node.name])
-        return OperatorBody(self.query, node, key, self.parts, self.chain, self.checks)
+        return OperatorBody(self.query, node, self.key(node), self.parts, self.chain, self.checks)
 
     def materialize(
         self, context: dg.AssetExecutionContext, config: FilterChainConfig, upstream: pa.Table
@@ -122,13 +130,14 @@ class FilterChainBody:
                 "records_stored": len(stored),
             }
             columns = plan.column_types(node)
+            key = self.key(node)
             yield dg.Output(
                 to_table(stored, columns),
                 output_name=node.name,
-                metadata=materialization_metadata(md, len(stored), columns),
+                metadata=materialization_metadata(md, len(stored), columns)
+                | lineage_metadata(node, key),
             )
             run = step.record.run
-            key = dg.AssetKey([self.query, node.name])
             yield from evaluate(
                 node, key, step.result, self.checks, partition, run.quality, run.quality_source
             )
@@ -210,14 +219,16 @@ def filter_chain_asset(
     *,
     chain: tuple[plan.PlanNode, ...],
     checks: CheckSettings | None = None,
+    key_prefix: tuple[str, ...] = (),
 ) -> dg.AssetsDefinition:
     """One multi-asset for adjacent semantic filters ``nodes`` (declared order): an output,
-    asset key and checks per filter, each filter depending on the one declared before it. Its
-    run config is a ``FilterChainConfig``."""
+    asset key (``[*key_prefix, query, name]``) and checks per filter, each filter depending on
+    the one declared before it. Its run config is a ``FilterChainConfig``."""
     checks = checks or CheckSettings()
-    keys = [dg.AssetKey([query, n.name]) for n in nodes]
-    upstream = dg.AssetKey([query, nodes[0].parent.name])
-    body = FilterChainBody(query, nodes, parts, chain, checks)
+    body = FilterChainBody(query, nodes, parts, chain, checks, key_prefix)
+    keys = [body.key(n) for n in nodes]
+    upstream = dg.AssetKey([*key_prefix, query, nodes[0].parent.name])
+    names = tuple(n.name for n in nodes)
 
     @dg.multi_asset(
         name=f"{query}__{nodes[0].name}__to__{nodes[-1].name}",
@@ -225,7 +236,8 @@ def filter_chain_asset(
             n.name: dg.AssetOut(
                 key=k,
                 io_manager_key=IO_MANAGER_KEY,
-                description=n.describe(),
+                description=asset_description(n, k, filter_chain=names),
+                metadata=definition_metadata(n, k),
                 kinds={"pz", "llm"},
             )
             for n, k in zip(nodes, keys, strict=True)

@@ -20,6 +20,11 @@ from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import needs_model
 from pz_dagster.operators.base import Progress
 from pz_dagster.operators.progress import current_reporter
+from pz_dagster.orchestration.asset_docs import (
+    asset_description,
+    definition_metadata,
+    lineage_metadata,
+)
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.keys import EMBEDDINGS_KEY, IO_MANAGER_KEY, MODEL_KEY, OPTIMIZER_KEY
 from pz_dagster.orchestration.metadata import materialization_metadata, unanswered_failure
@@ -146,6 +151,7 @@ class OperatorBody:
         step = self.step(context, config, upstream, right)
         columns = plan.column_types(self.node)
         md = materialization_metadata(step.metadata, step.result.stats.records_out, columns)
+        md |= lineage_metadata(self.node, self.key)
         yield dg.Output(to_table(step.records, columns), metadata=md)
         partition = context.partition_key if context.has_partition_key else None
         run = step.record.run
@@ -199,7 +205,7 @@ class OperatorBody:
     def history(self, context: dg.AssetExecutionContext) -> dict[str, NodeHistory]:
         """The history of the chain's operators, from the instance's event log."""
         optimizer = getattr(context.resources, OPTIMIZER_KEY)
-        keys = {n.name: dg.AssetKey([self.query, n.name]) for n in self.chain}
+        keys = {n.name: sibling_key(self.key, n.name) for n in self.chain}
         return read_history(context.instance, keys, optimizer.history_limit)
 
     def tuning(
@@ -226,8 +232,18 @@ class OperatorBody:
         return len((known - done) | {context.partition_key})
 
 
+def sibling_key(key: dg.AssetKey, node_name: str) -> dg.AssetKey:
+    """The key of another node of the same query: every asset of a query shares one prefix.
+
+    >>> sibling_key(dg.AssetKey(["team", "enron", "sender"]), "emails").to_user_string()
+    'team/enron/emails'
+    """
+    return dg.AssetKey([*key.path[:-1], node_name])
+
+
 def _ins(
     query: str,
+    key: dg.AssetKey,
     node: plan.UnaryNode,
     reads_all_partitions: bool,
     manifest: str | None,
@@ -244,7 +260,7 @@ def _ins(
 
     ins = {
         "upstream": dg.AssetIn(
-            key=dg.AssetKey([query, node.parent.name]),
+            key=sibling_key(key, node.parent.name),
             **(all_of(manifest) if reads_all_partitions else {}),
         )
     }
@@ -252,7 +268,7 @@ def _ins(
         assert node.right is not None
         right_partitioned = isinstance(node.right.lineage()[0], plan.DirectorySource)
         ins["right"] = dg.AssetIn(
-            key=dg.AssetKey([query, node.right.name]),
+            key=sibling_key(key, node.right.name),
             **(all_of(right_manifest) if right_partitioned else {}),
         )
     return ins
@@ -286,7 +302,8 @@ def _decorator(
         required_resource_keys=resource_keys,
         group_name=query,
         kinds={"pz", "llm"} if semantic else {"pz", "python"},
-        description=node.describe(),
+        description=asset_description(node, key),
+        metadata=definition_metadata(node, key),
         pool=pool if semantic else None,
     )
 
@@ -302,15 +319,17 @@ def operator_asset(
     right_manifest: str | None = None,
     chain: tuple[plan.PlanNode, ...] = (),
     checks: CheckSettings | None = None,
+    key_prefix: tuple[str, ...] = (),
 ) -> dg.AssetsDefinition:
-    """One operator's asset. ``parts`` None makes it unpartitioned; ``reads_all_partitions``
-    makes it read every partition of its (partitioned) input, whose batches are named by
-    ``manifest``. A join whose right side is a folder reads all of that folder's partitions
-    (``right_manifest``). ``chain``: the operators the optimizer prices with this one."""
+    """One operator's asset, keyed ``[*key_prefix, query, node.name]``. ``parts`` None makes
+    it unpartitioned; ``reads_all_partitions`` makes it read every partition of its
+    (partitioned) input, whose batches are named by ``manifest``. A join whose right side is a
+    folder reads all of that folder's partitions (``right_manifest``). ``chain``: the
+    operators the optimizer prices with this one."""
     checks = checks or CheckSettings()
-    key = dg.AssetKey([query, node.name])
+    key = dg.AssetKey([*key_prefix, query, node.name])
     body = OperatorBody(query, node, key, parts, chain, checks)
-    ins = _ins(query, node, reads_all_partitions, manifest, right_manifest)
+    ins = _ins(query, key, node, reads_all_partitions, manifest, right_manifest)
     decorate = _decorator(query, node, key, ins, parts, pool, checks)
     if "right" in ins:
 

@@ -11,6 +11,7 @@ import dagster as dg
 
 from pz_dagster.errors import SourceError
 from pz_dagster.operators.base import OperatorResult, OperatorStats
+from pz_dagster.orchestration.asset_docs import asset_description, definition_metadata
 from pz_dagster.orchestration.checks import CheckSettings, check_specs, evaluate
 from pz_dagster.orchestration.keys import IO_MANAGER_KEY
 from pz_dagster.orchestration.metadata import source_metadata
@@ -84,9 +85,10 @@ def source_asset(
     parts: dg.DynamicPartitionsDefinition,
     manifest: str | None,
     checks: CheckSettings,
+    key_prefix: tuple[str, ...] = (),
 ):
     columns = plan.column_types(node)
-    key = dg.AssetKey([query, node.name])
+    key = dg.AssetKey([*key_prefix, query, node.name])
 
     @dg.asset(
         key=key,
@@ -95,7 +97,8 @@ def source_asset(
         io_manager_key=IO_MANAGER_KEY,
         group_name=query,
         kinds={"pz", "duckdb" if isinstance(node, plan.TableBatchSource) else "files"},
-        description=f"Items of {node.location}, one record per document or row. {node.describe()}",
+        description=asset_description(node, key),
+        metadata=definition_metadata(node, key),
     )
     def _source(
         context: dg.AssetExecutionContext, pz_store: RecordStoreResource
@@ -121,9 +124,11 @@ def source_asset(
     return _source
 
 
-def table_asset(query: str, node: plan.TableSource, checks: CheckSettings):
+def table_asset(
+    query: str, node: plan.TableSource, checks: CheckSettings, key_prefix: tuple[str, ...] = ()
+):
     columns = plan.column_types(node)
-    key = dg.AssetKey([query, node.name])
+    key = dg.AssetKey([*key_prefix, query, node.name])
 
     @dg.asset(
         key=key,
@@ -131,7 +136,8 @@ def table_asset(query: str, node: plan.TableSource, checks: CheckSettings):
         io_manager_key=IO_MANAGER_KEY,
         group_name=query,
         kinds={"pz", "duckdb"} if node.database else {"pz", "python"},
-        description=node.describe(),
+        description=asset_description(node, key),
+        metadata=definition_metadata(node, key),
     )
     def _table(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
         start = time.perf_counter()

@@ -249,7 +249,8 @@ class RecordStore:
         return None
 
     def _write_lineage(self, asset_path: Sequence[str], path: Path, table: pa.Table) -> None:
-        batch = self._find_batch(asset_path[0], path.stem) if asset_path else None
+        # Asset paths are [*key prefix, query, asset]: the query's manifests name the batch.
+        batch = self._find_batch(asset_path[-2], path.stem) if len(asset_path) >= 2 else None
         if batch is None:
             return  # not a batch (e.g. a hand-written partition): nothing can supersede it
         lineage = lineage_table(path.stem, batch, table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 from pz_dagster.errors import PlanError
 from pz_dagster.query import plan, rewrites
+from pz_dagster.query.declaration import caller_declaration
 from pz_dagster.query.nodes import all_nodes
 from pz_dagster.query.schema import FieldSpec, output_model
 
@@ -52,12 +54,17 @@ class Dataset:
         cls, path: str | Path, *, name: str = "documents", batch_size: int = 25
     ) -> Dataset:
         """Documents of a folder (.txt .eml .md .html .json .jsonl .csv); batches become partitions."""
-        return cls(plan.DirectorySource(name=name, path=str(path), batch_size=batch_size))
+        return cls(
+            plan.DirectorySource(
+                declared_at=caller_declaration(), name=name, path=str(path), batch_size=batch_size
+            )
+        )
 
     @classmethod
     def from_records(cls, records: Sequence[Mapping[str, Any]], *, name: str = "table") -> Dataset:
         """An unpartitioned table of records given in Python (e.g. reference data to join with)."""
-        return cls(plan.TableSource.from_records(name, [dict(r) for r in records]))
+        table = plan.TableSource.from_records(name, [dict(r) for r in records])
+        return cls(replace(table, declared_at=caller_declaration()))
 
     @classmethod
     def from_pandas(cls, df: Any, *, name: str = "table") -> Dataset:
@@ -86,11 +93,19 @@ class Dataset:
         False
         """
         if batch_size is None and id_column is None:
-            return cls(plan.TableSource(name=name, database=str(database), sql=table_or_sql))
+            return cls(
+                plan.TableSource(
+                    declared_at=caller_declaration(),
+                    name=name,
+                    database=str(database),
+                    sql=table_or_sql,
+                )
+            )
         if batch_size is None or not id_column:
             raise PlanError("a watched DuckDB table needs both id_column and batch_size")
         return cls(
             plan.TableBatchSource(
+                declared_at=caller_declaration(),
                 name=name,
                 database=str(database),
                 sql=table_or_sql,
@@ -128,6 +143,7 @@ class Dataset:
         """Keep records for which the natural-language ``predicate`` holds."""
         return Dataset(
             plan.SemanticFilter(
+                declared_at=caller_declaration(),
                 name=self._name("sem_filter", name),
                 input=self._node,
                 predicate=predicate,
@@ -147,7 +163,11 @@ class Dataset:
         model = _fields_model(fields, node_name, "Output")
         return Dataset(
             plan.SemanticMap(
-                name=node_name, input=self._node, output=model, depends_on=_as_tuple(depends_on)
+                declared_at=caller_declaration(),
+                name=node_name,
+                input=self._node,
+                output=model,
+                depends_on=_as_tuple(depends_on),
             )
         )
 
@@ -167,6 +187,7 @@ class Dataset:
             raise PlanError("classes must be a list of labels, not one string")
         return Dataset(
             plan.SemanticClassify(
+                declared_at=caller_declaration(),
                 name=self._name("sem_classify", name),
                 input=self._node,
                 output=output,
@@ -189,6 +210,7 @@ class Dataset:
         model = _fields_model(fields, node_name, "Item")
         return Dataset(
             plan.SemanticFlatMap(
+                declared_at=caller_declaration(),
                 name=node_name,
                 input=self._node,
                 output=model,
@@ -210,6 +232,7 @@ class Dataset:
             raise PlanError("map output must be a mapping of new column names to types")
         return Dataset(
             plan.Map(
+                declared_at=caller_declaration(),
                 name=self._name("map", name),
                 input=self._node,
                 fn=fn,
@@ -224,6 +247,7 @@ class Dataset:
         """Order each partition's records by ``by``."""
         return Dataset(
             plan.Sort(
+                declared_at=caller_declaration(),
                 name=self._name("sort", name),
                 input=self._node,
                 by=_as_tuple(by),
@@ -234,7 +258,12 @@ class Dataset:
     def distinct(self, on: str | Sequence[str], *, name: str | None = None) -> Dataset:
         """Keep the first record of each distinct value of ``on``, per partition."""
         return Dataset(
-            plan.Distinct(name=self._name("distinct", name), input=self._node, on=_as_tuple(on))
+            plan.Distinct(
+                declared_at=caller_declaration(),
+                name=self._name("distinct", name),
+                input=self._node,
+                on=_as_tuple(on),
+            )
         )
 
     def filter(
@@ -247,6 +276,7 @@ class Dataset:
         """Keep records for which ``predicate(record_dict)`` is true."""
         return Dataset(
             plan.Filter(
+                declared_at=caller_declaration(),
                 name=self._name("filter", name),
                 input=self._node,
                 predicate=predicate,
@@ -257,12 +287,24 @@ class Dataset:
     def project(self, cols: str | Sequence[str], *, name: str | None = None) -> Dataset:
         """Keep only ``cols`` (record_id and error are always kept)."""
         return Dataset(
-            plan.Project(name=self._name("project", name), input=self._node, keep=_as_tuple(cols))
+            plan.Project(
+                declared_at=caller_declaration(),
+                name=self._name("project", name),
+                input=self._node,
+                keep=_as_tuple(cols),
+            )
         )
 
     def limit(self, n: int, *, name: str | None = None) -> Dataset:
         """The first ``n`` records of each partition."""
-        return Dataset(plan.Limit(name=self._name("limit", name), input=self._node, n=n))
+        return Dataset(
+            plan.Limit(
+                declared_at=caller_declaration(),
+                name=self._name("limit", name),
+                input=self._node,
+                n=n,
+            )
+        )
 
     def optimized(self) -> Dataset:
         """The same query after the always-safe logical rewrites (see ``query.rewrites``)."""
@@ -288,6 +330,7 @@ class Dataset:
             )
         return Dataset(
             plan.SemanticJoin(
+                declared_at=caller_declaration(),
                 name=self._name("sem_join", name),
                 input=self._node,
                 right=right.node,
@@ -310,6 +353,7 @@ class Dataset:
         model reranks ``candidates`` of them, default 3k)."""
         return Dataset(
             plan.SemanticTopK(
+                declared_at=caller_declaration(),
                 name=self._name("sem_topk", name),
                 input=self._node,
                 criterion=criterion,
@@ -379,7 +423,11 @@ class GroupBy:
         ds = self._ds
         return Dataset(
             plan.Aggregate(
-                name=ds._name("agg", name), input=ds.node, group_by=self._cols, aggs=tuple(specs)
+                declared_at=caller_declaration(),
+                name=ds._name("agg", name),
+                input=ds.node,
+                group_by=self._cols,
+                aggs=tuple(specs),
             )
         )
 
@@ -396,6 +444,7 @@ class GroupBy:
         model = _fields_model(fields, node_name, "Output")
         return Dataset(
             plan.SemanticAggregate(
+                declared_at=caller_declaration(),
                 name=node_name,
                 input=ds.node,
                 group_by=self._cols,

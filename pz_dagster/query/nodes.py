@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pz_dagster.errors import PlanError
+from pz_dagster.query.declaration import Declaration
 from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name
 
 SOURCE_COLUMNS = (RECORD_ID, "filename", "contents", ERROR)
@@ -25,10 +26,13 @@ Columns = tuple[tuple[str, Any], ...]  # (name, Python type) pairs
 
 @dataclass(frozen=True)
 class PlanNode:
-    """Base of every logical node. ``name`` becomes the Dagster asset name."""
+    """Base of every logical node. ``name`` becomes the Dagster asset name. ``declared_at``
+    is where the user declared it (for the UI's code reference): not part of the plan, so two
+    equal declarations made on different lines are equal nodes."""
 
     kind: ClassVar[str] = "node"
     name: str
+    declared_at: Declaration | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     @property
     def parent(self) -> PlanNode | None:

@@ -88,7 +88,7 @@ def push_down_projections(node: PlanNode) -> PlanNode:
         name = f"{n.name}_early"
         if any(x.name == name for x in n.lineage()):
             return n
-        early = Project(name=name, input=op.parent, keep=keep)
+        early = Project(name=name, input=op.parent, keep=keep, declared_at=n.declared_at)
         return n.with_input(op.with_input(early))
 
     return _rebuild(node, narrow)

@@ -20,6 +20,7 @@ and the same query declared in Python give the same plan. The Dagster Component
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pz_dagster.errors import PlanError, PzError
 from pz_dagster.query.aggregate import AGG_FUNCTIONS
 from pz_dagster.query.dataset import Dataset
+from pz_dagster.query.declaration import Declaration
 from pz_dagster.query.schema import TYPE_NAMES
 
 Columns = str | list[str] | None
@@ -213,13 +215,32 @@ class QuerySpec(Spec):
         return self
 
 
-def dataset_from_spec(spec: QuerySpec, base_dir: Path | None = None) -> Dataset:
+@dataclass(frozen=True)
+class SpecLines:
+    """Where a spec's source and each of its operators (in order) are written in its file."""
+
+    source: Declaration | None = None
+    operators: tuple[Declaration | None, ...] = ()
+
+
+def _declared(ds: Dataset, at: Declaration | None) -> Dataset:
+    # The DSL noted its caller: this module's caller (pydantic, Dagster), not the spec's file.
+    return Dataset(replace(ds.node, declared_at=at))
+
+
+def dataset_from_spec(
+    spec: QuerySpec, base_dir: Path | None = None, lines: SpecLines | None = None
+) -> Dataset:
     """The Dataset the Python DSL builds for ``spec``; a relative source path is taken
-    relative to ``base_dir`` (e.g. the folder of the YAML file) when one is given."""
+    relative to ``base_dir`` (e.g. the folder of the YAML file) when one is given. ``lines``
+    says where each node was declared (the nodes name no place without it)."""
+    lines = lines or SpecLines()
     src = spec.source
     ds = Dataset.from_directory(
         resolve_path(src.path, base_dir), name=src.name, batch_size=src.batch_size
     )
-    for op in spec.operators:
-        ds = op.apply(ds)
+    ds = _declared(ds, lines.source)
+    for i, op in enumerate(spec.operators):
+        at = lines.operators[i] if i < len(lines.operators) else None
+        ds = _declared(op.apply(ds), at)
     return ds
