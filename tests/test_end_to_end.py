@@ -204,7 +204,8 @@ def test_dagster_asset_materialize_cli_one_partition(
         timeout=120,
     )
     assert reg.returncode == 0, reg.stderr
-    key = next(line.split()[0] for line in reg.stdout.splitlines() if line.strip().startswith("b-"))
+    # a key a person can read: the batch's ordinal and its first file
+    key = next(w for line in reg.stdout.splitlines() for w in line.split()[:1] if w[:5] == "0001-")
     run = subprocess.run(
         [
             sys.executable,
