@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pz_dagster import metadata_keys as K
 from pz_dagster.cli_errors import (
     PzGroup,
     clean,
@@ -37,6 +38,7 @@ from pz_dagster.cli_errors import (
     yaml_problem,
 )
 from pz_dagster.errors import PzError
+from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.compiler import (
     CompiledQuery,
@@ -62,7 +64,7 @@ from pz_dagster.orchestration.runs import (
     process_tags,
 )
 from pz_dagster.orchestration.store import RecordStore, view_name
-from pz_dagster.tuning.history import HistoryRecord, metadata_value
+from pz_dagster.tuning.history import HistoryRecord, holds_history
 from pz_dagster.tuning.ordering import estimates_of, order_filters
 from pz_dagster.tuning.planning import OPTIMIZED, plan_operator
 
@@ -70,13 +72,13 @@ from pz_dagster.tuning.planning import OPTIMIZED, plan_operator
 console = Console(width=None if Console().is_terminal else 140)
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 SUMMARY_KEYS = (
-    "records_in",
-    "records_out",
-    "failures",
-    "input_tokens",
-    "output_tokens",
-    "dollars",
-    "seconds",
+    K.RECORDS_IN,
+    K.RECORDS_OUT,
+    K.FAILURES,
+    K.INPUT_TOKENS,
+    K.OUTPUT_TOKENS,
+    K.DOLLARS,
+    K.SECONDS,
 )
 
 
@@ -473,13 +475,13 @@ def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition
             v = metadata_value(md, k, "")
             vals.append(
                 f"{v:.4f}"
-                if k == "dollars" and v != ""
+                if k == K.DOLLARS and v != ""
                 else f"{v:.1f}"
                 if isinstance(v, float)
                 else str(v)
             )
-        model = md["model"].value if "model" in md else ""
-        strategy = md["strategy"].value if "strategy" in md else ""
+        model = metadata_value(md, K.MODEL, "")
+        strategy = metadata_value(md, K.STRATEGY, "")
         table.add_row(key.path[-1], f"{model} / {strategy}", *vals)
     console.print(table)
 
@@ -510,18 +512,18 @@ def _print_results(query: CompiledQuery, store: RecordStore, partitions: list[st
 
 
 HISTORY_COLUMNS = (
-    "model",
-    "strategy",
-    "records_in",
-    "records_out",
-    "selectivity",
-    "failures",
-    "input_tokens",
-    "output_tokens",
-    "dollars",
-    "seconds",
-    "quality",
-    "quality_source",
+    K.MODEL,
+    K.STRATEGY,
+    K.RECORDS_IN,
+    K.RECORDS_OUT,
+    K.SELECTIVITY,
+    K.FAILURES,
+    K.INPUT_TOKENS,
+    K.OUTPUT_TOKENS,
+    K.DOLLARS,
+    K.SECONDS,
+    K.QUALITY,
+    K.QUALITY_SOURCE,
 )
 
 
@@ -557,9 +559,8 @@ def history(
         for key in keys:
             for rec, mat in materializations(instance, key, limit):
                 md = dict(mat.metadata)
-                record = HistoryRecord.from_metadata(
-                    md, f"{key.to_user_string()}, run {rec.run_id}"
-                )
+                where = f"{key.to_user_string()}, run {rec.run_id}"
+                record = HistoryRecord.from_metadata(md, where) if holds_history(md) else None
                 rows.append(
                     {
                         "asset": key.path[-1],
@@ -595,7 +596,7 @@ def history(
                     ""
                     if r[c] is None
                     else f"{r[c]:.4f}"
-                    if c == "dollars"
+                    if c == K.DOLLARS
                     else f"{r[c]:.2f}"
                     if isinstance(r[c], float)
                     else str(r[c])
