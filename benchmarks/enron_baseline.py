@@ -38,6 +38,8 @@ from benchmarks.common import (
     write_json,
 )
 from definitions.enron import legal_discovery_query
+from pz_dagster import metadata_keys as K
+from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration import (
     LocalLlamaModel,
     OpenAICompatibleModel,
@@ -47,15 +49,16 @@ from pz_dagster.orchestration import (
 from pz_dagster.orchestration.batches import register_partitions
 
 TUNE_SIZE = 50
-METRIC_KEYS = (
-    "input_tokens",
-    "output_tokens",
-    "model_calls",
-    "failures",
-    "truncated",
-    "model_seconds",
-    "seconds",
-)
+# the totals' names in the JSON, and the metadata keys they sum
+METRIC_KEYS = {
+    "input_tokens": K.INPUT_TOKENS,
+    "output_tokens": K.OUTPUT_TOKENS,
+    "model_calls": K.MODEL_CALLS,
+    "failures": K.FAILURES,
+    "truncated": K.TRUNCATED,
+    "model_seconds": K.MODEL_SECONDS,
+    "seconds": K.SECONDS,
+}
 
 
 def main() -> None:
@@ -122,8 +125,8 @@ def main() -> None:
                 ).records
                 if recs:
                     md = recs[0].asset_materialization.metadata  # type: ignore[union-attr]
-                    for k in METRIC_KEYS:
-                        totals[asset.key.path[-1]][k] += md[k].value if k in md else 0
+                    for name, k in METRIC_KEYS.items():
+                        totals[asset.key.path[-1]][name] += metadata_value(md, k, 0)
     wall = time.perf_counter() - start
 
     store = RecordStore(work / "store")

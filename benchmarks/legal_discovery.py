@@ -15,6 +15,8 @@ from rich.console import Console
 
 from benchmarks.common import copy_emails, stored_output
 from definitions.enron import legal_discovery_query
+from pz_dagster import metadata_keys as K
+from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration import (
     ModelPrice,
     ModelPrior,
@@ -25,6 +27,7 @@ from pz_dagster.orchestration import (
 )
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.testing import SimulatedModel
+from pz_dagster.tuning.history import HistoryRecord
 
 OUTPUT = "sender_and_subject"
 SEMANTIC = ("mentions_fraud_scheme", "not_news_quote", OUTPUT)
@@ -126,23 +129,24 @@ def run_once(
                 if not recs:
                     continue
                 md = recs[0].asset_materialization.metadata
+                record = HistoryRecord.from_metadata(md)
+                assert record is not None, f"{n}: no history record"
+                run = record.run
                 # everything spent: the chosen run and the sample runs (quality, exploration)
-                dollars += md["dollars"].value + (
-                    md["sample_dollars"].value if "sample_dollars" in md else 0.0
-                )
-                calls += md["model_calls"].value
-                failures += md["failures"].value if "failures" in md else 0
-                tokens += md["input_tokens"].value + md["output_tokens"].value
-                model_seconds += md["model_seconds"].value
-                cfg = md["physical_config"].value
-                chosen[n].append(f"{cfg['strategy']}:{cfg['model'] or '-'}")
-                calls_by[n].append(int(md["model_calls"].value))
+                dollars += run.dollars + metadata_value(md, K.SAMPLE_DOLLARS, 0.0)
+                calls += run.model_calls
+                failures += metadata_value(md, K.FAILURES, 0)
+                tokens += record.input_tokens + metadata_value(md, K.OUTPUT_TOKENS, 0)
+                model_seconds += run.seconds
+                cfg = run.config
+                chosen[n].append(f"{cfg.strategy}:{cfg.model or '-'}")
+                calls_by[n].append(int(run.model_calls))
                 # the sample runs beside the chosen one: the champion's reference, exploration
                 sampled[n].append(
                     [
-                        f"{r['config']['strategy']}:{r['config']['model'] or '-'} x{r['records']}"
-                        for r in (md["sample_runs"].value if "sample_runs" in md else [])
-                        if r["config"]["model"]
+                        f"{r.config.strategy}:{r.config.model or '-'} x{r.records}"
+                        for r in record.sample_runs or []
+                        if r.config.model
                     ]
                 )
     wall = time.perf_counter() - start

@@ -44,6 +44,8 @@ from benchmarks.common import (
     write_tune_labels,
 )
 from definitions.enron import legal_discovery_query
+from pz_dagster import metadata_keys as K
+from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration import (
     LocalEmbeddingResource,
     LocalLlamaModel,
@@ -137,16 +139,15 @@ def main() -> None:
                     ).records
                     if recs:
                         md = recs[0].asset_materialization.metadata
+                        config = metadata_value(md, K.PHYSICAL_CONFIG)
                         row[name] = {
-                            "strategy": md["physical_config"].value["strategy"],
-                            "model": md["physical_config"].value["model"],
-                            "model_calls": md["model_calls"].value,
-                            "records_in": md["records_in"].value,
-                            "records_out": md["records_out"].value,
-                            "quality": md["quality"].value if "quality" in md else None,
-                            "quality_source": md["quality_source"].value
-                            if "quality_source" in md
-                            else None,
+                            "strategy": config["strategy"],
+                            "model": config["model"],
+                            "model_calls": metadata_value(md, K.MODEL_CALLS),
+                            "records_in": metadata_value(md, K.RECORDS_IN),
+                            "records_out": metadata_value(md, K.RECORDS_OUT),
+                            "quality": metadata_value(md, K.QUALITY),
+                            "quality_source": metadata_value(md, K.QUALITY_SOURCE),
                         }
                 timeline.append(row)
                 console.print(

@@ -55,7 +55,7 @@ class Policy:
 
 
 def _scores(p: Scored) -> str:
-    return f"quality {p.quality:.3f}, ${p.cost:.2e}/record, {p.seconds:.3g} s/record"
+    return f"quality {p.quality:.3f}, ${p.cost:.3g}/record, {p.seconds:.3g} s/record"
 
 
 @dataclass(frozen=True)

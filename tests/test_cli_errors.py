@@ -243,4 +243,4 @@ def test_code_synthesis_alone_runs_through_the_cli(cli, monkeypatch):
         ).records
     md = rec.asset_materialization.metadata
     assert md["strategy"].value == "code_synthesis"
-    assert md["quality_source"].value == "champion"  # judged against direct on the sample
+    assert md["quality/source"].value == "champion"  # judged against direct on the sample

@@ -27,6 +27,7 @@ from pz_dagster.orchestration import (
 )
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.testing import OpenAISimulator, SimulatedModel
+from pz_dagster.tuning.history import HistoryRecord
 from tests.test_model_faults import client
 
 FIELDS = [
@@ -262,11 +263,11 @@ def test_the_optimizer_picks_code_synthesis_for_large_batches_while_it_works(cod
     assert strategies[0] == "code_synthesis"  # 120 records pay for writing the functions
     first = runs[0]
     if code == "good":
-        assert first["fallback"].value == 0 and "re.search" in first["code_functions_source"].value
-        assert strategies[1] == "code_synthesis" and runs[1]["reused_functions"].value is True
-        assert runs[1]["model_calls"].value == 0  # the functions answered every record
+        assert first["code/fallback"].value == 0 and "re.search" in first["code/functions"].value
+        assert strategies[1] == "code_synthesis" and runs[1]["code/reused_functions"].value
+        assert runs[1]["usage/model_calls"].value == 0  # the functions answered every record
     else:
-        assert first["fallback"].value == 120 - 8  # nothing kept: the model answered the rest
+        assert first["code/fallback"].value == 120 - 8  # nothing kept: the model answered the rest
         assert strategies[1] == "direct"  # observed: dearer than asking directly
     rows = RecordStore(store).read(q.asset_key("extract").path, batches[1].key).to_pylist()
     assert all(r["sender"] == truth(r["contents"])["sender"] for r in rows)
@@ -505,6 +506,7 @@ def test_code_synthesis_is_explored_and_judged_on_a_small_labelled_sample(tmp_pa
             )
             assert res.success
             (md,) = chosen(instance, q.asset_key("extract"))
-    runs = {r["config"]["strategy"]: r for r in md["sample_runs"].value}
+    record = HistoryRecord.from_metadata(md)
+    runs = {r.config.strategy: r for r in record.sample_runs or []}
     assert "code_synthesis" in runs, runs
-    assert runs["code_synthesis"]["quality_source"] == "labels"
+    assert runs["code_synthesis"].quality_source == "labels"

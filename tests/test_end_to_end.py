@@ -20,20 +20,28 @@ from pz_dagster.orchestration import (
     build_definitions,
 )
 from pz_dagster.orchestration.batches import register_partitions
+from pz_dagster.tuning.history import HistoryRecord
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
+SOURCE_NUMERIC = {
+    "records/in": dg.IntMetadataValue,
+    "records/out": dg.IntMetadataValue,
+    "records/read_errors": dg.IntMetadataValue,
+    "time/seconds": dg.FloatMetadataValue,
+}
 NUMERIC = {
-    "records_in": dg.IntMetadataValue,
-    "records_out": dg.IntMetadataValue,
-    "failures": dg.IntMetadataValue,
-    "input_tokens": dg.IntMetadataValue,
-    "output_tokens": dg.IntMetadataValue,
-    "model_calls": dg.IntMetadataValue,
-    "dollars": dg.FloatMetadataValue,
-    "seconds": dg.FloatMetadataValue,
-    "model_seconds": dg.FloatMetadataValue,
+    "records/in": dg.IntMetadataValue,
+    "records/out": dg.IntMetadataValue,
+    "records/failures": dg.IntMetadataValue,
+    "usage/input_tokens": dg.IntMetadataValue,
+    "usage/output_tokens": dg.IntMetadataValue,
+    "usage/model_calls": dg.IntMetadataValue,
+    "cost/dollars": dg.FloatMetadataValue,
+    "cost/dollars_per_record": dg.FloatMetadataValue,
+    "time/seconds": dg.FloatMetadataValue,
+    "time/model_seconds": dg.FloatMetadataValue,
 }
 
 
@@ -78,25 +86,32 @@ def check_run(
     price_per_hour: float = DEFAULT_CPU_PRICE_PER_HOUR,
     shared_by: int = 1,
 ) -> None:
+    source = query.asset_key("emails")
     for asset in query.assets:
         md = latest_metadata(instance, asset.key, partition)
-        for name, kind in NUMERIC.items():
+        for name, kind in (SOURCE_NUMERIC if asset.key == source else NUMERIC).items():
             assert isinstance(md[name], kind), (asset.key, name, md.get(name))
         assert isinstance(md["preview"], dg.MarkdownMetadataValue)
         assert md["dagster/row_count"].value == 4  # the two bad files travel along, flagged
-    source_md = latest_metadata(instance, query.asset_key("emails"), partition)
-    assert source_md["read_errors"].value == 2
+    source_md = latest_metadata(instance, source, partition)
+    assert source_md["records/read_errors"].value == 2
+    # a source calls no model: no model counters, no history record
+    assert not [k for k in source_md if k.startswith(("usage/", "cost/", "history/"))]
     filter_md = latest_metadata(instance, query.asset_key("mentions_raptor"), partition)
     assert filter_md["model"].value == expected_model and filter_md["strategy"].value == "direct"
-    assert filter_md["evaluated"].value == 2 and filter_md["model_calls"].value == 2
-    assert filter_md["input_tokens"].value > 50 and filter_md["output_tokens"].value > 0
-    # a local model costs its compute: model time at the machine's price per hour
-    assert filter_md["model_seconds"].value > 0
-    assert filter_md["dollars"].value == pytest.approx(
-        filter_md["model_seconds"].value * price_per_hour / 3600 / shared_by, rel=1e-6
-    )
-    assert filter_md["dollars_basis"].value == "compute estimate"
-    assert 0.0 <= filter_md["selectivity"].value <= 1.0
+    assert filter_md["records/evaluated"].value == 2
+    assert filter_md["usage/model_calls"].value == 2
+    assert filter_md["usage/input_tokens"].value > 50
+    assert filter_md["usage/output_tokens"].value > 0
+    # a local model costs its compute: model time at the machine's price per hour (exact in
+    # the history record; the entries beside it are rounded for reading)
+    run = HistoryRecord.from_metadata(filter_md).run  # type: ignore[union-attr]
+    assert run.seconds > 0
+    assert run.dollars == pytest.approx(run.seconds * price_per_hour / 3600 / shared_by, rel=1e-6)
+    assert filter_md["time/model_seconds"].value == pytest.approx(run.seconds, rel=1e-3)
+    assert filter_md["cost/dollars"].value == pytest.approx(run.dollars, rel=1e-3)
+    assert filter_md["cost/basis"].value == "compute estimate"
+    assert 0.0 <= filter_md["records/selectivity"].value <= 1.0
 
     with RecordStore(store_root).connect() as con:
         rows = con.execute(
@@ -141,8 +156,8 @@ def test_materialize_through_llama_cpp_server(mini_emails: Path, tmp_path: Path,
         assert again.success
         for name in ("mentions_raptor", "extract_sender"):
             md = latest_metadata(instance, query.asset_key(name), partition)
-            assert md["model_calls"].value == 0 and md["dollars"].value == 0.0
-            assert md["cache_hits"].value == md["evaluated"].value
+            assert md["usage/model_calls"].value == 0 and md["cost/dollars"].value == 0.0
+            assert md["usage/cache_hits"].value == md["records/evaluated"].value
 
 
 def test_sensor_registers_each_batch_once(mini_emails: Path, tmp_path: Path):
@@ -204,7 +219,8 @@ def test_dagster_asset_materialize_cli_one_partition(
         timeout=120,
     )
     assert reg.returncode == 0, reg.stderr
-    key = next(line.split()[0] for line in reg.stdout.splitlines() if line.strip().startswith("b-"))
+    # a key a person can read: the batch's ordinal and its first file
+    key = next(w for line in reg.stdout.splitlines() for w in line.split()[:1] if w[:5] == "0001-")
     run = subprocess.run(
         [
             sys.executable,

@@ -114,13 +114,13 @@ def test_the_selective_filter_runs_first_once_its_history_says_so(emails: Path, 
             kept_by_broad = RecordStore(store).read(q.asset_key("broad").path, b2).to_pylist()
 
     # Batch 1: no history, equal priors: the declared order.
-    assert [first[n]["filter_order"] for n in ("broad", "narrow")] == [1, 2]
-    assert first["narrow"]["records_in"] == first["broad"]["records_out"] == BATCH - 1
+    assert [first[n]["filter/order"] for n in ("broad", "narrow")] == [1, 2]
+    assert first["narrow"]["records/in"] == first["broad"]["records/out"] == BATCH - 1
     # Batch 2: each filter's own history says narrow drops most records: it runs first.
-    assert second["narrow"]["filter_order"] == 1 and second["broad"]["filter_order"] == 2
-    assert second["broad"]["filter_chain"] == ["narrow", "broad"]
-    assert second["narrow"]["records_in"] == BATCH
-    assert second["broad"]["records_in"] == second["narrow"]["records_out"] == 3
+    assert second["narrow"]["filter/order"] == 1 and second["broad"]["filter/order"] == 2
+    assert second["broad"]["filter/chain"] == ["narrow", "broad"]
+    assert second["narrow"]["records/in"] == BATCH
+    assert second["broad"]["records/in"] == second["narrow"]["records/out"] == 3
     # Model calls: 20 + 3 instead of the declared order's 20 + 19.
     declared = BATCH + sum(broad(d["contents"]) for d in docs)
     assert calls == {"narrow": BATCH, "broad": 3}
@@ -151,8 +151,9 @@ def test_each_filter_records_its_own_selectivity_and_both_run_their_checks(
                 n: [r.run for r, _ in history_records(instance, q.asset_key(n), 10)]
                 for n in ("broad", "narrow")
             }
-    assert md["broad"]["selectivity"] == pytest.approx((BATCH - 1) / BATCH)
-    assert md["narrow"]["selectivity"] == pytest.approx(3 / (BATCH - 1))
+    # shown to 4 significant digits
+    assert md["broad"]["records/selectivity"] == pytest.approx((BATCH - 1) / BATCH, rel=1e-3)
+    assert md["narrow"]["records/selectivity"] == pytest.approx(3 / (BATCH - 1), rel=1e-3)
     # what each filter's next plan reads back: its own records seen and kept
     assert [(r.records, r.records_out) for r in runs["broad"]] == [(BATCH, BATCH - 1)]
     assert [(r.records, r.records_out) for r in runs["narrow"]] == [(BATCH - 1, 3)]

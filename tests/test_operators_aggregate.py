@@ -92,7 +92,7 @@ def test_grouped_aggregate_over_all_partitions(folder, sim, tmp_path):
     assert q.summary_job is not None and q.output_key.path[-1] == "per_topic"
     md, rows = run_all(ds, "agg", sim_model(sim), tmp_path)
     assert sorted((r["topic"], r["n"]) for r in rows) == [("fraud", 2), ("other", 2)]
-    assert md["records_in"] == 4 and md["records_out"] == 2
+    assert md["records/in"] == 4 and md["records/out"] == 2
 
 
 def test_semantic_aggregate_is_hierarchical_past_the_context(folder, sim, tmp_path):
@@ -105,12 +105,12 @@ def test_semantic_aggregate_is_hierarchical_past_the_context(folder, sim, tmp_pa
     small = OpenAICompatibleModel(model="sim", base_url=sim.base_url, context_tokens=560)
     md, rows = run_all(ds, "semagg", small, tmp_path)
     assert rows == [{"record_id": "all", "summary": "4 subjects", "error": None}]
-    assert md["strategy"].startswith("hierarchical") and md["model_calls"] > 1
+    assert md["strategy"].startswith("hierarchical") and md["usage/model_calls"] > 1
     md_big, rows_big = run_all(ds, "semagg_big", sim_model(sim), tmp_path)
     assert (
         rows_big[0]["summary"] == "4 subjects"
         and md_big["strategy"] == "direct"
-        and md_big["model_calls"] == 1
+        and md_big["usage/model_calls"] == 1
     )
 
 
@@ -149,7 +149,8 @@ def test_topk_over_all_partitions_with_embeddings_and_rerank(folder, sim, tmp_pa
     rows = RecordStore(store).read(q.output_key.path, None).to_pylist()
     assert [(r["record_id"], r["rank"]) for r in rows][0] == ("a.txt", 1)
     assert rows[0]["relevance"] == 10 and len(rows) == 2 and rows[1]["relevance"] == 2
-    assert md["model_calls"] == 1 + 3  # one embedding call, then only the 3 candidates are rated
+    # one embedding call, then only the 3 candidates are rated
+    assert md["usage/model_calls"] == 1 + 3
     assert -1.0 <= rows[0]["similarity"] <= 1.0
 
 

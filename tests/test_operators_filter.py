@@ -157,15 +157,15 @@ def test_filter_prompt_strategies_materialize(folder, tmp_path, strategy, calls_
     assert sorted(r["record_id"] for r in kept) == ["a.txt", "c.txt"]
     assert md["physical_config"].value["strategy"] == strategy
     # the chosen run's calls (quality sampling runs are counted apart, under sample_runs)
-    assert md["model_calls"].value == calls_per_record * len(EMAILS)
+    assert md["usage/model_calls"].value == calls_per_record * len(EMAILS)
     if strategy == "ensemble":
         assert md["physical_config"].value["params"]["models"] == ["sim", "sim-b", "sim-wrong"]
     if strategy == "cascade":
         # the simulator's cheap model is never sure (confidence 1): every record escalates,
         # and the strong model's answers are recorded to learn thresholds from
         assert md["physical_config"].value["params"]["models"] == ["sim-b", "sim"]
-        assert md["escalated"].value == len(EMAILS)
-        assert len(md["cascade_pairs"].value["sim-b"]) == len(EMAILS)
+        assert md["records/escalated"].value == len(EMAILS)
+        assert len(md["history/record"].value["cascade_pairs"]["sim-b"]) == len(EMAILS)
 
 
 FILTER_CONFIG = {"operator": "f", "model": "m", "strategy": "direct", "params": {}}

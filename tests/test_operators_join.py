@@ -62,7 +62,7 @@ def test_join_documents_with_a_duckdb_table(folder, sim, tmp_path):
         rec = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=q.asset_key("mentions")), limit=2
         ).records
-        calls = sum(r.asset_materialization.metadata["model_calls"].value for r in rec)
+        calls = sum(r.asset_materialization.metadata["usage/model_calls"].value for r in rec)
     assert sorted((r["record_id"], r["name"], r["risk"]) for r in rows) == [
         ("a.txt|schemes#1", "Raptor", 9),
         ("c.txt|schemes#2", "Chewco", 7),

@@ -42,9 +42,10 @@ def test_classify_flat_map_and_relational_operators_materialize(folder, sim, tmp
         ("Michael Kopper", "Kopper", "c.txt"),
     ]
     assert rows[0]["record_id"] == "a.txt#1" and all(r["error"] is None for r in rows)
-    assert md["sem_classify_1"]["model_calls"] == 4 and md["only_fraud"]["records_out"] == 2
-    assert md["people"]["model_calls"] == 2 and md["people"]["records_out"] == 4
-    assert md["unique_people"]["records_out"] == 3
+    assert md["sem_classify_1"]["usage/model_calls"] == 4
+    assert md["only_fraud"]["records/out"] == 2
+    assert md["people"]["usage/model_calls"] == 2 and md["people"]["records/out"] == 4
+    assert md["unique_people"]["records/out"] == 3
 
 
 @pytest.mark.slow
@@ -62,9 +63,11 @@ def test_classify_and_flat_map_on_the_bundled_model(folder, tmp_path):
         )
     )
     md, rows = materialize(ds, "tiny", LocalLlamaModel(n_ctx=2048), tmp_path)
-    assert md["sem_classify_1"]["model_calls"] == 4 and md["sem_classify_1"]["failures"] == 0
+    assert md["sem_classify_1"]["usage/model_calls"] == 4
+    assert md["sem_classify_1"]["records/failures"] == 0
     assert {r["topic"] for r in rows if not r["error"]} <= {"fraud", "social"}
-    assert md["people"]["evaluated"] == 4 and isinstance(md["people"]["output_tokens"], int)
+    assert md["people"]["records/evaluated"] == 4
+    assert isinstance(md["people"]["usage/output_tokens"], int)
     assert all(r["parent_record_id"] in EMAILS for r in rows)
 
 

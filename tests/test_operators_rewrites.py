@@ -23,8 +23,8 @@ def test_relational_filter_declared_after_a_semantic_filter_runs_before_it(folde
     ]
     assert "optimized plan (what runs)" in ds.explain()
     md, rows = materialize(ds, "pushdown", sim_model(sim), tmp_path)
-    assert md["not_from_ken"]["records_in"] == 4 and md["not_from_ken"]["records_out"] == 3
-    assert md["fraud"]["model_calls"] == 3  # the model never saw the email the filter drops
+    assert md["not_from_ken"]["records/in"] == 4 and md["not_from_ken"]["records/out"] == 3
+    assert md["fraud"]["usage/model_calls"] == 3  # the model never saw the email the filter drops
     assert [(r["record_id"], r["sender"]) for r in rows] == [("c.txt", "tim@enron.com")]
 
 

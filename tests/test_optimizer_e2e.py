@@ -77,9 +77,9 @@ def own_agreement(instance, key: dg.AssetKey, model: str) -> tuple[float, float]
         dg.AssetRecordsFilter(asset_key=key), limit=1000
     ).records:
         md = r.asset_materialization.metadata
-        counts = md.get("quality_counts")
+        counts = md["history/record"].value["run"]["quality"]
         if md["physical_config"].value["model"] == model and counts is not None:
-            agree, total = agree + counts.value["agree"], total + counts.value["total"]
+            agree, total = agree + counts["agree"], total + counts["total"]
     return agree, total
 
 
@@ -153,10 +153,10 @@ def test_choice_converges_to_the_cheapest_plan_meeting_the_quality_and_drops_a_d
             # against the labels (so the champion need not run), and its observation is in the
             # metadata (read back as history).
             assert first["cold_start_sample"].value is True
-            runs = {r["config"]["model"]: r for r in first["sample_runs"].value}
+            runs = {r["config"]["model"]: r for r in first["history/record"].value["sample_runs"]}
             assert set(runs) == {"medium"}
             assert runs["medium"]["quality_source"] == "labels" and runs["medium"]["records"] == 10
-            assert latest["quality_source"].value == "labels"
+            assert latest["quality/source"].value == "labels"
             assert "MinCostAtQuality(0.9)" in latest["decision"].value
 
             # The medium model degrades: within a few partitions the filter leaves it.
@@ -207,10 +207,12 @@ def test_a_learned_lexical_proxy_replaces_a_weak_model(tmp_path: Path):
             last = recs[-1].asset_materialization.metadata
             cfg = last["physical_config"].value
             assert cfg["model"] is None and cfg["params"]["polarity"] in (1, -1)
-            assert last["model_calls"].value == 0
+            assert last["usage/model_calls"].value == 0
             # the proxy's own held-out judgement is recorded every partition
             judged = [
-                s for s in last["sample_runs"].value if s["config"]["strategy"] == "lexical_proxy"
+                s
+                for s in last["history/record"].value["sample_runs"]
+                if s["config"]["strategy"] == "lexical_proxy"
             ]
             assert judged and judged[0]["quality_source"] == "labels"
             # a run config pins the model strategy back for one run
@@ -227,7 +229,8 @@ def test_a_learned_lexical_proxy_replaces_a_weak_model(tmp_path: Path):
             )
             assert md["physical_config"].value["strategy"] == "direct"
             assert "pinned by run config: mentions_scheme" in md["decision"].value
-            assert md["model_calls"].value + md["cache_hits"].value == md["evaluated"].value
+            calls, hits = md["usage/model_calls"].value, md["usage/cache_hits"].value
+            assert calls + hits == md["records/evaluated"].value
 
 
 def test_a_proxy_is_chosen_in_the_first_batch_whose_labels_hold_both_answers(tmp_path: Path):
@@ -269,10 +272,12 @@ def test_a_proxy_is_chosen_in_the_first_batch_whose_labels_hold_both_answers(tmp
             strategies = [md["physical_config"].value["strategy"] for md in mds]
             assert strategies == ["direct"] * first + ["lexical_proxy"] * 2, strategies
             md = mds[first]
-            assert md["model_calls"].value == 0
+            assert md["usage/model_calls"].value == 0
             # the same leave-one-out judgement is recorded, so the next batch reads it back
             judged = [
-                s for s in md["sample_runs"].value if s["config"]["strategy"] == "lexical_proxy"
+                s
+                for s in md["history/record"].value["sample_runs"]
+                if s["config"]["strategy"] == "lexical_proxy"
             ]
             assert len(judged) == 1 and judged[0]["quality_source"] == "labels"
             assert judged[0]["records"] == 25 * (first + 1)
@@ -361,8 +366,9 @@ def test_without_labels_quality_is_agreement_with_the_champion(tmp_path: Path):
                 .asset_materialization.metadata
             )
     assert md["physical_config"].value["model"] == "cheap"
-    assert md["quality_source"].value == "champion"
-    counts = md["quality_counts"].value
+    assert md["quality/source"].value == "champion"
+    history = md["history/record"].value
+    counts = history["run"]["quality"]
     assert counts["tp"] + counts["fp"] + counts["fn"] + counts["tn"] == 10  # the sample
-    assert any(r["config"]["model"] == "big" for r in md["sample_runs"].value)
-    assert md["sample_dollars"].value > 0  # the champion's sample run is paid for and shown
+    assert any(r["config"]["model"] == "big" for r in history["sample_runs"])
+    assert md["cost/sample_dollars"].value > 0  # the champion's sample run is paid for and shown

@@ -74,19 +74,19 @@ def test_second_materialization_is_served_from_the_cache(mini_emails, tmp_path, 
         run_partition(defs, q, instance)
         first = metadata(instance, q.asset_key("raptor"))
         calls_after_first = priced_sim.calls["sim-large"]
-        assert first["model_calls"] == 2 and first["cache_hits"] == 0 and first["dollars"] > 0
-        assert first["dollars_basis"] == "token prices"
+        assert first["usage/model_calls"] == 2 and first["usage/cache_hits"] == 0
+        assert first["cost/dollars"] > 0 and first["cost/basis"] == "token prices"
         run_partition(defs, q, instance)
         for name in ("raptor", "sender"):
             again = metadata(instance, q.asset_key(name))
-            assert again["model_calls"] == 0 and again["dollars"] == 0.0
-            assert again["cache_hits"] == 2 and again["input_tokens"] == 0
+            assert again["usage/model_calls"] == 0 and again["cost/dollars"] == 0.0
+            assert again["usage/cache_hits"] == 2 and again["usage/input_tokens"] == 0
         assert priced_sim.calls["sim-large"] == calls_after_first
         # Opting out of the cache calls the model again.
         run_partition(
             defs, q, instance, {"ops": {"cached__raptor": {"config": {"use_cache": False}}}}
         )
-        assert metadata(instance, q.asset_key("raptor"))["model_calls"] == 2
+        assert metadata(instance, q.asset_key("raptor"))["usage/model_calls"] == 2
 
 
 def test_api_key_never_reaches_logs_or_metadata(mini_emails, tmp_path, priced_sim, monkeypatch):
@@ -191,9 +191,10 @@ def test_a_local_run_records_its_compute_as_dollars(mini_emails, tmp_path):
         with dg.instance_for_test() as instance:
             run_partition(defs, q, instance)
             md = metadata(instance, q.asset_key("raptor"))
-    assert md["model_calls"] == 2 and md["dollars"] > 0
-    assert md["dollars"] == pytest.approx(md["model_seconds"] * 3.6 / 3600 / 2)
-    assert md["dollars_basis"] == "compute estimate"
+    assert md["usage/model_calls"] == 2 and md["cost/dollars"] > 0
+    run = md["history/record"]["run"]  # exact; the entries beside it are rounded for reading
+    assert run["dollars"] == pytest.approx(run["seconds"] * 3.6 / 3600 / 2)
+    assert md["cost/basis"] == "compute estimate"
     assert "dollars of local are a compute estimate" in md["decision"]
 
 

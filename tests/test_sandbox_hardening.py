@@ -258,9 +258,9 @@ def test_a_code_synthesis_materialization_cannot_kill_an_outside_process(victim,
     time.sleep(0.2)
     assert victim.alive(), "model-written code killed an outside process"
     assert metadata["strategy"].value == "code_synthesis"
-    problems = json.dumps(metadata["synthesis_problems"].value)
+    problems = json.dumps(metadata["code/synthesis_problems"].value)
     assert "forbidden: os.kill; dropped" in problems  # stopped, and shown in the UI
-    kept = json.dumps(metadata["code_functions"].value)
+    kept = json.dumps(metadata["history/record"].value["functions"])
     assert "pidfd" not in kept and "os.kill" not in kept
     rows = RecordStore(store).read(q.asset_key("extract").path, batch.key).to_pylist()
     assert all(r["sender"] == truth(r["contents"])["sender"] for r in rows)

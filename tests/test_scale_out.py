@@ -167,4 +167,4 @@ def test_demo_runs_with_the_instance_on_postgresql(
     )
     assert hist.returncode == 0, hist.stderr
     (row,) = [json.loads(line) for line in hist.stdout.splitlines()]
-    assert row["model"].startswith("smollm2") and row["records_in"] == 4
+    assert row["model"].startswith("smollm2") and row["records/in"] == 4

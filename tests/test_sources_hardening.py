@@ -242,7 +242,7 @@ def test_source_asset_stores_an_error_record_for_an_outside_link(
             .records[0]
             .asset_materialization.metadata
         )
-    assert md["read_errors"].value == 2 and SECRET not in str(md)
+    assert md["records/read_errors"].value == 2 and SECRET not in str(md)
     with RecordStore(store_root).connect() as con:
         rows = con.execute(
             'select record_id, contents, error from "hard__docs" order by record_id'

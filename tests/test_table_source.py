@@ -75,6 +75,8 @@ def test_sensor_batches_new_rows_once_and_runs_them(tickets: Path, tmp_path: Pat
         with dg.instance_for_test() as instance:
             first, cursor = tick(sensor, defs, instance, None)
             assert len(first.run_requests) == 2  # 4 rows, 2 per batch
+            # keys a person can read: the batch's ordinal, the id column and the first id
+            assert [r.partition_key for r in first.run_requests] == ["0001-id-1", "0002-id-3"]
             again, cursor = tick(sensor, defs, instance, cursor)
             assert again.skip_reason.skip_message == "no new documents"
             assert len(instance.get_dynamic_partitions("helpdesk_batches")) == 2
@@ -84,6 +86,7 @@ def test_sensor_batches_new_rows_once_and_runs_them(tickets: Path, tmp_path: Pat
                 con.execute("UPDATE tickets SET body = 'Printer jam, Chewco office' WHERE id = 4")
             third, cursor = tick(sensor, defs, instance, cursor)
             (new,) = third.run_requests
+            assert new.partition_key == "0003-id-4"
             batch = RecordStore(store).load_batch("helpdesk", new.partition_key)
             assert sorted(f.path for f in batch.files) == [
                 "4",

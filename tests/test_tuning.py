@@ -16,6 +16,7 @@ from pz_dagster import Dataset
 from pz_dagster.models.base import Completion, Usage
 from pz_dagster.models.embeddings import Embeddings
 from pz_dagster.operators import run_operator
+from pz_dagster.operators.base import OperatorResult, OperatorStats
 from pz_dagster.orchestration.metadata import render
 from pz_dagster.tuning import (
     HistoryRecord,
@@ -28,7 +29,7 @@ from pz_dagster.tuning import (
 )
 from pz_dagster.tuning.assessment import assess
 from pz_dagster.tuning.planning import pinned_candidate, plan_operator
-from pz_dagster.tuning.report import Markdown
+from pz_dagster.tuning.report import Markdown, preview, run_metadata
 
 FRAUD = "Raptor hides the losses"
 PREDICATE = "The email is about fraud"
@@ -132,11 +133,103 @@ def test_the_history_record_round_trips_through_plain_and_dagster_metadata():
     record = a_record()
     md = record.to_metadata()
     json.dumps(md)  # plain JSON-able values
-    assert md["dollars"] == 0.4 and md["selectivity"] == 0.3 and md["synthesis_sample"] == 2
-    assert md["quality"] == pytest.approx(0.8) and md["quality_counts"]["tp"] == 2
-    assert md["sample_runs"][1]["config"]["model"] is None
+    assert list(md) == ["history/record"]  # one entry: the UI's numbers are the report's
+    run = md["history/record"]["run"]
+    assert run["dollars"] == 0.4 and run["records_out"] == 3 and run["one_time"]["sample"] == 2
+    assert run["quality"]["tp"] == 2
+    assert md["history/record"]["sample_runs"][1]["config"]["model"] is None
     assert HistoryRecord.from_metadata(md) == record
     assert HistoryRecord.from_metadata(render(md)) == record  # as Dagster's UI holds it
+
+
+# What a_record() was written as before the history record had its own entry (one entry per
+# field, as materializations of older stores hold it).
+LEGACY_METADATA: dict[str, Any] = {
+    "physical_config": {
+        "operator": "f",
+        "model": "small",
+        "strategy": "cascade",
+        "params": {"models": ["small", "big"], "low": -1},
+    },
+    "evaluated": 10,
+    "model_calls": 4,
+    "cache_hits": 6,
+    "dollars": 0.4,
+    "model_seconds": 2.0,
+    "input_tokens": 1000,
+    "selectivity": 0.3,
+    "synthesis_sample": 2,
+    "synthesis_tokens": 10,
+    "fallback_tokens": 10,
+    "quality": 0.8,
+    "quality_source": "labels",
+    "quality_evidence": 3.0,
+    "quality_counts": {"tp": 2.0, "fp": 1.0, "fn": 0.0, "tn": 7.0, "agree": 0.0, "total": 0.0},
+    "sample_runs": [
+        {
+            "config": {"operator": "f", "model": "big", "strategy": "direct", "params": {}},
+            "records": 5,
+            "model_calls": 0,
+            "cache_hits": 0,
+            "dollars": 0.0,
+            "seconds": 0.0,
+            "records_out": 2,
+            "quality": None,
+            "quality_source": "",
+        },
+        {
+            "config": {"operator": "f", "model": None, "strategy": "lexical_proxy", "params": {}},
+            "records": 5,
+            "model_calls": 0,
+            "cache_hits": 0,
+            "dollars": 0.0,
+            "seconds": 0.0,
+            "records_out": None,
+            "quality": None,
+            "quality_source": "",
+        },
+    ],
+    "proxy_pairs": {"lexical_proxy": [[1.0, True], [0.0, False]]},
+    "proxy_pairs_source": "champion",
+    "examples": [["Raptor", True], ["Lunch", False]],
+    "cascade_pairs": {"small": [[2.5, True]]},
+    "code_functions": {"sender": [{"source": "def f(t): return None"}]},
+    "records_in": 10,
+    "records_out": 3,
+    "seconds": 2.5,
+}
+
+
+def test_a_materialization_written_before_the_history_entry_is_still_history():
+    assert HistoryRecord.from_metadata(LEGACY_METADATA) == a_record()
+    assert HistoryRecord.from_metadata(render(LEGACY_METADATA)) == a_record()
+
+
+def test_the_report_rounds_for_reading_and_the_history_keeps_exact_numbers():
+    node = fraud_filter().node
+    run = RunRecord(
+        config=PhysicalConfig("f", "m", "direct"),
+        records=3,
+        records_out=1,
+        model_calls=3,
+        dollars=0.000123456789,
+        seconds=64.46048364099977,
+        quality=QualityCounts(tp=1, fp=1, fn=0, tn=1),
+        quality_source="labels",
+    )
+    record = HistoryRecord(run=run, input_tokens=300)
+    stats = OperatorStats(records_in=3, records_out=1, evaluated=3)
+    out = OperatorResult([{"record_id": "a"}], stats, strategy="direct", model="m")
+    md = run_metadata(out, record, 1.23456789, preview(node, out))
+    assert md["time/model_seconds"] == 64.46 and md["time/seconds"] == 1.235
+    assert md["cost/dollars"] == 0.0001235 and md["cost/dollars_per_record"] == 4.115e-05
+    assert md["records/selectivity"] == 0.3333 and md["quality/score"] == 0.6667
+    numbers = {k: v for k, v in md.items() if isinstance(v, int | float)}
+    assert all("/" in k for k in numbers), "every number is in a group (records/, usage/, ...)"
+    assert not [k for k, v in md.items() if isinstance(v, str) and v[:1].isdigit()]
+    exact = HistoryRecord.from_metadata(render(md))
+    assert exact is not None and exact.run.seconds == 64.46048364099977
+    assert exact.run.dollars == 0.000123456789
 
 
 def test_the_history_of_one_record_counts_cache_hits_once_at_the_calls_rate():
@@ -164,8 +257,8 @@ def test_a_sample_run_answered_from_the_cache_is_corrected_as_the_main_run_is():
     assert main.dollars == sample.dollars == 2.0
     assert not all_cached.costed  # free now, its cost unknown: not a free candidate
     # the metadata keeps what was paid
-    assert record.to_metadata()["dollars"] == 1.0
-    assert record.to_metadata()["sample_runs"][0]["dollars"] == 1.0
+    assert record.to_metadata()["history/record"]["run"]["dollars"] == 1.0
+    assert record.to_metadata()["history/record"]["sample_runs"][0]["dollars"] == 1.0
 
 
 def test_metadata_without_a_record_or_with_a_malformed_one_is_no_history(caplog):
@@ -175,10 +268,12 @@ def test_metadata_without_a_record_or_with_a_malformed_one_is_no_history(caplog)
         bad_runs = {"physical_config": config, "sample_runs": [{"records": "many"}]}
         assert HistoryRecord.from_metadata(bad_runs, "bad one") is None
         assert HistoryRecord.from_metadata({"physical_config": "direct"}, "bad config") is None
+        assert HistoryRecord.from_metadata({"history/record": {"run": 3}}, "bad entry") is None
     messages = [r.getMessage() for r in caplog.records]
     assert any("old one" in m and "no history record" in m for m in messages)
     assert any("bad one" in m and "malformed" in m for m in messages)
     assert any("bad config" in m and "malformed" in m for m in messages)
+    assert any("bad entry" in m and "malformed" in m for m in messages)
     # the same keys, well-formed, are history
     assert HistoryRecord.from_metadata({"physical_config": config, "evaluated": 3}) is not None
 
@@ -259,7 +354,7 @@ def test_a_filter_step_runs_without_dagster_and_scores_its_proxies_once(tmp_path
     assert step.record.run.quality == QualityCounts(tp=4, tn=4)
     assert step.record.run.quality_source == "labels"
     md = step.metadata
-    assert md["physical_config"]["strategy"] == "direct" and md["model_calls"] == len(rows)
+    assert md["physical_config"]["strategy"] == "direct" and md["usage/model_calls"] == len(rows)
     assert isinstance(md["decision"], Markdown) and "pinned by run config: f" in md["decision"]
     assert HistoryRecord.from_metadata(md) == step.record
     # the next batch reads the proxy back as learnable
@@ -277,4 +372,5 @@ def test_an_operator_the_optimizer_does_not_plan_runs_as_given():
         "strategy": "python",
         "params": {},
     }
-    assert "sample_runs" not in step.metadata and step.metadata["selectivity"] == 0.5
+    assert step.metadata["records/selectivity"] == 0.5
+    assert step.metadata["history/record"]["sample_runs"] is None

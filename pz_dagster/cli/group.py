@@ -194,3 +194,25 @@ def export(
     from pz_dagster.cli.export import export_records
 
     export_records(module, query_file, home, asset_name, fmt, partition, out)
+
+
+@main.command()
+@target
+@click.option(
+    "--labels",
+    "labels_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON labels {record_id: fields | [] | null}, as OptimizerResource's labels_path.",
+)
+@json_option("the scores and the operators' plans (one object)")
+def score(
+    module: str, query_file: Path | None, home: str | None, labels_path: Path, as_json: bool
+) -> None:
+    """Score the query's stored answer against labels it was not given: the filters' precision,
+    recall and F1 over the labelled records it read, each labelled field's exact match on the
+    relevant records it kept; then the plan each operator ended on, its quality and the direct
+    model's as the labelled batches measured them, and the model calls it made and saved."""
+    from pz_dagster.cli.scoring import score_query
+
+    score_query(module, query_file, home, labels_path, as_json)

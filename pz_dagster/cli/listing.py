@@ -13,6 +13,7 @@ import click
 import dagster as dg
 from rich.table import Table
 
+from pz_dagster import metadata_keys as K
 from pz_dagster.cli.common import (
     asset_key,
     console,
@@ -22,28 +23,29 @@ from pz_dagster.cli.common import (
     prepare_home,
     record_store,
 )
+from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.compiler import CompiledQuery, asset_keys
 from pz_dagster.orchestration.optimization import materializations
 from pz_dagster.orchestration.runs import fail_dead_runs
 from pz_dagster.sources import Batch
-from pz_dagster.tuning.history import HistoryRecord, metadata_value
+from pz_dagster.tuning.history import HistoryRecord, holds_history
 
 HISTORY_COLUMNS = (
-    "model",
-    "strategy",
-    "records_in",
-    "records_out",
-    "selectivity",
-    "failures",
-    "input_tokens",
-    "output_tokens",
-    "dollars",
-    "seconds",
-    "quality",
-    "quality_source",
+    K.MODEL,
+    K.STRATEGY,
+    K.RECORDS_IN,
+    K.RECORDS_OUT,
+    K.SELECTIVITY,
+    K.FAILURES,
+    K.INPUT_TOKENS,
+    K.OUTPUT_TOKENS,
+    K.DOLLARS,
+    K.SECONDS,
+    K.QUALITY,
+    K.QUALITY_SOURCE,
 )
-TEXT_COLUMNS = ("asset", "model", "strategy", "quality_source", "key", "files", "first file",
+TEXT_COLUMNS = ("asset", K.MODEL, K.STRATEGY, K.QUALITY_SOURCE, "key", "files", "first file",
                 "last file", "materialized", "latest run")  # fmt: skip
 
 
@@ -85,7 +87,8 @@ def _history_rows(
     for key in keys:
         for rec, mat in materializations(instance, key, limit):
             md = dict(mat.metadata)
-            record = HistoryRecord.from_metadata(md, f"{key.to_user_string()}, run {rec.run_id}")
+            where = f"{key.to_user_string()}, run {rec.run_id}"
+            record = HistoryRecord.from_metadata(md, where) if holds_history(md) else None
             rows.append(
                 {
                     "asset": key.path[-1],
@@ -102,7 +105,7 @@ def _history_rows(
 def _history_cell(column: str, value: Any) -> str:
     if value is None:
         return ""
-    if column == "dollars":
+    if column == K.DOLLARS:
         return f"{value:.4f}"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
@@ -183,8 +186,8 @@ def _partition_row(
                 dg.AssetRecordsFilter(asset_key=k, asset_partitions=[batch.key]), limit=1
             ).records or (None,)
             md = rec.asset_materialization.metadata if rec and rec.asset_materialization else {}
-            failures += int(metadata_value(md, "failures", 0) or 0)
-            read_errors += int(metadata_value(md, "read_errors", 0) or 0)
+            failures += int(metadata_value(md, K.FAILURES, 0) or 0)
+            read_errors += int(metadata_value(md, K.READ_ERRORS, 0) or 0)
     run = _latest_run(instance, query, set(keys), batch.key)
     return {
         "key": batch.key,

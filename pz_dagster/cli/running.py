@@ -17,6 +17,7 @@ from filelock import Timeout
 from rich.markup import escape
 from rich.table import Table
 
+from pz_dagster import metadata_keys as K
 from pz_dagster.cli.common import (
     QUIET_LOGS,
     check_partitions,
@@ -30,6 +31,7 @@ from pz_dagster.cli.common import (
 from pz_dagster.cli.progress import showing_progress
 from pz_dagster.cli_errors import clean, is_verbose, require_env_vars
 from pz_dagster.errors import PzError
+from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.compiler import CompiledQuery, asset_keys
 from pz_dagster.orchestration.runs import (
@@ -40,16 +42,15 @@ from pz_dagster.orchestration.runs import (
 )
 from pz_dagster.orchestration.store import RecordStore, view_name
 from pz_dagster.sources import Batch
-from pz_dagster.tuning.history import metadata_value
 
 SUMMARY_KEYS = (
-    "records_in",
-    "records_out",
-    "failures",
-    "input_tokens",
-    "output_tokens",
-    "dollars",
-    "seconds",
+    K.RECORDS_IN,
+    K.RECORDS_OUT,
+    K.FAILURES,
+    K.INPUT_TOKENS,
+    K.OUTPUT_TOKENS,
+    K.DOLLARS,
+    K.SECONDS,
 )
 
 
@@ -232,7 +233,7 @@ def _report_failed_steps(query: CompiledQuery, result: dg.ExecuteInProcessResult
 def _cell(key: str, value: Any) -> str:
     if value == "" or value is None:
         return ""
-    if key == "dollars":
+    if key == K.DOLLARS:
         return f"{value:.4f}"
     if isinstance(value, float):
         return f"{value:.1f}"
@@ -254,8 +255,8 @@ def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition
             table.add_row(key.path[-1], "not materialized", *[""] * len(SUMMARY_KEYS))
             continue
         md = recs[0].asset_materialization.metadata  # type: ignore[union-attr]
-        model = md["model"].value if "model" in md else ""
-        strategy = md["strategy"].value if "strategy" in md else ""
+        model = metadata_value(md, K.MODEL, "")
+        strategy = metadata_value(md, K.STRATEGY, "")
         table.add_row(
             key.path[-1],
             f"{model} / {strategy}",

@@ -9,6 +9,7 @@ from pz_dagster.orchestration.compiler import CompiledQuery, SourceBatches
 from pz_dagster.orchestration.store import RecordStore
 from pz_dagster.query.plan import BatchedSource, DirectorySource, TableBatchSource
 from pz_dagster.sources import Batch, FileRef, make_batches, scan_folder
+from pz_dagster.sources.batches import in_order, next_ordinal
 from pz_dagster.sources.tables import scan_table
 
 
@@ -27,15 +28,23 @@ def register_new_batches(
     new batches and save their manifests.
 
     Idempotent: an item already in a batch (same path or id, and content) is never batched
-    again, and a batch's key is derived from its items, so a repeated call adds nothing.
+    again, so a repeated call adds nothing. New batches are numbered after the source's
+    batches (``0003-<first item>``): the lock makes that numbering, like the batching, one
+    registration's at a time.
     """
     # One registration at a time per source (sensor ticks, CLI runs, other processes): two
     # that interleave would each batch the files the other has not saved yet, so a file that
     # arrived between their scans would land in two batches.
     with registration_lock(store, query, manifest):
         files = scan_source(source)
-        seen = store.batch_files_seen(query, manifest)
-        new = make_batches(files, source.batch_size, seen=seen)
+        existing = store.batches(query, manifest)
+        new = make_batches(
+            files,
+            source.batch_size,
+            seen=[f for b in existing for f in b.files],
+            first=next_ordinal(existing),
+            label=source.id_column if isinstance(source, TableBatchSource) else "",
+        )
         return [store.save_batch(query, batch, manifest) for batch in new]
 
 
@@ -52,12 +61,11 @@ def pending_batches(
     source: SourceBatches | None = None,
 ) -> tuple[list[Batch], list[str]]:
     """Register new batches of ``source`` (default: the query's main folder); return all its
-    batches (ordered by their first file) and the keys the instance does not know as partitions."""
+    batches (in registration order, that of their keys) and the keys the instance does not know
+    as partitions."""
     src = source or query.sources[0]
     register_new_batches(store, query.name, src.node, src.manifest)
-    batches = sorted(
-        store.batches(query.name, src.manifest), key=lambda b: b.files[0].path if b.files else ""
-    )
+    batches = in_order(store.batches(query.name, src.manifest))
     known = set(instance.get_dynamic_partitions(src.partitions_def.name))
     return batches, [b.key for b in batches if b.key not in known]
 

@@ -16,6 +16,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
+from pz_dagster import metadata_keys as K
 from pz_dagster.orchestration.asset_docs import (
     asset_description,
     definition_metadata,
@@ -36,6 +37,7 @@ from pz_dagster.query import plan
 from pz_dagster.tuning.history import NodeHistory
 from pz_dagster.tuning.ordering import FilterEstimate, estimates_of, order_filters
 from pz_dagster.tuning.planning import AUTO
+from pz_dagster.tuning.report import in_reading_order, shown
 from pz_dagster.tuning.step import (
     EndpointUnanswered,
     OperatorPlan,
@@ -122,13 +124,16 @@ class FilterChainBody:
         for node in self.nodes:
             step, at = steps[node.name], executed.index(node.name)
             stored = final if node is self.nodes[-1] else step.records
-            md = step.metadata | {
-                "filter_order": at + 1,
-                "filter_chain": executed,
-                "filter_rank": order[at].rank,
-                "filter_rank_basis": order[at].basis,
-                "records_stored": len(stored),
-            }
+            md = in_reading_order(
+                step.metadata
+                | {
+                    K.FILTER_ORDER: at + 1,
+                    K.FILTER_CHAIN: executed,
+                    K.FILTER_RANK: shown(order[at].rank),
+                    K.FILTER_RANK_BASIS: order[at].basis,
+                    K.STORED: len(stored),
+                }
+            )
             columns = plan.column_types(node)
             key = self.key(node)
             yield dg.Output(

@@ -112,8 +112,7 @@ def source_asset(
         )
         stats.passed_through_errors = sum(1 for r in records if r["error"])
         result = OperatorResult(records, stats, strategy="read")
-        md = source_metadata(node, result, time.perf_counter() - start)
-        md["read_errors"] = stats.passed_through_errors
+        md = source_metadata(node, result, time.perf_counter() - start, batch)
         if stats.passed_through_errors:
             context.log.warning(
                 f"{stats.passed_through_errors} item(s) could not be read; see the error column"

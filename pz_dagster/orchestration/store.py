@@ -41,7 +41,7 @@ from filelock import FileLock
 
 from pz_dagster.errors import SourceError
 from pz_dagster.query.schema import RECORD_ID
-from pz_dagster.sources.batches import Batch
+from pz_dagster.sources.batches import Batch, in_order
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,14 @@ class RecordStore:
         (an existing manifest is kept as it is)."""
         path = self._batch_dir(query, source) / f"{batch.key}.json"
         if path.exists():
-            return Batch.model_validate(json.loads(path.read_text()))
+            saved = Batch.model_validate(json.loads(path.read_text()))
+            if saved.digest != batch.digest:  # a key names one set of files, forever
+                raise SourceError(
+                    f"batch {batch.key!r} of query {query!r} is already saved with other files "
+                    f"({path}); register batches only through the sensor or `pz-dagster "
+                    "register`, which number them under a lock"
+                )
+            return saved
         stamped = batch.model_copy(update={"registered_at": time.time()})
         _atomic_write_bytes(path, stamped.model_dump_json(indent=1).encode())
         return stamped
@@ -399,14 +406,11 @@ class RecordStore:
         return Batch.model_validate(json.loads(path.read_text()))
 
     def batches(self, query: str, source: str | None = None) -> list[Batch]:
+        """The source's batches, in registration order (``sources.batches.in_order``)."""
         d = self._batch_dir(query, source)
         if not d.is_dir():
             return []
-        return [Batch.model_validate(json.loads(p.read_text())) for p in sorted(d.glob("*.json"))]
-
-    def batch_files_seen(self, query: str, source: str | None = None) -> Iterable:
-        for b in self.batches(query, source):
-            yield from b.files
+        return in_order(Batch.model_validate(json.loads(p.read_text())) for p in d.glob("*.json"))
 
     def _loaded(self, query: str, keys: Sequence[str], source: str | None) -> dict[str, Batch]:
         out = {}

@@ -1,7 +1,11 @@
-"""Group the files of a folder into document batches with content-derived keys.
+"""Group the files of a folder into document batches with keys a person can read.
 
-A batch key is a hash of the files' paths and contents, so the same files always give the same
-key and a file already placed in a batch is never placed in a second one.
+A batch key is its ordinal in its source's registration order and a slug of its first item's
+name (``0001-allen-p-inbox-42``): ordered, and telling which files it holds. Its manifest keeps
+the hash of its files' paths and contents (``Batch.digest``). Registration (under a lock, see
+``orchestration.batches``) leaves out every file already in a batch, so a file is never placed in
+two batches and registering again adds nothing. Keys of older stores (``b-`` and the hash) stay
+valid: a manifest's key is whatever it was saved under.
 """
 
 from __future__ import annotations
@@ -9,11 +13,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
-from collections.abc import Iterable
-from pathlib import Path
+import unicodedata
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from pz_dagster.errors import SourceError
 from pz_dagster.sources.files import SUPPORTED_SUFFIXES
@@ -28,6 +34,8 @@ from pz_dagster.sources.paths import (
 
 # The hash of a file listed but not readable now (the reader reports why as an error record).
 UNREADABLE = "unreadable"
+SLUG_CHARS = 40  # of a batch key's name part
+_ORDINAL = re.compile(r"^(\d+)(?:-|$)")
 
 
 class FileRef(BaseModel, frozen=True):
@@ -40,6 +48,17 @@ class Batch(BaseModel, frozen=True):
     key: str
     files: tuple[FileRef, ...]
     registered_at: float = 0.0  # set when its manifest is saved; orders versions of a file
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def digest(self) -> str:
+        """Hash of the batch's paths and contents (saved in its manifest, derived on load)."""
+        return content_digest(self.files)
+
+    @property
+    def ordinal(self) -> int:
+        """Its place in its source's registration order; 0 for a key of an older store."""
+        return key_ordinal(self.key)
 
 
 def _sha256_fd(fd: int) -> str:
@@ -142,23 +161,81 @@ def scan_folder(root: str | Path) -> list[FileRef]:
     return sorted(refs, key=lambda r: r.path.split("/"))
 
 
-def batch_key(files: Iterable[FileRef]) -> str:
+def content_digest(files: Iterable[FileRef]) -> str:
+    """Hash of the files' paths and contents, in path order (an older store's key, less b-)."""
     h = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
         h.update(f"{f.path}\0{f.sha256}\n".encode())
-    return "b-" + h.hexdigest()[:16]
+    return h.hexdigest()[:16]
+
+
+def slug(name: str, limit: int = SLUG_CHARS) -> str:
+    """``name`` as lower-case ASCII letters and digits between dashes, without the file's
+    suffix, at most ``limit`` characters: a part of a partition key.
+
+    >>> slug("allen-p/inbox/42.txt"), slug("Ünïcode Mail (2).EML"), slug("..")
+    ('allen-p-inbox-42', 'unicode-mail-2', '')
+    """
+    stem = str(PurePosixPath(name).with_suffix("")) if PurePosixPath(name).suffix else name
+    ascii_ = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_.lower()).strip("-")
+    return words[:limit].rstrip("-")
+
+
+def key_ordinal(key: str) -> int:
+    """The ordinal a batch key starts with; 0 for a key of an older store (``b-`` hash).
+
+    >>> key_ordinal("0012-allen-p-inbox-42"), key_ordinal("b-b8a1e6a277f17fff")
+    (12, 0)
+    """
+    m = _ORDINAL.match(key)
+    return int(m.group(1)) if m else 0
+
+
+def batch_key(ordinal: int, first_item: str, label: str = "") -> str:
+    """The key of the ``ordinal``-th batch of a source whose first item is ``first_item``
+    (``label``: what the item is, e.g. a table's id column).
+
+    >>> batch_key(1, "allen-p-inbox-42.txt"), batch_key(3, "17", label="msg_id")
+    ('0001-allen-p-inbox-42', '0003-msg-id-17')
+    """
+    name = slug(f"{label}-{first_item}" if label else first_item)
+    return f"{ordinal:04d}-{name}" if name else f"{ordinal:04d}"
+
+
+def next_ordinal(batches: Sequence[Batch]) -> int:
+    """The ordinal of a source's next batch: after every batch it has (an older store's
+    batches count too, so the new keys follow them)."""
+    return max([len(batches), *(b.ordinal for b in batches)]) + 1
+
+
+def in_order(batches: Iterable[Batch]) -> list[Batch]:
+    """Batches in registration order: an older store's (by first file) before the numbered.
+
+    >>> [b.key for b in in_order([Batch(key="0002-b", files=()), Batch(key="0001-z", files=())])]
+    ['0001-z', '0002-b']
+    """
+    return sorted(batches, key=lambda b: (b.ordinal, b.files[0].path if b.files else "", b.key))
 
 
 def make_batches(
-    files: Iterable[FileRef], batch_size: int, seen: Iterable[FileRef] = ()
+    files: Iterable[FileRef],
+    batch_size: int,
+    seen: Iterable[FileRef] = (),
+    *,
+    first: int = 1,
+    label: str = "",
 ) -> list[Batch]:
-    """Batches of at most ``batch_size`` of the files not in ``seen``, in path order."""
+    """Batches of at most ``batch_size`` of the files not in ``seen``, in path order, numbered
+    from ``first`` (``label``: what an item is, in the keys; see ``batch_key``)."""
     if batch_size < 1:
         raise SourceError(f"batch_size must be positive, got {batch_size}")
     seen_set = set(seen)
     fresh = sorted((f for f in set(files) if f not in seen_set), key=lambda f: f.path)
     groups = [tuple(fresh[i : i + batch_size]) for i in range(0, len(fresh), batch_size)]
-    return [Batch(key=batch_key(g), files=g) for g in groups]
+    return [
+        Batch(key=batch_key(first + i, g[0].path, label), files=g) for i, g in enumerate(groups)
+    ]
 
 
 def changed_files(root: str | Path, batch: Batch) -> set[str]:

@@ -5,9 +5,9 @@ prompts learn from; the next decision reads it all back from the history record.
 from __future__ import annotations
 
 import hashlib
-from itertools import zip_longest
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 from optimizer import Candidate, Decision, QualityCounts
 from optimizer.quality import ValidationSet, field_counts, filter_counts

@@ -1,8 +1,10 @@
 """The history record: what one materialization of an operator tells the next batch, and an
 operator's history merged over its materializations, which planning reads.
 
-A record is written as materialization metadata (``HistoryRecord.to_metadata``) and read back
-from it (``HistoryRecord.from_metadata``): the metadata key names of the history live here.
+A record is written as one materialization metadata entry, with exact values
+(``HistoryRecord.to_metadata``, key ``metadata_keys.HISTORY``), and read back from it
+(``HistoryRecord.from_metadata``), which also reads the separate entries that materializations
+written before that entry held (``_LEGACY_*``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from optimizer import Candidate, Observation, PhysicalConfig, QualityCounts
+from pz_dagster.metadata_keys import HISTORY, metadata_value
 from pz_dagster.models.base import Usage
 
 logger = logging.getLogger(__name__)
@@ -22,24 +25,26 @@ logger = logging.getLogger(__name__)
 CHAMPION_JUDGED = "@champion"  # suffix of proxy pairs whose truth is the champion's answer
 Pairs = list[tuple[float, bool]]
 
-# OneTimeCost's fields and the metadata keys of the materialized run's one-time part
-_ONE_TIME_KEYS = {
+# OneTimeCost's fields, as an operator result's extras name them
+_ONE_TIME_FIELDS = ("sample", "synthesis_tokens", "fallback_tokens")
+# Older materializations: OneTimeCost's fields and the keys of the run's one-time part
+_LEGACY_ONE_TIME_KEYS = {
     "sample": "synthesis_sample",
     "synthesis_tokens": "synthesis_tokens",
     "fallback_tokens": "fallback_tokens",
 }
-# the materialized run's fields and their metadata keys
-_RUN_KEYS = {
+# Older materializations: the materialized run's fields and their keys
+_LEGACY_RUN_KEYS = {
     "records": "evaluated",
     "model_calls": "model_calls",
     "cache_hits": "cache_hits",
     "dollars": "dollars",
     "seconds": "model_seconds",
 }
-_KEYS = (
+_LEGACY_KEYS = (
     "physical_config",
-    *_RUN_KEYS.values(),
-    *_ONE_TIME_KEYS.values(),
+    *_LEGACY_RUN_KEYS.values(),
+    *_LEGACY_ONE_TIME_KEYS.values(),
     "input_tokens",
     "selectivity",
     "quality_counts",
@@ -53,16 +58,14 @@ _KEYS = (
 )
 
 
-def metadata_value(md: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """The plain value of one metadata entry (a Dagster ``MetadataValue`` or a plain value),
-    ``default`` when absent.
+def holds_history(md: Mapping[str, Any]) -> bool:
+    """Whether a materialization's metadata holds a history record (an operator's, of either
+    format; a source's holds none).
 
-    >>> metadata_value({"n": 3}, "n"), metadata_value({}, "n", 0)
-    (3, 0)
+    >>> holds_history({HISTORY: {}}), holds_history({"physical_config": {}}), holds_history({})
+    (True, True, False)
     """
-    if key not in md:
-        return default
-    return getattr(md[key], "value", md[key])
+    return HISTORY in md or "physical_config" in md
 
 
 class OneTimeCost(BaseModel):
@@ -79,9 +82,9 @@ class OneTimeCost(BaseModel):
     @classmethod
     def of(cls, extras: Mapping[str, Any]) -> OneTimeCost | None:
         """Read off an operator result's extras; None for a strategy without a one-time cost."""
-        if not any(k in extras for k in _ONE_TIME_KEYS):
+        if not any(k in extras for k in _ONE_TIME_FIELDS):
             return None
-        return cls(**{k: int(extras.get(k, 0) or 0) for k in _ONE_TIME_KEYS})
+        return cls(**{k: int(extras.get(k, 0) or 0) for k in _ONE_TIME_FIELDS})
 
     def recurring(self, records: int) -> tuple[int, float]:
         """Of a run over ``records`` records, the records and the share of its cost that recur
@@ -192,64 +195,42 @@ class HistoryRecord(BaseModel):
     functions: dict[str, list[dict[str, Any]]] | None = None  # what code synthesis kept
 
     def to_metadata(self) -> dict[str, Any]:
-        """The record as materialization metadata: plain JSON-able values by key."""
-        run, data = self.run, self.model_dump(mode="json")
-        md: dict[str, Any] = {"physical_config": data["run"]["config"]}
-        md |= {key: data["run"][name] for name, key in _RUN_KEYS.items()}
-        md["input_tokens"] = self.input_tokens
-        if run.records_out is not None and run.records:
-            md["selectivity"] = float(run.records_out / run.records)
-        if run.one_time is not None:
-            md |= {key: data["run"]["one_time"][name] for name, key in _ONE_TIME_KEYS.items()}
-        if run.quality is not None:
-            md["quality"] = float(run.quality.score)
-            md["quality_source"] = run.quality_source
-            md["quality_evidence"] = float(run.quality.evidence)
-            md["quality_counts"] = data["run"]["quality"]
-        if self.sample_runs is not None:
-            md["sample_runs"] = [
-                s.model_dump(mode="json", exclude={"one_time"} if s.one_time is None else None)
-                for s in self.sample_runs
-            ]
-        if self.proxy_pairs:
-            md["proxy_pairs"] = data["proxy_pairs"]
-            md["proxy_pairs_source"] = self.proxy_pairs_source
-        if self.examples:
-            md["examples"] = data["examples"]
-        if self.cascade_pairs:
-            md["cascade_pairs"] = data["cascade_pairs"]
-        if self.functions is not None:
-            md["code_functions"] = data["functions"]
-        return md
+        """The record as materialization metadata: one entry of plain JSON-able values, exact
+        (what the UI shows beside it is rounded for reading; see ``tuning.report``)."""
+        return {HISTORY: self.model_dump(mode="json")}
 
     @classmethod
     def from_metadata(
         cls, md: Mapping[str, Any], where: str = "a materialization"
     ) -> HistoryRecord | None:
-        """The record ``md`` holds (plain values or Dagster ``MetadataValue``s); None, with a
-        warning logged, where it holds none (written before the record existed) or a
-        malformed one. ``where`` names the materialization in the warning."""
-        values = {k: metadata_value(md, k) for k in _KEYS if k in md}
-        if values.get("physical_config") is None:
-            logger.warning("%s holds no history record (no physical_config): no history", where)
-            return None
+        """The record ``md`` holds (plain values or Dagster ``MetadataValue``s), in its own entry
+        or, written before that, in separate entries; None, with a warning logged, where it
+        holds none (written before the record existed) or a malformed one. ``where`` names the
+        materialization in the warning."""
         try:
-            return cls._parse(values)
+            if HISTORY in md:
+                return cls.model_validate(metadata_value(md, HISTORY))
+            values = {k: metadata_value(md, k) for k in _LEGACY_KEYS if k in md}
+            if values.get("physical_config") is None:
+                logger.warning("%s holds no history record (no physical_config): no history", where)
+                return None
+            return cls._parse_legacy(values)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # pydantic's included
             reason = " ".join(str(exc).split())[:300]
             logger.warning("%s holds a malformed history record, read as none: %s", where, reason)
             return None
 
     @classmethod
-    def _parse(cls, values: dict[str, Any]) -> HistoryRecord:
+    def _parse_legacy(cls, values: dict[str, Any]) -> HistoryRecord:
+        """A record from the separate entries of a materialization written before ``HISTORY``."""
         run: dict[str, Any] = {
-            name: values[key] for name, key in _RUN_KEYS.items() if key in values
+            name: values[key] for name, key in _LEGACY_RUN_KEYS.items() if key in values
         }
         run["records"] = run.get("records") or 0
         if (selectivity := values.get("selectivity")) is not None:
             run["records_out"] = round(float(selectivity) * run["records"])
-        if any(key in values for key in _ONE_TIME_KEYS.values()):
-            run["one_time"] = {n: values.get(k) or 0 for n, k in _ONE_TIME_KEYS.items()}
+        if any(key in values for key in _LEGACY_ONE_TIME_KEYS.values()):
+            run["one_time"] = {n: values.get(k) or 0 for n, k in _LEGACY_ONE_TIME_KEYS.items()}
         run["config"] = values["physical_config"]
         run["quality"] = values.get("quality_counts")
         run["quality_source"] = values.get("quality_source") or ""

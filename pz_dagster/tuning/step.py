@@ -5,7 +5,7 @@ metadata and history record its materialization holds.
 >>> short = Dataset.from_directory("docs").filter(lambda r: len(r["contents"]) < 4).node
 >>> rows = [{"record_id": i, "contents": t, "error": None} for i, t in (("a", "hi"), ("b", "hello"))]
 >>> step = run_operator_step(short, rows, StepServices(client_for=lambda model: None))
->>> [r["record_id"] for r in step.records], step.metadata["selectivity"], step.record.run.records
+>>> [r["record_id"] for r in step.records], step.metadata["records/selectivity"], step.record.run.records
 (['a'], 0.5, 2)
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from optimizer import Candidate, Decision, ModelProfile, PhysicalConfig
 from optimizer.thresholds import SignedThreshold
+from pz_dagster import metadata_keys as K
 from pz_dagster.errors import PzError
 from pz_dagster.models.base import ChatModel
 from pz_dagster.models.embeddings import EmbeddingModel
@@ -40,7 +41,13 @@ from pz_dagster.tuning.planning import (
     threshold_params,
     with_batch_labels,
 )
-from pz_dagster.tuning.report import Markdown, decision_report, run_metadata
+from pz_dagster.tuning.report import (
+    Markdown,
+    decision_report,
+    in_reading_order,
+    preview,
+    run_metadata,
+)
 from pz_dagster.tuning.settings import TuningSettings
 
 logger = logging.getLogger(__name__)
@@ -263,6 +270,7 @@ def history_record(
 
 def step_metadata(
     node: plan.UnaryNode,
+    records: Sequence[Record],
     result: OperatorResult,
     record: HistoryRecord,
     services: StepServices,
@@ -270,20 +278,20 @@ def step_metadata(
     planned: OperatorPlan | None = None,
     assessment: Assessment | None = None,
 ) -> dict[str, Any]:
-    """The materialization's metadata, as plain values."""
-    columns = [c for c, _ in plan.column_types(node)]
-    md = run_metadata(result, columns, wall_seconds, record)
+    """The materialization's metadata, as plain values (``records``: the step's input, which a
+    filter's preview shows what it dropped of)."""
+    md = run_metadata(result, record, wall_seconds, preview(node, result, records))
     if planned is not None and assessment is not None:
         dollars = assessment.sample_usage_dollars
         md |= decision_report(planned.decision, node.name, dollars, planned.cold)
     if "escalated" in result.extras:
-        md["escalated"] = result.extras["escalated"]
+        md[K.ESCALATED] = result.extras["escalated"]
     if needs_model(node) and services.dollars_basis is not None:
         # a local model's dollars are its compute at a price per hour, not a bill
-        md["dollars_basis"] = services.dollars_basis(
+        md[K.DOLLARS_BASIS] = services.dollars_basis(
             record.run.config.params.get("models") or [result.model]  # type: ignore[arg-type]
         )
-    return md
+    return in_reading_order(md)
 
 
 def _warn_about(node: plan.PlanNode, stats: OperatorStats, log: StepLog) -> None:
@@ -343,7 +351,7 @@ def run_operator_step(
     result = run_as_given(node, records, services, strategy, model, right)
     check_answered(node.name, result.stats, max_failed_fraction)
     record = history_record(node, result)
-    md = step_metadata(node, result, record, services, time.perf_counter() - start)
+    md = step_metadata(node, records, result, record, services, time.perf_counter() - start)
     _warn_about(node, result.stats, services.log)
     return StepResult(result, record, md)
 
@@ -378,6 +386,6 @@ def run_planned_step(
     )
     record = history_record(node, result, planned.config, assessment)
     seconds = time.perf_counter() - start + planning_seconds
-    md = step_metadata(node, result, record, services, seconds, planned, assessment)
+    md = step_metadata(node, records, result, record, services, seconds, planned, assessment)
     _warn_about(node, result.stats, services.log)
     return StepResult(result, record, md, planned.decision)
