@@ -100,6 +100,14 @@ class ValidationSet:
     def __contains__(self, record_id: str) -> bool:
         return record_id in self.expected
 
+    def without(self, record_ids: set[str]) -> ValidationSet:
+        """The labels less those of ``record_ids`` (records they cannot judge here).
+
+        >>> len(ValidationSet({"a": None, "b": {}}).without({"a"}))
+        1
+        """
+        return ValidationSet({r: v for r, v in self.expected.items() if r not in record_ids})
+
     def __len__(self) -> int:
         return len(self.expected)
 

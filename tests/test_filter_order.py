@@ -239,3 +239,45 @@ def test_one_filter_of_a_chain_is_pinned_by_name_and_a_wrong_name_is_refused(
     (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failure.step_failure_data.error.message
     assert "narorw" in message and "broad" in message and "narrow" in message
+
+
+def test_labels_of_the_conjunction_judge_a_filter_only_on_what_the_others_kept(
+    emails: Path, tmp_path: Path
+):
+    """The labels say which emails pass both filters. An email broad kept that narrow then
+    dropped is irrelevant for the answer, but says nothing of broad: it is not held against it."""
+    import json
+
+    from pz_dagster.tuning.history import HistoryRecord
+
+    docs = sorted(emails.iterdir())[:BATCH]
+    labels = tmp_path / "labels.json"
+    labels.write_text(
+        json.dumps(
+            {d.name: {} if broad(d.read_text()) and narrow(d.read_text()) else None for d in docs}
+        )
+    )
+    store = tmp_path / "store"
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        defs, q = build_definitions(
+            two_filters(emails),
+            "judged",
+            model=model(sim),
+            optimizer=OptimizerResource(labels_path=str(labels)),
+            store_root=str(store),
+        )
+        with dg.instance_for_test() as instance:
+            b1, _ = (b.key for b in register_partitions(RecordStore(store), q, instance))
+            assert (
+                defs.resolve_job_def(q.job.name)
+                .execute_in_process(partition_key=b1, instance=instance)
+                .success
+            )
+            md = {n: metadata(instance, q.asset_key(n), b1) for n in ("broad", "narrow")}
+    assert md["broad"]["filter/order"] == 1  # no history yet: the declared order
+    quality = {n: HistoryRecord.from_metadata(md[n]).run.quality for n in ("broad", "narrow")}
+    # broad kept the 3 relevant emails and 16 that narrow dropped: those do not count
+    assert (quality["broad"].tp, quality["broad"].fp, quality["broad"].fn) == (3, 0, 0)
+    assert quality["broad"].f1 == 1.0
+    # narrow, the last filter, is judged on everything it saw: 3 kept, 16 rightly dropped
+    assert (quality["narrow"].tp, quality["narrow"].fp, quality["narrow"].tn) == (3, 0, 16)

@@ -42,8 +42,9 @@ from pz_dagster.tuning.step import (
     EndpointUnanswered,
     OperatorPlan,
     StepResult,
+    StepServices,
     plan_step,
-    run_planned_step,
+    run_filter_chain,
 )
 
 
@@ -172,22 +173,25 @@ class FilterChainBody:
                 "filter order: "
                 + ", ".join(f"{f.name} (rank {f.rank:.3g} {f.basis})" for f in order)
             )
-            shown = records
-            for f in order:
-                node, body = by_name[f.name], self.body(by_name[f.name])
-                progress = cleanup.enter_context(operator_progress(context, node.name))
-                try:
-                    steps[node.name] = run_planned_step(
-                        node,
-                        shown,
-                        body.services(context, clients, progress),
-                        plans[node.name],
-                        settings,
-                        max_failed_fraction=config.max_failed_fraction,
-                    )
-                except EndpointUnanswered as exc:
-                    raise unanswered_failure(exc) from None
-                shown = steps[node.name].records
+            services: dict[str, StepServices] = {}
+
+            def services_for(node: plan.SemanticFilter) -> StepServices:
+                if node.name not in services:
+                    progress = cleanup.enter_context(operator_progress(context, node.name))
+                    services[node.name] = self.body(node).services(context, clients, progress)
+                return services[node.name]
+
+            try:
+                steps = run_filter_chain(
+                    [by_name[f.name] for f in order],
+                    records,
+                    services_for,
+                    plans,
+                    settings,
+                    max_failed_fraction=config.max_failed_fraction,
+                )
+            except EndpointUnanswered as exc:
+                raise unanswered_failure(exc) from None
         return steps, order
 
     def plan(

@@ -24,7 +24,7 @@ from pz_dagster.orchestration.compiler import CompiledQuery, asset_keys
 from pz_dagster.orchestration.store import RecordStore
 from pz_dagster.query import plan
 from pz_dagster.query.nodes import all_nodes
-from pz_dagster.tuning.history import HistoryRecord, RunRecord
+from pz_dagster.tuning.history import HistoryRecord, RunRecord, holds_history
 
 
 @dataclass
@@ -113,7 +113,8 @@ def plan_summary(
                 dg.AssetRecordsFilter(asset_key=key, asset_partitions=[p]), limit=1
             ).records
             mat = recs[0].asset_materialization if recs else None
-            record = HistoryRecord.from_metadata(mat.metadata) if mat is not None else None
+            held = mat is not None and holds_history(mat.metadata)
+            record = HistoryRecord.from_metadata(mat.metadata) if held else None  # type: ignore[union-attr]
             if record is None or record.sample_runs is None:  # not planned (a source, a join...)
                 continue
             plans.append(_plan(record.run))

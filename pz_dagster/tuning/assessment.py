@@ -140,9 +140,10 @@ class _Sample:
         client_for: Callable[[str | None], ChatModel],
         history: NodeHistory | None,
         out: Assessment,
+        labels: ValidationSet | None,
     ):
         self.node, self.client_for, self.history, self.out = node, client_for, history, out
-        self.labels = settings.get_labels()
+        self.labels = labels
         self.records = sample_of(records, settings.sample_size, self.labels)
         self.ids = [str(r[RECORD_ID]) for r in self.records]
 
@@ -202,20 +203,22 @@ def assess(
     log: Callable[[str], None],
     history: NodeHistory | None = None,
     scorer: ProxyScorer | None = None,
+    labels: ValidationSet | None = None,
 ) -> Assessment:
     """Quality of the chosen run, and the sample runs of the champion and the explored
     candidates (each recorded as a run of its own). For a semantic filter with proxy
     strategies enabled, also the proxies' scores of the judged records (what their thresholds
     are learned from; ``scorer`` may hold them already) and each proxy's quality on them with
-    the threshold learned before."""
-    labels = settings.get_labels()
+    the threshold learned before. ``labels``: what to judge by instead of the settings'
+    (a filter of a chain: less the records another filter of the chain dropped)."""
+    labels = labels if labels is not None else settings.get_labels()
     chosen = decision.candidate(node.name)
     evaluated = [str(r[RECORD_ID]) for r in records if not r.get(ERROR)]
     out = Assessment(cascade_pairs=cascade_pairs(chosen, result, labels))
     if labels is not None:
         out.quality = quality_vs_labels(node, evaluated, result, labels)
         out.source = "labels" if out.quality else ""
-    sample = _Sample(node, records, settings, client_for, history, out)
+    sample = _Sample(node, records, settings, client_for, history, out, labels)
     reference = _reference(sample, result, decision)
     _explore(sample, decision, reference, log)
     if isinstance(node, plan.SemanticFilter) and "few_shot" in settings.strategies and labels:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from optimizer import Candidate, Decision, ModelProfile, PhysicalConfig
+from optimizer.quality import ValidationSet
 from optimizer.thresholds import SignedThreshold
 from pz_dagster import metadata_keys as K
 from pz_dagster.errors import PzError
@@ -27,6 +28,7 @@ from pz_dagster.operators import needs_model, run_operator
 from pz_dagster.operators.base import OperatorResult, OperatorStats, Progress, Record
 from pz_dagster.operators.proxy import PROXIES
 from pz_dagster.query import plan
+from pz_dagster.query.schema import RECORD_ID
 from pz_dagster.tuning.assessment import Assessment, assess
 from pz_dagster.tuning.history import HistoryRecord, NodeHistory, RunRecord
 from pz_dagster.tuning.planning import (
@@ -371,8 +373,37 @@ def run_planned_step(
     filters of a chain, planned on the chain's input, run on what the filters before kept).
     ``planning_seconds`` is counted into the step's seconds."""
     start = time.perf_counter()
+    result = run_planned_checked(node, records, services, planned, max_failed_fraction)
+    seconds = time.perf_counter() - start + planning_seconds
+    return assess_planned_step(node, records, result, services, planned, settings, seconds)
+
+
+def run_planned_checked(
+    node: plan.UnaryNode,
+    records: list[Record],
+    services: StepServices,
+    planned: OperatorPlan,
+    max_failed_fraction: float = 1.0,
+) -> OperatorResult:
+    """Run ``planned`` on ``records``; raise when too few records were answered."""
     result = run_planned(node, records, services, planned)
     check_answered(node.name, result.stats, max_failed_fraction)
+    return result
+
+
+def assess_planned_step(
+    node: plan.UnaryNode,
+    records: list[Record],
+    result: OperatorResult,
+    services: StepServices,
+    planned: OperatorPlan,
+    settings: TuningSettings,
+    seconds: float,
+    labels: ValidationSet | None = None,
+) -> StepResult:
+    """Assess the run ``result`` of ``planned`` on ``records`` (judged by ``labels``, default the
+    settings'), and its history record and metadata; ``seconds``: what the run took."""
+    start = time.perf_counter()
     assessment = assess(
         node,
         records,
@@ -383,9 +414,59 @@ def run_planned_step(
         services.log.warning,
         history=planned.recorded,
         scorer=planned.scorer,
+        labels=labels,
     )
     record = history_record(node, result, planned.config, assessment)
-    seconds = time.perf_counter() - start + planning_seconds
+    seconds += time.perf_counter() - start
     md = step_metadata(node, records, result, record, services, seconds, planned, assessment)
     _warn_about(node, result.stats, services.log)
     return StepResult(result, record, md, planned.decision)
+
+
+def run_filter_chain(
+    nodes: Sequence[plan.SemanticFilter],
+    records: list[Record],
+    services_for: Callable[[plan.SemanticFilter], StepServices],
+    plans: Mapping[str, OperatorPlan],
+    settings: TuningSettings,
+    *,
+    max_failed_fraction: float = 1.0,
+) -> dict[str, StepResult]:
+    """Adjacent filters, in the order ``nodes`` gives, each on what the ones before kept; then
+    each assessed. Labels describe the conjunction: a record labelled irrelevant that a later
+    filter dropped tells nothing of an earlier filter that kept it (its own predicate may well
+    hold: an email about the scheme that quotes the news), so that filter is judged without it.
+    """
+    inputs: dict[str, list[Record]] = {}
+    results: dict[str, tuple[OperatorResult, float]] = {}
+    shown = records
+    for node in nodes:
+        start = time.perf_counter()
+        inputs[node.name] = shown
+        result = run_planned_checked(
+            node, shown, services_for(node), plans[node.name], max_failed_fraction
+        )
+        results[node.name] = (result, time.perf_counter() - start)
+        shown = result.records
+    labels = settings.get_labels()
+    steps = {}
+    for i, node in enumerate(nodes):
+        judged = labels
+        if labels is not None:
+            dropped_later = {
+                str(r[RECORD_ID])
+                for later in nodes[i + 1 :]
+                for r in _dropped(inputs[later.name], results[later.name][0])
+            }
+            judged = labels.without({r for r in dropped_later if not labels.relevant(r)})
+        result, seconds = results[node.name]
+        steps[node.name] = assess_planned_step(
+            node, inputs[node.name], result, services_for(node), plans[node.name], settings,
+            seconds, judged,
+        )  # fmt: skip
+    return steps
+
+
+def _dropped(records: Sequence[Record], result: OperatorResult) -> list[Record]:
+    kept = {str(r[RECORD_ID]) for r in result.records}
+    return [r for r in records if str(r[RECORD_ID]) not in kept]
