@@ -12,9 +12,6 @@ from tests.conftest import REPO
 
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
-# The UI screenshot the README shows is written by the UI test; until it is committed, a link
-# to it is allowed to dangle. Every other target must exist.
-NOT_YET_COMMITTED = {REPO / "docs" / "images" / "asset-graph.png"}
 MAX_README_LINES = 300
 
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -62,8 +59,7 @@ def test_relative_links_resolve(page: Path) -> None:
         if not resolved.is_relative_to(REPO):
             broken.append(f"{target} (outside the repository)")
         elif not resolved.exists():
-            if resolved not in NOT_YET_COMMITTED:
-                broken.append(f"{target} (no such file)")
+            broken.append(f"{target} (no such file)")
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
             broken.append(f"{target} (no heading #{anchor} in {resolved.name})")
     assert not broken, f"{page.relative_to(REPO)}: broken links: {broken}"

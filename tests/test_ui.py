@@ -327,9 +327,5 @@ def test_asset_graph_page_renders_the_assets(dagster_dev: DagsterDev, tmp_path: 
 
 def test_the_readme_shows_the_screenshot_this_test_takes() -> None:
     readme = (REPO / "README.md").read_text()
-    if SCREENSHOT.relative_to(REPO).as_posix() not in readme:
-        # TODO: remove this skip once the README (rewritten on another branch) embeds it as
-        # ![The query in the Dagster UI](docs/images/asset-graph.png)
-        pytest.skip("README.md does not reference docs/images/asset-graph.png yet")
-    assert "![The query in the Dagster UI](docs/images/asset-graph.png)" in readme
+    assert f"![The query in the Dagster UI]({SCREENSHOT.relative_to(REPO).as_posix()})" in readme
     assert SCREENSHOT.is_file(), "run PZ_UPDATE_SCREENSHOT=1 pytest tests/test_ui.py"
