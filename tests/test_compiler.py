@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from definitions.enron import legal_discovery_query
+from definitions.enron import DEMO_BATCH_SIZE, legal_discovery_query
 from pz_dagster import Dataset, PlanError
 from pz_dagster.orchestration import build_definitions, compile_query
 from pz_dagster.orchestration.compiler import asset_keys
@@ -148,7 +148,7 @@ def test_demo_assets_describe_themselves_in_prose_with_columns_lineage_and_code(
     specs = specs_by_name(q)
     source = specs["emails"]
     assert source.description.startswith("The documents of the folder `/data/enron`")
-    assert "batches of 10" in source.description
+    assert f"batches of {DEMO_BATCH_SIZE}" in source.description
     fraud = specs["mentions_fraud_scheme"].description
     assert fraud.startswith("Keeps the records for which a model judges that this holds:")
     assert '> The email refers to a fraudulent scheme (i.e., "Raptor"' in fraud
