@@ -14,6 +14,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from pz_dagster import metadata_keys as K
 from pz_dagster.orchestration import RecordStore
 from pz_dagster.testing import OpenAISimulator, SimulatedModel
 
@@ -157,7 +158,7 @@ def assert_piped_output_keeps_whole_rows(cli, run_out: str, root: Path) -> None:
     hist = cli("history", "--module", "pzq", "--asset", "raptor").stdout.splitlines()
     for key in keys:  # each materialization's row whole on one line: key, model, strategy
         assert any(key in line and " sim " in line and " direct " in line for line in hist), hist
-    assert any("quality_source" in line and "input_tokens" in line for line in hist), hist
+    assert any(K.QUALITY_SOURCE in line and K.INPUT_TOKENS in line for line in hist), hist
     explain = cli("explain", "--module", "pzq").stdout.splitlines()
     assert any("direct:sim" in line and "chosen, champion" in line for line in explain), explain
     assert not any(line.lstrip().startswith("|---") for line in explain)  # no raw markdown
@@ -240,7 +241,7 @@ def test_a_missing_demo_folder_and_an_unknown_partition_are_one_line(tmp_path, m
     unknown = cli(mini_emails, "run", "--partition", "nope")
     assert unknown.returncode == 1 and "Traceback" not in unknown.stdout + unknown.stderr
     (line,) = unknown.stderr.strip().splitlines()
-    assert line.startswith("Error: unknown partition 'nope' of query 'enron'; known: b-")
+    assert line.startswith("Error: unknown partition 'nope' of query 'enron'; known: 0001-")
     assert "(`pz-dagster partitions` lists them)" in line
 
 
