@@ -26,7 +26,7 @@ from pz_dagster.cli.common import (
 from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.orchestration.compiler import CompiledQuery, asset_keys
-from pz_dagster.orchestration.optimization import materializations
+from pz_dagster.orchestration.optimization import latest_materialization, materializations
 from pz_dagster.orchestration.runs import fail_dead_runs
 from pz_dagster.sources import Batch
 from pz_dagster.tuning.history import HistoryRecord, holds_history
@@ -182,10 +182,8 @@ def _partition_row(
     failures = read_errors = 0
     for k in keys:
         if batch.key in done[k]:
-            (rec,) = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=k, asset_partitions=[batch.key]), limit=1
-            ).records or (None,)
-            md = rec.asset_materialization.metadata if rec and rec.asset_materialization else {}
+            latest = latest_materialization(instance, k, batch.key)
+            md = latest[1].metadata if latest else {}
             failures += int(metadata_value(md, K.FAILURES, 0) or 0)
             read_errors += int(metadata_value(md, K.READ_ERRORS, 0) or 0)
     run = _latest_run(instance, query, set(keys), batch.key)

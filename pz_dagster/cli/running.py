@@ -33,7 +33,8 @@ from pz_dagster.cli_errors import clean, is_verbose, require_env_vars
 from pz_dagster.errors import PzError
 from pz_dagster.metadata_keys import metadata_value
 from pz_dagster.orchestration.batches import register_partitions
-from pz_dagster.orchestration.compiler import CompiledQuery, asset_keys
+from pz_dagster.orchestration.compiler import CompiledQuery
+from pz_dagster.orchestration.optimization import latest_materialization
 from pz_dagster.orchestration.runs import (
     fail_dead_runs,
     materialized_since,
@@ -246,15 +247,12 @@ def _print_summary(query: CompiledQuery, instance: dg.DagsterInstance, partition
     table.add_column("model / strategy", overflow="fold")
     for k in SUMMARY_KEYS:
         table.add_column(k, justify="right", overflow="fold")
-    per_batch = [a for a in query.assets if a.partitions_def is not None]
-    for key in (k for a in per_batch for k in asset_keys(a)):
-        recs = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-        ).records
-        if not recs:
+    for key in query.batch_asset_keys:
+        latest = latest_materialization(instance, key, partition)
+        if latest is None:
             table.add_row(key.path[-1], "not materialized", *[""] * len(SUMMARY_KEYS))
             continue
-        md = recs[0].asset_materialization.metadata  # type: ignore[union-attr]
+        md = latest[1].metadata
         model = metadata_value(md, K.MODEL, "")
         strategy = metadata_value(md, K.STRATEGY, "")
         table.add_row(

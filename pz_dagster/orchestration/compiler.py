@@ -60,6 +60,11 @@ class CompiledQuery:
         raise KeyError(f"no asset materializes {node_name!r} in query {self.name!r}")
 
     @property
+    def batch_asset_keys(self) -> list[dg.AssetKey]:
+        """The keys of every per-batch asset (partitioned by a folder's batches), in order."""
+        return [k for a in self.assets if a.partitions_def is not None for k in asset_keys(a)]
+
+    @property
     def batch_output_key(self) -> dg.AssetKey:
         """The last per-batch asset: a batch is done when it is materialized."""
         return self.sources[0].output_key

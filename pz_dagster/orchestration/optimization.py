@@ -30,6 +30,18 @@ def materializations(
             yield rec, rec.asset_materialization
 
 
+def latest_materialization(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
+) -> tuple[dg.EventLogRecord, dg.AssetMaterialization] | None:
+    """The newest materialization of ``key`` for ``partition``, with its record; None if none."""
+    for rec in instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records:
+        if rec.asset_materialization is not None:
+            return rec, rec.asset_materialization
+    return None
+
+
 def history_records(
     instance: dg.DagsterInstance, key: dg.AssetKey, limit: int
 ) -> Iterator[tuple[HistoryRecord, float]]:

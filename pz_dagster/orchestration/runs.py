@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock
 
+from pz_dagster.orchestration.optimization import latest_materialization
 from pz_dagster.orchestration.store import RecordStore
 
 PROCESS_TAG = "pz/process"
@@ -81,10 +82,8 @@ def materialized_since(
     Unix time), or None."""
     runs = set()
     for key in keys:
-        found = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-        ).records
-        if not found or found[0].timestamp <= since:
+        latest = latest_materialization(instance, key, partition)
+        if latest is None or latest[0].timestamp <= since:
             return None
-        runs.add(found[0].run_id)
+        runs.add(latest[0].run_id)
     return sorted(runs)[-1] if runs else None

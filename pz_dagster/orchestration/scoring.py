@@ -20,7 +20,8 @@ import dagster as dg
 from optimizer.observations import QualityCounts
 from optimizer.quality import ValidationSet, normalize
 from pz_dagster.errors import PzError
-from pz_dagster.orchestration.compiler import CompiledQuery, asset_keys
+from pz_dagster.orchestration.compiler import CompiledQuery
+from pz_dagster.orchestration.optimization import latest_materialization
 from pz_dagster.orchestration.store import RecordStore
 from pz_dagster.query import plan
 from pz_dagster.query.nodes import all_nodes
@@ -104,15 +105,12 @@ def plan_summary(
 ) -> list[OperatorSummary]:
     """Each planned operator's plans, records and model calls over ``partitions``."""
     out = []
-    per_batch = [a for a in query.assets if a.partitions_def is not None]
-    for key in (k for a in per_batch for k in asset_keys(a)):
+    for key in query.batch_asset_keys:
         plans, records, calls = [], 0, 0
         judged: dict[str, QualityCounts] = {}
         for p in partitions:
-            recs = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[p]), limit=1
-            ).records
-            mat = recs[0].asset_materialization if recs else None
+            latest = latest_materialization(instance, key, p)
+            mat = latest[1] if latest else None
             held = mat is not None and holds_history(mat.metadata)
             record = HistoryRecord.from_metadata(mat.metadata) if held else None  # type: ignore[union-attr]
             if record is None or record.sample_runs is None:  # not planned (a source, a join...)
