@@ -141,6 +141,14 @@ STRATEGIES: dict[str, StrategyProfile] = {
             fixed_output_tokens=150,
         ),
         StrategyProfile(
+            # a document past the context: only the chunks that matter for a field are read
+            # (a document that fits is read whole, as by direct)
+            "chunk_select",
+            frozenset({"sem_map"}),
+            prompt_factor=0.6,
+            quality_delta=-0.03,
+        ),
+        StrategyProfile(
             "embedding_proxy",
             FILTERS_ONLY,
             uses_model=False,

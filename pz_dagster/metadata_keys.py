@@ -41,6 +41,8 @@ FAILURES = "records/failures"
 PASSED_THROUGH_ERRORS = "records/passed_through_errors"
 TRUNCATED = "records/truncated"
 CHUNKED = "records/chunked"
+CHUNKS = "records/chunks"  # chunks the chunked records were cut into
+CHUNKS_READ = "records/chunks_read"  # of those, read by a model (chunk selection reads fewer)
 ESCALATED = "records/escalated"  # a cascade's records the cheap model passed up
 READ_ERRORS = "records/read_errors"  # a source's items that could not be read
 STORED = "records/stored"  # a filter of a chain: what its asset stores
@@ -51,6 +53,7 @@ CACHE_HITS = "usage/cache_hits"
 INPUT_TOKENS = "usage/input_tokens"
 OUTPUT_TOKENS = "usage/output_tokens"
 RETRIES = "usage/retries"
+MODEL_MERGES = "usage/model_merges"  # fields whose chunks disagreed and the model chose
 
 # -- cost/: dollars (a local model's: its compute at a price per hour, see DOLLARS_BASIS) ------
 DOLLARS = "cost/dollars"
@@ -67,6 +70,10 @@ QUALITY = "quality/score"
 QUALITY_EVIDENCE = "quality/evidence"
 QUALITY_SOURCE = "quality/source"
 ESTIMATED_QUALITY = "quality/estimated"  # the optimizer's estimate when it chose
+GROUNDED_SHARE = "quality/grounded_share"  # evidence quotes the document holds, of all given
+UNGROUNDED = "quality/ungrounded"  # per field: ``quality/ungrounded/<field>``
+UNGROUNDED_RECORDS = "ungrounded_records"
+READING = "reading"  # how a map read documents past the context
 
 # -- code/: code synthesis ----------------------------------------------------------------------
 CODE_FUNCTIONS_SOURCE = "code/functions"

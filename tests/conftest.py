@@ -187,6 +187,9 @@ def oracle(req: ChatRequest):
     if "answer" in props and "Record B:" in req.prompt:
         scheme_name = re.search(r"Record B:\n(?:.*\n)*?name: (\w+)", req.prompt)
         return {"answer": "YES" if scheme_name and scheme_name.group(1) in doc else "NO"}
+    if "quote" in props:  # a long document's YES confirmed: the line naming the scheme
+        line = next((ln for ln in doc.splitlines() if "Raptor" in ln or "Chewco" in ln), "")
+        return {"quote": line or "nothing", "answer": "YES" if scheme else "NO"}
     if "answer" in props:
         return {"answer": "YES" if scheme else "NO"}
     if "label" in props:

@@ -45,7 +45,8 @@ def test_long_documents_are_read_in_chunks_not_cut(tmp_path, sim):
     result = run_operator(node, records, client)
     assert [r["record_id"] for r in result.records] == ["long"]  # found in the last chunk
     assert result.stats.chunked == 1 and result.stats.truncated == 0
-    assert result.stats.usage.calls == len(chunks) + 1
+    # every chunk of the long one, the confirmation of its YES, the short one
+    assert result.stats.usage.calls == len(chunks) + 2
 
 
 def batched_oracle(req: ChatRequest):

@@ -36,6 +36,13 @@ class OperatorStats:
     passed_through_errors: int = 0  # records that arrived with an error and were kept as they were
     truncated: int = 0  # records whose text was cut to fit the model's context (logged)
     chunked: int = 0  # records too long for one prompt, read in several chunks
+    chunks_total: int = 0  # chunks the chunked records were cut into
+    chunks_read: int = 0  # of those, the chunks a model read (chunk selection reads fewer)
+    model_merges: int = 0  # fields whose chunks disagreed and the model chose among them
+    # per field asking for evidence: answers whose quote the document holds, and those it does not
+    grounded: dict[str, int] = field(default_factory=dict)
+    ungrounded: dict[str, int] = field(default_factory=dict)
+    ungrounded_examples: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     failure_examples: list[str] = field(default_factory=list)
     truncated_ids: list[str] = field(default_factory=list)
@@ -50,6 +57,19 @@ class OperatorStats:
             self.transport_failures += 1
             self.transport_example = self.transport_example or example
         return {**record, ERROR: f"{op_name}: {message}"}
+
+    def count_reading(self, record: Record, outcome: Outcome) -> None:
+        """Add how ``outcome`` read its document (chunks, tie-breaks, grounding)."""
+        if outcome.chunks > 1:
+            self.chunked += 1
+            self.chunks_total += outcome.chunks
+            self.chunks_read += outcome.chunks if outcome.read is None else outcome.read
+        self.model_merges += outcome.merges
+        for name, ok in outcome.grounding.items():
+            tally = self.grounded if ok else self.ungrounded
+            tally[name] = tally.get(name, 0) + 1
+            if not ok and len(self.ungrounded_examples) < 5:
+                self.ungrounded_examples.append(f"{record.get('record_id')}: {name}")
 
 
 @dataclass
@@ -70,6 +90,9 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     truncated: bool = False
     chunks: int = 1
+    read: int | None = None  # chunks read, when not all of them (chunk selection)
+    merges: int = 0
+    grounding: dict[str, bool] = field(default_factory=dict)  # field -> quote found
 
 
 def split_failed(
@@ -115,8 +138,7 @@ def run_per_record(
         if outcome.truncated:
             stats.truncated += 1
             stats.truncated_ids.append(str(record.get("record_id")))
-        if outcome.chunks > 1:
-            stats.chunked += 1
+        stats.count_reading(record, outcome)
         emitted[i] = outcome.record
 
     if progress and ok:

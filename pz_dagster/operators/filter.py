@@ -23,8 +23,10 @@ from pz_dagster.operators.base import (
     run_per_record,
     split_failed,
 )
+from pz_dagster.operators.evidence import MAX_QUOTE_CHARS, find_quote
 from pz_dagster.operators.prompts import (
     budget_chars,
+    context_chars,
     document_prompt,
     render_fields,
     split_to_context,
@@ -116,10 +118,50 @@ def holds(
     judge: ChunkJudge = judge_direct,
     max_tokens: int = FILTER_MAX_TOKENS,
 ) -> tuple[bool, int]:
-    """Whether ``text`` satisfies the predicate, read chunk by chunk (it does as soon as one
-    chunk does), and how many chunks it was cut into."""
+    """Whether ``text`` satisfies the predicate, and how many chunks it was cut into.
+
+    A text that fits the context is one judgement. A longer one is judged chunk by chunk, and
+    a chunk's YES counts only once confirmed (``confirmed``): with many chunks, one chunk's
+    mistaken YES would otherwise keep the document, and the chance of one grows with its
+    length."""
     chunks = split_to_context(text, model, max_tokens)
-    return any(judge(chunk, predicate, model, tally) for chunk in chunks), len(chunks)
+    if len(chunks) == 1:
+        return judge(text, predicate, model, tally), 1
+    return any(
+        judge(chunk, predicate, model, tally) and confirmed(chunk, text, predicate, model, tally)
+        for chunk in chunks
+    ), len(chunks)
+
+
+Confirmation = create_model(
+    "Confirmation",
+    quote=(
+        str,
+        Field(
+            max_length=MAX_QUOTE_CHARS,
+            description="The sentence of the document that decides it, copied verbatim.",
+        ),
+    ),
+    answer=(Literal["YES", "NO"], ...),
+)
+CONFIRMATION_SCHEMA = json_schema_for(Confirmation)
+CONFIRMATION_MAX_TOKENS = MAX_QUOTE_CHARS // CHARS_PER_TOKEN + 24
+
+
+def confirmed(chunk: str, document: str, predicate: str, model: ChatModel, tally: Tally) -> bool:
+    """One part of a long document was judged to satisfy the predicate: ask for the sentence
+    that decides it, then the answer. It holds when the answer is YES and the document holds
+    the quoted sentence (``evidence.find_quote``): an answer that cannot point to its reason in
+    the text is not taken."""
+    instruction = (
+        f"The document above is one part of a longer document.\nCondition: {predicate.strip()}\n"
+        "Copy the sentence of this part that shows whether the condition holds, then answer "
+        'whether it does. Reply {"quote": "...", "answer": "YES" or "NO"}.'
+    )
+    prompt = document_prompt(chunk, instruction)
+    answer = tally.ask(model, prompt, Confirmation, CONFIRMATION_SCHEMA, CONFIRMATION_MAX_TOKENS)
+    yes = answer.answer == "YES"  # type: ignore[attr-defined]
+    return yes and find_quote(answer.quote, document) is not None  # type: ignore[attr-defined]
 
 
 EXAMPLE_CHARS = 600
@@ -353,6 +395,26 @@ def group_answer_model(n: int) -> type[BaseModel]:
     )
 
 
+def record_groups(
+    ok: list[tuple[int, Record]], length: Callable[[Record], int], model: ChatModel
+) -> list[list[tuple[int, Record]]]:
+    """Groups of up to ``BATCH_RECORDS`` records for one prompt each. A record longer than
+    its share of the context is a group of its own, read whole (chunk by chunk) rather than
+    cut to its share."""
+    share = context_chars(model, 8 * BATCH_RECORDS + 16) // BATCH_RECORDS
+    groups: list[list[tuple[int, Record]]] = []
+    short: list[tuple[int, Record]] = []
+    for item in ok:
+        if length(item[1]) > share:
+            groups.append([item])
+            continue
+        short.append(item)
+        if len(short) == BATCH_RECORDS:
+            groups.append(short)
+            short = []
+    return groups + ([short] if short else [])
+
+
 def batched_filter(
     node: SemanticFilter, records: list[Record], model: ChatModel, progress: Progress | None = None
 ) -> OperatorResult:
@@ -364,14 +426,29 @@ def batched_filter(
     ok_ids = {i: r.get("record_id") for i, r in ok}
     stats = OperatorStats(records_in=len(records), passed_through_errors=len(failed))
     emitted: dict[int, Record | None] = dict(failed)
-    groups = [ok[i : i + BATCH_RECORDS] for i in range(0, len(ok), BATCH_RECORDS)]
+    groups = record_groups(ok, lambda r: len(render_fields(r, node.depends_on)), model)
 
     def judge_one(record: Record) -> tuple[bool, Usage]:
         tally = Tally()
         keep, _ = holds(render_fields(record, node.depends_on), node.predicate, model, tally)
         return keep, tally.usage
 
+    def judge_alone(group: list[tuple[int, Record]]) -> GroupResult:
+        usage, verdicts = Usage(), []
+        for i, record in group:
+            try:
+                keep, spent = judge_one(record)
+                usage += spent
+                verdicts.append((i, record if keep else None, None))
+            except RecordFailure as again:
+                if isinstance(again.usage, Usage):
+                    usage += again.usage
+                verdicts.append((i, record, again))
+        return GroupResult(verdicts, usage, cut=False)
+
     def judge_group(group: list[tuple[int, Record]]) -> GroupResult:
+        if len(group) == 1:  # a long record, or the last one: read whole, chunk by chunk
+            return judge_alone(group)
         texts = [render_fields(r, node.depends_on) for _, r in group]
         max_tokens = 8 * len(group) + 16
         share = budget_chars("\n\n".join(texts), model, max_tokens)
@@ -390,18 +467,10 @@ def batched_filter(
                 model, document_prompt(docs, instruction), answer_model, schema, max_tokens
             )
         except RecordFailure as exc:  # fall back to one prompt per record
-            usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
-            verdicts: list[tuple[int, Record | None, RecordFailure | None]] = []
-            for i, record in group:
-                try:
-                    keep, spent = judge_one(record)
-                    usage += spent
-                    verdicts.append((i, record if keep else None, None))
-                except RecordFailure as again:
-                    if isinstance(again.usage, Usage):
-                        usage += again.usage
-                    verdicts.append((i, record, again))
-            return GroupResult(verdicts, usage, cut=False)
+            alone = judge_alone(group)
+            if isinstance(exc.usage, Usage):
+                alone.usage += exc.usage
+            return alone
         kept = [
             (i, r if v == "YES" else None, None)
             for (i, r), v in zip(group, answer.answers, strict=True)

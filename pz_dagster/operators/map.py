@@ -1,12 +1,40 @@
-"""Semantic map: add typed columns extracted or computed by a model, one output per record."""
+"""Semantic map: add typed columns extracted or computed by a model, one output per record.
+
+A document past the model's context is read in chunks and the answers gathered per field
+(``gather``); a field declared with evidence also gets the verbatim quote its value rests on,
+checked against the document and located in it (``evidence``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from pz_dagster.models.base import ChatModel
-from pz_dagster.operators.base import OperatorResult, Outcome, Progress, Record, run_on_model
-from pz_dagster.operators.prompts import Question, field_lines, render_fields
+from pydantic import BaseModel
+
+from pz_dagster.models.base import ChatModel, json_schema_for
+from pz_dagster.models.embeddings import EmbeddingModel
+from pz_dagster.operators import gather as g
+from pz_dagster.operators.base import (
+    OperatorResult,
+    Outcome,
+    Progress,
+    Record,
+    Tally,
+    run_on_model,
+)
+from pz_dagster.operators.evidence import (
+    evidence_column,
+    locate_quote,
+    location_column,
+    location_json,
+)
+from pz_dagster.operators.prompts import (
+    context_chars,
+    document_prompt,
+    field_lines,
+    render_fields,
+)
 from pz_dagster.query.plan import SemanticMap
 
 # Room for one bounded string value (~240 characters) per field, plus the JSON around it.
@@ -21,6 +49,120 @@ def map_instruction(node: SemanticMap) -> str:
     )
 
 
+def map_max_tokens(node: SemanticMap) -> int:
+    """Tokens an answer may take: a bounded value per field, and a quote per evidence field."""
+    return TOKENS_PER_FIELD * (len(node.output_fields) + len(node.evidence)) + 16
+
+
+class FieldReader:
+    """How one map asks a model for its fields on one document, whole or in chunks."""
+
+    def __init__(
+        self,
+        node: SemanticMap,
+        model: ChatModel,
+        reading: g.Reading,
+        embedder: EmbeddingModel | None = None,
+    ):
+        assert node.output is not None
+        self.node, self.model, self.reading, self.embedder = node, model, reading, embedder
+        self.max_tokens = map_max_tokens(node)
+        self.whole = g.with_evidence(node.output, node.evidence)
+        self.whole_schema = json_schema_for(self.whole)
+        self.part = g.part_model(node.output, node.evidence)
+        self.part_schema = json_schema_for(self.part)
+
+    def read(self, text: str, tally: Tally) -> tuple[dict[str, Any], g.Read]:
+        """The fields' values (and quotes) for ``text``, and how it was read."""
+        chunks = g.chunks_for(text, self.model, self.max_tokens, self.reading)
+        if len(chunks) == 1:
+            return self._ask_whole(text, tally), g.Read()
+        if self.reading.mode == "first":
+            values = self._ask_whole(chunks[0].text, tally)
+            return values, g.Read(chunks=len(chunks), read=1, cut=True)
+        return self._read_parts(text, chunks, tally)
+
+    def _ask_whole(self, text: str, tally: Tally) -> dict[str, Any]:
+        prompt = document_prompt(text, map_instruction(self.node))
+        answer = tally.ask(self.model, prompt, self.whole, self.whole_schema, self.max_tokens)
+        return answer.model_dump()
+
+    def _groups(self, chunks: list[g.Chunk], tally: Tally) -> tuple[list[list[g.Chunk]], bool]:
+        """The prompts' chunks, and whether a limit left some unread."""
+        assert self.node.output is not None
+        if self.reading.mode == "select":
+            queries = g.field_queries(self.node.output)
+            picked, usage = g.rank_chunks(chunks, queries, self.reading.keep, self.embedder)
+            if usage is not None:
+                tally.usage += usage
+            return g.pack(picked, context_chars(self.model, self.max_tokens)), False
+        cut = len(chunks) > self.reading.max_chunks
+        return [[c] for c in chunks[: self.reading.max_chunks]], cut
+
+    def _read_parts(
+        self, text: str, chunks: list[g.Chunk], tally: Tally
+    ) -> tuple[dict[str, Any], g.Read]:
+        assert self.node.output is not None
+        groups, cut = self._groups(chunks, tally)
+        instruction = g.part_instruction(field_lines(self.node.output))
+        answers: list[tuple[BaseModel, str]] = []
+        for group in groups:
+            shown = g.shown_text(group)
+            prompt = document_prompt(shown, instruction)
+            answers.append(
+                (tally.ask(self.model, prompt, self.part, self.part_schema, self.max_tokens), shown)
+            )
+        values, merges = self._gather(answers, text, tally)
+        read = sum(len(group) for group in groups)
+        return values, g.Read(len(chunks), read, len(groups), merges, cut)
+
+    def _gather(
+        self, answers: list[tuple[BaseModel, str]], text: str, tally: Tally
+    ) -> tuple[dict[str, Any], int]:
+        assert self.node.output is not None
+        values: dict[str, Any] = {}
+        merges = 0
+        for name, info in self.node.output.model_fields.items():
+            found = g.candidates_of(answers, name, self.node.evidence, text)
+            best, merged = g.gather_field(
+                name,
+                info.description or "",
+                found,
+                self.model,
+                tally,
+                g.is_list_field(self.node.output, name),
+            )
+            merges += merged
+            values[name] = None if best is None else best.value
+            if name in self.node.evidence:
+                values[evidence_column(name)] = None if best is None else best.quote
+        return values, merges
+
+
+def locate_evidence(
+    node: SemanticMap, record: Record, values: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, bool]]:
+    """The evidence columns of ``values`` (quote and location) and, per evidence field with a
+    value, whether one of the columns the map reads holds its quote."""
+    out: dict[str, Any] = {}
+    grounding: dict[str, bool] = {}
+    for name in node.evidence:
+        quote = values.get(evidence_column(name))
+        where = None
+        for column in node.depends_on:
+            provenance = record.get("provenance") if column == "contents" else None
+            text = record.get(column)
+            where = locate_quote(quote, values.get(name), str(text or ""), provenance)
+            if where is not None:
+                where["column"] = column
+                break
+        out[evidence_column(name)] = quote
+        out[location_column(name)] = location_json(where)
+        if values.get(name) is not None:
+            grounding[name] = where is not None
+    return out, grounding
+
+
 def direct_map(
     node: SemanticMap,
     records: list[Record],
@@ -28,30 +170,71 @@ def direct_map(
     progress: Progress | None = None,
     *,
     text_of: Callable[[Record], str] | None = None,
+    reading: g.Reading | None = None,
+    embedder: EmbeddingModel | None = None,
+    strategy: str = "direct",
 ) -> OperatorResult:
-    """One prompt per record; the answer is decoded under the output model's JSON schema.
-    The model reads the record's ``depends_on`` columns, or ``text_of(record)`` when given
-    (code synthesis shows it only the chunks that name the fields).
+    """One prompt per record (per chunk of a long one, see ``gather``); the answer is decoded
+    under the output model's JSON schema. The model reads the record's ``depends_on`` columns,
+    or ``text_of(record)`` when given (code synthesis shows it only the chunks that name the
+    fields); evidence is checked against the whole of each column the map reads.
 
     A record whose answer fails validation (also after one corrective retry) keeps its place,
     with null output columns and the ``error`` column saying why.
     """
     assert node.output is not None
-    max_tokens = TOKENS_PER_FIELD * len(node.output_fields) + 16
-    question = Question(map_instruction(node), node.output, max_tokens)
-    empty = dict.fromkeys(node.output_fields)
+    reader = FieldReader(node, model, reading or g.Reading(), embedder)
+    empty = dict.fromkeys(node.adds)
 
     def extract(record: Record) -> Outcome:
-        shown = text_of(record) if text_of else render_fields(record, node.depends_on)
-        values, usage, cut = question.on_document(shown, model)
-        return Outcome({**record, **values.model_dump()}, usage, cut)
+        tally = Tally()
+        text = text_of(record) if text_of else render_fields(record, node.depends_on)
+        values, read = reader.read(text, tally)
+        evidence, grounding = locate_evidence(node, record, values)
+        fields = {n: values.get(n) for n in node.output_fields}
+        return Outcome(
+            {**record, **fields, **evidence},
+            tally.usage,
+            truncated=read.cut,
+            chunks=read.chunks,
+            read=read.read,
+            merges=read.merges,
+            grounding=grounding,
+        )
 
-    return run_on_model(
+    result = run_on_model(
         records,
         extract,
         model,
         op_name=node.name,
-        strategy="direct",
+        strategy=strategy,
         progress=progress,
         on_failure=lambda r: {**r, **empty},
+    )
+    if result.stats.chunked:
+        result.extras["reading"] = reader.reading.describe()
+    return result
+
+
+def chunk_select_map(
+    node: SemanticMap,
+    records: list[Record],
+    model: ChatModel,
+    progress: Progress | None = None,
+    *,
+    embedder: EmbeddingModel | None = None,
+    chunk_chars: int | None = None,
+    keep: int = g.SELECT_KEEP,
+) -> OperatorResult:
+    """``direct_map`` that reads, of a document past the context, only the chunks that matter
+    for some field (``gather.rank_chunks``: BM25 of the fields' names and descriptions, or
+    ``embedder``'s similarity)."""
+    return direct_map(
+        node,
+        records,
+        model,
+        progress,
+        reading=g.Reading("select", chunk_chars, keep),
+        embedder=embedder,
+        strategy="chunk_select",
     )

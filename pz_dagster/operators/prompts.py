@@ -45,6 +45,11 @@ def budget_chars(text: str, model: ChatModel, max_tokens: int) -> int | None:
     return max(int(len(text) * budget / tokens * 0.9), 256)
 
 
+def context_chars(model: ChatModel, max_tokens: int) -> int:
+    """Characters of document one prompt takes, at a conservative characters-per-token rate."""
+    return max(model.context_tokens - max_tokens - PROMPT_OVERHEAD_TOKENS, 64) * CHARS_PER_TOKEN
+
+
 def split_to_context(text: str, model: ChatModel, max_tokens: int) -> list[str]:
     """The text in chunks that each fit the model's context (one chunk when it all fits).
 

@@ -115,6 +115,19 @@ def proxy_runner(node: plan.SemanticFilter, given: Inputs) -> OperatorResult:
     )
 
 
+def chunk_select_runner(node: plan.SemanticMap, given: Inputs) -> OperatorResult:
+    """Chunk selection: ranks a long document's chunks by the operator's embedder when it has
+    one, by BM25 otherwise."""
+    return map_ops.chunk_select_map(
+        node,
+        given.records,
+        given.chat_model(node),
+        given.progress,
+        embedder=given.embedder,
+        **given.params,
+    )
+
+
 def join_runner(node: plan.SemanticJoin, given: Inputs) -> OperatorResult:
     right = given.right_records(node)
     return join_ops.nested_loop_join(
@@ -151,6 +164,7 @@ RUNNERS: dict[str, tuple[Runner[Any], ...]] = {
         Runner(plan.SemanticFilter, one_model(code_synthesis_filter)),
         Runner(plan.SemanticMap, one_model(code_synthesis_map)),
     ),
+    "chunk_select": (Runner(plan.SemanticMap, chunk_select_runner),),
     "embedding_proxy": (Runner(plan.SemanticFilter, proxy_runner),),
     "lexical_proxy": (Runner(plan.SemanticFilter, proxy_runner),),
 }

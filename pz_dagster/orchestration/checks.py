@@ -25,6 +25,7 @@ from pz_dagster.tuning.planning import OPTIMIZED
 SCHEMA_CHECK = "schema_valid"
 FAILURE_CHECK = "failure_rate"
 QUALITY_CHECK = "quality"
+GROUNDING_CHECK = "evidence_grounded"
 
 Severity = Literal["WARN", "ERROR"]
 
@@ -53,9 +54,17 @@ class CheckSettings(BaseModel, frozen=True):
         description="Lowest quality (F1 of a filter, exact match of a map) against labels or the "
         "champion on the batch's sample.",
     )
+    max_ungrounded_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Highest share of a map's evidence-backed answers whose quote the document "
+        "does not hold (ungrounded: made up, paraphrased or from elsewhere).",
+    )
     schema_severity: Severity = "ERROR"
     failure_severity: Severity = "WARN"
     quality_severity: Severity = "WARN"
+    grounding_severity: Severity = "WARN"
     blocking: bool = Field(
         default=False,
         description="Make ERROR-severity checks blocking: a failing batch stops downstream assets.",
@@ -66,6 +75,7 @@ class CheckSettings(BaseModel, frozen=True):
             SCHEMA_CHECK: self.schema_severity,
             FAILURE_CHECK: self.failure_severity,
             QUALITY_CHECK: self.quality_severity,
+            GROUNDING_CHECK: self.grounding_severity,
         }[check]
         return dg.AssetCheckSeverity(name)
 
@@ -76,6 +86,8 @@ def check_names(node: plan.PlanNode) -> list[str]:
     names = [SCHEMA_CHECK, FAILURE_CHECK]
     if isinstance(node, OPTIMIZED):
         names.append(QUALITY_CHECK)
+    if isinstance(node, plan.SemanticMap) and node.evidence:
+        names.append(GROUNDING_CHECK)
     return names
 
 
@@ -86,6 +98,8 @@ _DESCRIPTIONS = {
     "stays under the threshold.",
     QUALITY_CHECK: "The quality measured on the batch's sample (labels, else the champion) "
     "reaches the threshold.",
+    GROUNDING_CHECK: "The answers that come with evidence quote the document: the share of "
+    "quotes the document does not hold (ungrounded) stays under the threshold.",
 }
 
 
@@ -106,8 +120,15 @@ def check_specs(
 def produced_fields(node: plan.PlanNode) -> tuple[str, ...]:
     """The columns a semantic map/classification fills per record (empty for other operators)."""
     if isinstance(node, plan.SemanticMap | plan.SemanticClassify | plan.SemanticFlatMap):
-        return node.adds if not isinstance(node, plan.SemanticFlatMap) else node.output_fields
+        return node.adds if isinstance(node, plan.SemanticClassify) else node.output_fields
     return ()
+
+
+def required_fields(node: plan.PlanNode) -> tuple[str, ...]:
+    """The produced columns the schema requires filled: a classification's label. A map's
+    field may be null where a long document, read in parts, states it in none (the failure
+    check counts such empty outputs)."""
+    return produced_fields(node) if isinstance(node, plan.SemanticClassify) else ()
 
 
 def schema_problems(
@@ -165,6 +186,8 @@ def evaluate(
     }
     if QUALITY_CHECK in check_names(node):
         found[QUALITY_CHECK] = _quality_finding(settings, quality, quality_source)
+    if GROUNDING_CHECK in check_names(node):
+        found[GROUNDING_CHECK] = _grounding_finding(result, settings)
     where = {"partition": partition} if partition else {}
     return [
         dg.AssetCheckResult(
@@ -190,7 +213,7 @@ class _Finding:
 
 def _schema_finding(node: plan.PlanNode, result: OperatorResult) -> _Finding:
     columns = list(plan.column_types(node))
-    problems = schema_problems(result.records, columns, produced_fields(node))
+    problems = schema_problems(result.records, columns, required_fields(node))
     if isinstance(node, plan.SemanticClassify):
         problems += [
             f"{r.get(RECORD_ID)}: class {r.get(node.output)!r} is not one of {list(node.classes)}"
@@ -222,6 +245,25 @@ def _failure_finding(
             "evaluated": s.evaluated,
         },
     )
+
+
+def _grounding_finding(result: OperatorResult, settings: CheckSettings) -> _Finding:
+    s = result.stats
+    grounded, ungrounded = sum(s.grounded.values()), sum(s.ungrounded.values())
+    answers = grounded + ungrounded
+    share = ungrounded / answers if answers else 0.0
+    metadata: dict[str, Any] = {
+        "answers_with_evidence": answers,
+        "ungrounded": ungrounded,
+        "ungrounded_share": float(share),
+        "max_ungrounded_share": float(settings.max_ungrounded_share),
+    }
+    metadata |= {f"ungrounded/{f}": n for f, n in sorted(s.ungrounded.items())}
+    if s.ungrounded_examples:
+        metadata["examples"] = dg.MetadataValue.md(
+            "\n".join(f"- {e}" for e in s.ungrounded_examples)
+        )
+    return _Finding(share <= settings.max_ungrounded_share, metadata)
 
 
 def _quality_finding(

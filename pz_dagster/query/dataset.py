@@ -18,6 +18,15 @@ from pz_dagster.query.schema import FieldSpec, output_model
 FieldsArg = type[BaseModel] | Iterable[Mapping[str, Any] | FieldSpec]
 
 
+def _evidence_fields(evidence: bool | str | Sequence[str], model: Any) -> tuple[str, ...]:
+    """The fields ``evidence`` names: all of them for True, none for False."""
+    if evidence is True:
+        return tuple(model.model_fields)
+    if evidence is False or evidence is None:
+        return ()
+    return (evidence,) if isinstance(evidence, str) else tuple(evidence)
+
+
 def _as_tuple(cols: str | Sequence[str] | None) -> tuple[str, ...]:
     if cols is None:
         return ()
@@ -157,8 +166,14 @@ class Dataset:
         *,
         depends_on: str | Sequence[str] | None = None,
         name: str | None = None,
+        evidence: bool | str | Sequence[str] = False,
     ) -> Dataset:
-        """Add the columns of ``fields`` (a pydantic model or ``[{name, type, desc}]``)."""
+        """Add the columns of ``fields`` (a pydantic model or ``[{name, type, desc}]``).
+
+        ``evidence`` (True: every field; or some field names) also asks, per field, for the
+        verbatim quote its value rests on: column ``<field>_evidence``, and
+        ``<field>_evidence_at`` with where the document holds it (JSON: character offsets, pages,
+        file), null when the document does not hold it (counted as ungrounded)."""
         node_name = self._name("sem_map", name)
         model = _fields_model(fields, node_name, "Output")
         return Dataset(
@@ -168,6 +183,7 @@ class Dataset:
                 input=self._node,
                 output=model,
                 depends_on=_as_tuple(depends_on),
+                evidence=_evidence_fields(evidence, model),
             )
         )
 

@@ -57,13 +57,24 @@ class SemanticMap(SemanticNode):
 
     kind: ClassVar[str] = "sem_map"
     output: type[BaseModel] | None = None
+    # fields whose answer comes with its evidence: the verbatim quote it rests on
+    # (``<field>_evidence``) and where the document holds it (``<field>_evidence_at``, JSON)
+    evidence: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._check_parent()
         if self.output is None:
             raise PlanError(f"sem_map {self.name!r} needs output fields")
+        if isinstance(self.evidence, str):
+            object.__setattr__(self, "evidence", (self.evidence,))
+        unknown = [f for f in self.evidence if f not in self.output_fields]
+        if unknown:
+            raise PlanError(
+                f"sem_map {self.name!r}: evidence asked for {unknown}, which are not its fields "
+                f"{list(self.output_fields)}"
+            )
         self._resolve_depends_on()
-        self._check_added(_fields_of(self.output))
+        self._check_added(self._added_columns())
 
     @property
     def output_fields(self) -> tuple[str, ...]:
@@ -71,18 +82,27 @@ class SemanticMap(SemanticNode):
         return tuple(self.output.model_fields)
 
     @property
+    def evidence_columns(self) -> tuple[str, ...]:
+        """Per evidence field, its quote column and its location column."""
+        return tuple(f"{f}{s}" for f in self.evidence for s in ("_evidence", "_evidence_at"))
+
+    @property
     def adds(self) -> tuple[str, ...]:
-        return self.output_fields
+        return self.output_fields + self.evidence_columns
+
+    def _added_columns(self) -> Columns:
+        assert self.output is not None
+        return _fields_of(self.output) + tuple((c, str) for c in self.evidence_columns)
 
     @property
     def schema(self) -> Columns:
-        assert self.output is not None
-        return self._add_columns(_fields_of(self.output))
+        return self._add_columns(self._added_columns())
 
     def describe(self) -> str:
         assert self.output is not None
         fields = ", ".join(f"{n}: {t}" for n, t, _ in describe_fields(self.output))
-        return f"SemanticMap(fields=[{fields}], depends_on={list(self.depends_on)})"
+        evidence = f", evidence={list(self.evidence)}" if self.evidence else ""
+        return f"SemanticMap(fields=[{fields}], depends_on={list(self.depends_on)}{evidence})"
 
 
 @dataclass(frozen=True)

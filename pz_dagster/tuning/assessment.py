@@ -80,7 +80,7 @@ def quality_vs_labels(
         return None
     if isinstance(node, plan.SemanticFilter):
         return labels.filter_counts(_kept(result), evaluated)
-    counts = labels.field_counts(_outputs(result), node.adds)
+    counts = labels.field_counts(_outputs(result), answer_fields(node))
     return counts if counts.total else None
 
 
@@ -94,8 +94,13 @@ def quality_vs_reference(
     return field_counts(
         {r: mine[r] for r in sample if r in mine},
         {r: ref[r] for r in sample if r in ref},
-        node.adds,
+        answer_fields(node),
     )
+
+
+def answer_fields(node: plan.PlanNode) -> tuple[str, ...]:
+    """The columns whose values are judged: a map's fields (not its evidence quotes)."""
+    return node.output_fields if isinstance(node, plan.SemanticMap) else node.adds
 
 
 @dataclass

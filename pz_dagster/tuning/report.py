@@ -15,7 +15,7 @@ from typing import Any
 
 from optimizer import Decision
 from pz_dagster import metadata_keys as K
-from pz_dagster.operators.base import OperatorResult, Record
+from pz_dagster.operators.base import OperatorResult, OperatorStats, Record
 from pz_dagster.query import plan
 from pz_dagster.query.schema import RECORD_ID
 from pz_dagster.tuning.history import HistoryRecord
@@ -150,6 +150,9 @@ def run_counts(
         K.PASSED_THROUGH_ERRORS: s.passed_through_errors,
         K.TRUNCATED: s.truncated,
         K.CHUNKED: s.chunked,
+        K.CHUNKS: s.chunks_total,
+        K.CHUNKS_READ: s.chunks_read,
+        K.MODEL_MERGES: s.model_merges,
         K.MODEL_CALLS: run.model_calls,
         K.CACHE_HITS: run.cache_hits,
         K.INPUT_TOKENS: record.input_tokens,
@@ -188,6 +191,23 @@ def run_report(
         md[K.FAILURE_EXAMPLES] = _bullets(s.failure_examples)
     if s.truncated_ids:
         md[K.TRUNCATED_RECORDS] = _bullets(s.truncated_ids[:20])
+    md |= grounding_counts(s)
+    if "reading" in result.extras:
+        md[K.READING] = result.extras["reading"]
+    return md
+
+
+def grounding_counts(s: OperatorStats) -> dict[str, Any]:
+    """Per evidence field, the answers whose quote the document does not hold; the share it
+    holds of all; examples. Empty when no answer came with evidence."""
+    answers = sum(s.grounded.values()) + sum(s.ungrounded.values())
+    if not answers:
+        return {}
+    fields = sorted(s.grounded.keys() | s.ungrounded.keys())
+    md: dict[str, Any] = {f"{K.UNGROUNDED}/{f}": s.ungrounded.get(f, 0) for f in fields}
+    md[K.GROUNDED_SHARE] = shown(sum(s.grounded.values()) / answers)
+    if s.ungrounded_examples:
+        md[K.UNGROUNDED_RECORDS] = _bullets(s.ungrounded_examples)
     return md
 
 

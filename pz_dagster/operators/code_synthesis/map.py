@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Unpack
 
 from pz_dagster.models.base import ChatModel
-from pz_dagster.operators.base import OperatorResult, Progress, Record, split_failed
+from pz_dagster.operators.base import OperatorResult, Outcome, Progress, Record, split_failed
 from pz_dagster.operators.code_synthesis.run import SynthesisOptions, run_synthesis
-from pz_dagster.operators.map import direct_map
+from pz_dagster.operators.evidence import evidence_column, line_holding, location_column
+from pz_dagster.operators.map import direct_map, locate_evidence
 from pz_dagster.operators.prompts import FIELD_CHUNK_CHARS, field_chunks, render_fields
 from pz_dagster.query.plan import SemanticMap
-from pz_dagster.query.schema import describe_fields
+from pz_dagster.query.schema import ERROR, describe_fields
 
 __all__ = ["code_synthesis_map"]
 
@@ -59,7 +60,40 @@ def code_synthesis_map(
         **options,
         shown=shown,
     )
-    emitted: dict[int, Record] = {i: {**r, **dict.fromkeys(types)} for i, r in failed}
+    emitted: dict[int, Record] = {i: {**r, **dict.fromkeys(node.adds)} for i, r in failed}
     for k, (i, record) in enumerate(ok):
-        emitted[i] = run.answers[k] if k in run.answers else {**record, **run.values[k]}
-    return run.result(records, [emitted[i] for i in range(len(records))], model)
+        if k in run.answers:
+            emitted[i] = run.answers[k]
+        else:
+            emitted[i] = {
+                **record,
+                **run.values[k],
+                **function_evidence(node, record, run.values[k]),
+            }
+    result = run.result(records, [emitted[i] for i in range(len(records))], model)
+    count_grounding(node, result)
+    return result
+
+
+def count_grounding(node: SemanticMap, result: OperatorResult) -> None:
+    """Per evidence field, the answers (the model's and the functions') whose quote was
+    found in the document and those whose was not."""
+    for record in result.records:
+        if record.get(ERROR):
+            continue
+        found = {
+            f: record.get(location_column(f)) is not None
+            for f in node.evidence
+            if record.get(f) is not None
+        }
+        result.stats.count_reading(record, Outcome(None, grounding=found))
+
+
+def function_evidence(node: SemanticMap, record: Record, values: dict) -> dict:
+    """A function's value's evidence: the line of the document it occurs on (located like a
+    model's quote); none when the value does not occur as written."""
+    if not node.evidence:
+        return {}
+    text = render_fields(record, node.depends_on)
+    quotes = {evidence_column(f): line_holding(values.get(f), text) for f in node.evidence}
+    return locate_evidence(node, record, {**values, **quotes})[0]

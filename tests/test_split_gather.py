@@ -1,0 +1,291 @@
+"""Long documents: a semantic map reads every part of a document past its model's context
+(split and gather), answers carry evidence checked against the document, and a filter's YES on
+one part of a long document must point to its reason."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pz_dagster import Dataset
+from pz_dagster.models.openai_compat import OpenAICompatibleClient
+from pz_dagster.operators import filter as filter_ops
+from pz_dagster.operators import gather
+from pz_dagster.operators.map import chunk_select_map, direct_map
+from pz_dagster.orchestration import OpenAICompatibleModel
+from pz_dagster.query import plan
+from pz_dagster.testing import OpenAISimulator, SimulatedModel
+from pz_dagster.testing.simulator import ChatRequest, placeholder
+from tests.operators_common import materialize
+
+DOCUMENT = re.compile(r'Document:\n"""\n(.*?)\n"""', re.S)
+ANSWER = "QX-5521-B"
+SENTENCE = f"The inspection certificate number is {ANSWER}."
+FIELDS = [
+    {"name": "certificate_number", "type": "str", "desc": "the inspection certificate number"}
+]
+FILLER = (
+    "The maintenance crew reviewed the pumps, valves and the cooling circuit of hall {p}, "
+    "and wrote down the readings of every gauge on the floor in the logbook. "
+)
+
+
+def long_text(pages: int = 12, answer_page: int | None = None, sentence: str = SENTENCE) -> str:
+    """``pages`` pages of about 1,600 characters; ``sentence`` only on ``answer_page`` (the
+    last by default)."""
+    answer_page = answer_page or pages
+    out = []
+    for p in range(1, pages + 1):
+        body = (FILLER.format(p=p) * 10).strip()
+        if p == answer_page:
+            body += " " + sentence
+        out.append(f"Page {p}\n{body}\n")
+    return "\n".join(out)
+
+
+def shown(req: ChatRequest) -> str:
+    m = DOCUMENT.search(req.prompt)
+    return m.group(1) if m else ""
+
+
+def chunk_oracle(values: dict[str, tuple[str, str]]):
+    """Answers a field with its value (and quote) only when the quote is in the prompt's
+    document part: an honest model with a short context. ``values``: field -> (value, quote)."""
+
+    def oracle(req: ChatRequest):
+        props = (req.schema or {}).get("properties", {})
+        if set(props) == {"choice"}:
+            return {"choice": 1}
+        text = shown(req)
+        out = placeholder(req.schema)
+        for name, (value, quote) in values.items():
+            if name in props and quote in text:
+                out[name] = value
+                if f"{name}_evidence" in props:
+                    out[f"{name}_evidence"] = quote
+        return out
+
+    return oracle
+
+
+def small_context_model(sim: OpenAISimulator, context_tokens: int = 900) -> OpenAICompatibleClient:
+    return OpenAICompatibleClient("sim", base_url=sim.base_url, context_tokens=context_tokens)
+
+
+def node(evidence: bool = True) -> plan.SemanticMap:
+    ds = Dataset.from_directory("/d").sem_map(FIELDS, evidence=evidence)
+    assert isinstance(ds.node, plan.SemanticMap)
+    return ds.node
+
+
+def record(text: str, rid: str = "report.txt") -> dict:
+    return {"record_id": rid, "filename": rid, "contents": text, "error": None}
+
+
+def test_a_field_only_on_the_last_page_is_read_and_located():
+    text = long_text()
+    oracle = chunk_oracle({"certificate_number": (ANSWER, SENTENCE)})
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        model = small_context_model(sim)
+        gathered = direct_map(node(), [record(text)], model)
+        first = direct_map(node(), [record(text)], model, reading=gather.Reading("first"))
+    (row,) = gathered.records
+    assert row["certificate_number"] == ANSWER
+    where = json.loads(row["certificate_number_evidence_at"])
+    start, end = where["chars"]
+    assert text[start:end] == SENTENCE and where["match"] == "exact" and where["names_value"]
+    assert gathered.stats.chunked == 1 and gathered.stats.truncated == 0
+    assert gathered.stats.chunks_total == gathered.stats.chunks_read > 3
+    assert gathered.stats.grounded == {"certificate_number": 1}
+    # the old way: only the first part is read; the answer is missing and the record says cut
+    assert first.records[0]["certificate_number"] != ANSWER
+    assert first.stats.truncated == 1 and first.stats.truncated_ids == ["report.txt"]
+
+
+def test_chunk_selection_reads_only_the_parts_that_name_the_field():
+    text = long_text(pages=20, answer_page=14)
+    oracle = chunk_oracle({"certificate_number": (ANSWER, SENTENCE)})
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        model = small_context_model(sim)
+        selected = chunk_select_map(node(), [record(text)], model)
+        everything = direct_map(node(), [record(text)], model)
+    assert selected.records[0]["certificate_number"] == ANSWER
+    s, e = selected.stats, everything.stats
+    assert s.chunks_read < s.chunks_total and e.chunks_read == e.chunks_total
+    assert s.usage.input_tokens < e.usage.input_tokens / 2
+    assert selected.strategy == "chunk_select" and selected.extras["reading"].startswith("select")
+
+
+def test_parts_that_disagree_are_settled_by_the_model_among_their_answers():
+    old = "The previous inspection certificate number was AB-1000."
+    text = long_text(pages=10, answer_page=2, sentence=old)
+    text = text.replace("Page 9\n", f"Page 9\n{SENTENCE} ")
+    calls = []
+
+    def oracle(req: ChatRequest):
+        props = (req.schema or {}).get("properties", {})
+        if set(props) == {"choice"}:
+            calls.append(req.prompt)
+            return {"choice": 1 if req.prompt.index(ANSWER) < req.prompt.index("AB-1000") else 2}
+        part = shown(req)
+        out = placeholder(req.schema)
+        for value, quote in (("AB-1000", old), (ANSWER, SENTENCE)):
+            if quote in part:
+                out |= {"certificate_number": value, "certificate_number_evidence": quote}
+        return out
+
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        result = direct_map(node(), [record(text)], small_context_model(sim))
+    assert len(calls) == 1 and "AB-1000" in calls[0] and ANSWER in calls[0]
+    assert result.records[0]["certificate_number"] == ANSWER
+    assert result.stats.model_merges == 1
+
+
+def test_a_grounded_answer_outvotes_made_up_ones():
+    text = long_text(pages=8)
+
+    def oracle(req: ChatRequest):
+        part = shown(req)
+        if SENTENCE in part:
+            return {"certificate_number": ANSWER, "certificate_number_evidence": SENTENCE}
+        return {"certificate_number": "ZZ-0000", "certificate_number_evidence": "Cert ZZ-0000."}
+
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        result = direct_map(node(), [record(text)], small_context_model(sim))
+    assert result.records[0]["certificate_number"] == ANSWER
+    assert result.stats.model_merges == 0
+
+
+def test_pages_of_the_evidence_come_from_the_provenance():
+    text = long_text(pages=3)
+    starts = [m.start() for m in re.finditer(r"^Page \d+$", text, re.M)]
+    provenance = json.dumps(
+        {
+            "file": "report.pdf",
+            "unit": "document",
+            "pages": [1, 3],
+            "page_starts": starts,
+            "chars": [0, len(text)],
+            "parent": None,
+        }
+    )
+    oracle = chunk_oracle({"certificate_number": (ANSWER, SENTENCE)})
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        result = direct_map(
+            node(), [record(text) | {"provenance": provenance}], small_context_model(sim, 128_000)
+        )
+    where = json.loads(result.records[0]["certificate_number_evidence_at"])
+    assert where["pages"] == [3, 3] and where["file"] == "report.pdf"
+
+
+def write_long_folder(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "plant-report.txt").write_text(long_text())
+    (folder / "short-note.txt").write_text(f"Note\n{SENTENCE}\n")
+    (folder / "made-up.txt").write_text(long_text(pages=2, sentence="Nothing was certified."))
+
+
+def dagster_oracle(req: ChatRequest):
+    props = (req.schema or {}).get("properties", {})
+    part = shown(req)
+    if SENTENCE in part:
+        return {"certificate_number": ANSWER, "certificate_number_evidence": SENTENCE}
+    if "Nothing was certified." in part:  # a made-up answer, with a quote the text lacks
+        return {"certificate_number": "ZZ-0000", "certificate_number_evidence": "Cert ZZ-0000."}
+    return placeholder({"type": "object", "properties": props})
+
+
+def test_through_dagster_the_last_page_answer_is_extracted_and_ungrounded_fails_the_check(
+    tmp_path,
+):
+    folder = tmp_path / "reports"
+    write_long_folder(folder)
+    ds = Dataset.from_directory(folder, batch_size=10).sem_map(
+        FIELDS, evidence=True, name="certificates"
+    )
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=dagster_oracle) as sim:
+        model = OpenAICompatibleModel(model="sim", base_url=sim.base_url, context_tokens=900)
+        md, rows = materialize(ds, "long", model, tmp_path)
+    by_id = {r["record_id"]: r for r in rows}
+    assert by_id["plant-report.txt"]["certificate_number"] == ANSWER
+    assert by_id["short-note.txt"]["certificate_number"] == ANSWER
+    assert by_id["made-up.txt"]["certificate_number_evidence_at"] is None
+    meta = md["certificates"]
+    assert meta["records/chunked"] >= 1 and meta["records/truncated"] == 0
+    assert meta["quality/ungrounded/certificate_number"] == 1
+    assert meta["reading"].startswith("all")
+
+
+@pytest.fixture
+def grounding_check_results(tmp_path):
+    import dagster as dg
+
+    from pz_dagster.orchestration import RecordStore, build_definitions
+    from pz_dagster.orchestration.batches import register_partitions
+
+    folder = tmp_path / "reports"
+    write_long_folder(folder)
+    ds = Dataset.from_directory(folder, batch_size=10).sem_map(
+        FIELDS, evidence=True, name="certificates"
+    )
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=dagster_oracle) as sim:
+        model = OpenAICompatibleModel(model="sim", base_url=sim.base_url, context_tokens=900)
+        store = tmp_path / "store"
+        defs, q = build_definitions(ds, "long", model=model, store_root=str(store))
+        with dg.instance_for_test() as instance:
+            key = register_partitions(RecordStore(store), q, instance)[0].key
+            result = defs.resolve_job_def(q.job.name).execute_in_process(
+                partition_key=key, instance=instance, raise_on_error=False
+            )
+            yield {
+                e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+                for e in result.all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            }
+
+
+def test_ungrounded_evidence_fails_the_grounding_check(grounding_check_results):
+    check = grounding_check_results["evidence_grounded"]
+    assert not check.passed
+    meta = {k: v.value for k, v in check.metadata.items()}
+    assert meta["ungrounded"] == 1 and meta["answers_with_evidence"] == 3
+    assert meta["ungrounded/certificate_number"] == 1
+
+
+def test_a_long_documents_yes_counts_only_with_a_quote_the_document_holds():
+    text = long_text(pages=8)
+    predicate = "The document gives an inspection certificate number."
+
+    def oracle(req: ChatRequest):
+        props = (req.schema or {}).get("properties", {})
+        if "quote" in props:  # the confirmation: only the real part can quote its reason
+            part = shown(req)
+            quote = SENTENCE if SENTENCE in part else "A certificate was issued."
+            return {"quote": quote, "answer": "YES"}
+        return {"answer": "YES"}  # a weak model: every part says yes
+
+    f = Dataset.from_directory("/d").sem_filter(predicate).node
+    assert isinstance(f, plan.SemanticFilter)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        model = small_context_model(sim)
+        kept = filter_ops.direct_filter(f, [record(text)], model)
+        dropped = filter_ops.direct_filter(
+            f, [record(long_text(pages=8, sentence="No certificate."))], model
+        )
+    assert [r["record_id"] for r in kept.records] == ["report.txt"]
+    assert dropped.records == []
+
+
+def test_evidence_must_name_fields_of_the_map():
+    from pz_dagster.errors import PlanError
+
+    with pytest.raises(PlanError, match="not its fields"):
+        Dataset.from_directory("/d").sem_map(FIELDS, evidence=["sender"])
+    assert node().adds == (
+        "certificate_number",
+        "certificate_number_evidence",
+        "certificate_number_evidence_at",
+    )
