@@ -160,6 +160,7 @@ def test_a_grounded_answer_outvotes_made_up_ones():
 
 
 def test_pages_of_the_evidence_come_from_the_provenance():
+    pytest.importorskip("pz_dagster.sources.provenance")
     text = long_text(pages=3)
     starts = [m.start() for m in re.finditer(r"^Page \d+$", text, re.M)]
     provenance = json.dumps(
@@ -289,3 +290,67 @@ def test_evidence_must_name_fields_of_the_map():
         "certificate_number_evidence",
         "certificate_number_evidence_at",
     )
+
+
+def certified(i: int) -> dict:
+    """A long plant report whose certificate is stated only on its last page, in words that
+    do not name the field (so code synthesis's chunk view cannot narrow the document)."""
+    sentence = f"Inspector's note: permit QX-{1000 + i} was issued."
+    return record(long_text(pages=8, sentence=sentence), rid=f"plant-{i}.txt")
+
+
+CERT_CODE = (
+    "import re\ndef extract(text):\n"
+    '    m = re.search(r"permit (QX-\\d+) was issued", text)\n'
+    "    return m.group(1) if m else None\n"
+)
+
+
+def test_code_synthesis_answers_its_sample_by_split_and_gather_and_finds_deep_fields():
+    from pz_dagster.operators import run_operator
+
+    parts: list[str] = []
+
+    def oracle(req: ChatRequest):
+        if req.schema is None:  # a code prompt
+            return CERT_CODE
+        part = shown(req)
+        if "one part of a longer document" in req.prompt:
+            parts.append(part)
+        m = re.search(r"(Inspector's note: permit (QX-\d+) was issued\.)", part)
+        out = placeholder(req.schema)
+        if m:
+            out |= {"certificate_number": m.group(2)}
+        return out
+
+    records = [certified(i) for i in range(12)]
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        result = run_operator(
+            node(evidence=False), records, small_context_model(sim), strategy="code_synthesis"
+        )
+    assert parts  # the sample's answers read the documents part by part
+    assert [r["certificate_number"] for r in result.records] == [
+        f"QX-{1000 + i}" for i in range(12)
+    ]
+    assert result.extras["fallback"] == 0
+
+
+def test_evidence_in_yaml_and_functions_quote_the_line_they_read():
+    from pz_dagster.operators.code_synthesis.map import function_evidence
+    from pz_dagster.query.spec import QuerySpec, dataset_from_spec
+
+    spec = QuerySpec.model_validate(
+        {
+            "name": "q",
+            "source": {"path": "/d"},
+            "operators": [{"type": "sem_map", "fields": FIELDS, "evidence": True}],
+        }
+    )
+    m = dataset_from_spec(spec).node
+    assert isinstance(m, plan.SemanticMap) and m.evidence == ("certificate_number",)
+    rec = certified(3)
+    got = function_evidence(m, rec, {"certificate_number": "QX-1003"})
+    assert got["certificate_number_evidence"].endswith("permit QX-1003 was issued.")
+    where = json.loads(got["certificate_number_evidence_at"])
+    start, end = where["chars"]
+    assert rec["contents"][start:end] == got["certificate_number_evidence"]

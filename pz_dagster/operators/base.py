@@ -58,6 +58,13 @@ class OperatorStats:
             self.transport_example = self.transport_example or example
         return {**record, ERROR: f"{op_name}: {message}"}
 
+    def grounding(self) -> dict[str, int]:
+        """Answers with evidence the document holds (``grounded``) and does not."""
+        return {
+            "grounded": sum(self.grounded.values()),
+            "ungrounded": sum(self.ungrounded.values()),
+        }
+
     def count_reading(self, record: Record, outcome: Outcome) -> None:
         """Add how ``outcome`` read its document (chunks, tie-breaks, grounding)."""
         if outcome.chunks > 1:

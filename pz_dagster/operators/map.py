@@ -213,6 +213,8 @@ def direct_map(
     )
     if result.stats.chunked:
         result.extras["reading"] = reader.reading.describe()
+    if node.evidence:
+        result.extras["grounding"] = result.stats.grounding()
     return result
 
 

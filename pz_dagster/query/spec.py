@@ -73,6 +73,11 @@ class SemFilterOp(_ReadsOp):
 class SemMapOp(_ReadsOp):
     type: Literal["sem_map", "sem_add_columns"]
     fields: list[FieldDecl] = Field(description="Columns a model adds: [{name, type, desc}].")
+    evidence: bool | list[str] = Field(
+        default=False,
+        description="Fields (true: all) whose answer comes with the verbatim quote it rests on "
+        "(<field>_evidence) and its location in the document (<field>_evidence_at).",
+    )
 
 
 class SemClassifyOp(_ReadsOp):

@@ -120,6 +120,10 @@ class RunRecord(BaseModel):
     one_time: OneTimeCost | None = None
     quality: QualityCounts | None = None
     quality_source: str = ""  # what the quality is measured against: labels or the champion
+    # answers with evidence whose quote the document holds, and those it does not: a quality
+    # signal that needs no labels
+    grounded: int = 0
+    ungrounded: int = 0
 
     @classmethod
     def measured(
@@ -144,6 +148,8 @@ class RunRecord(BaseModel):
             one_time=OneTimeCost.of(extras),
             quality=quality,
             quality_source=quality_source,
+            grounded=int(extras.get("grounding", {}).get("grounded", 0)),
+            ungrounded=int(extras.get("grounding", {}).get("ungrounded", 0)),
         )
 
     @property

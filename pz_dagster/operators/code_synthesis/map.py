@@ -87,6 +87,8 @@ def count_grounding(node: SemanticMap, result: OperatorResult) -> None:
             if record.get(f) is not None
         }
         result.stats.count_reading(record, Outcome(None, grounding=found))
+    if node.evidence:
+        result.extras["grounding"] = result.stats.grounding()
 
 
 def function_evidence(node: SemanticMap, record: Record, values: dict) -> dict:
