@@ -354,3 +354,25 @@ def test_evidence_in_yaml_and_functions_quote_the_line_they_read():
     where = json.loads(got["certificate_number_evidence_at"])
     start, end = where["chars"]
     assert rec["contents"][start:end] == got["certificate_number_evidence"]
+
+
+@pytest.mark.slow
+def test_the_bundled_model_extracts_a_last_page_answer_through_dagster(tmp_path):
+    """SmolLM2 (2,048-token context) on a report of 10 pages whose certificate number is
+    stated only on the last: read part by part, the grounded answer is the document's."""
+    from pz_dagster.orchestration import LocalLlamaModel
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "plant-report.txt").write_text(long_text(pages=10))
+    ds = Dataset.from_directory(folder).sem_map(
+        FIELDS, evidence=True, depends_on="contents", name="certificates"
+    )
+    md, rows = materialize(ds, "long_local", LocalLlamaModel(n_ctx=2048), tmp_path)
+    (row,) = rows
+    assert row["certificate_number"] == ANSWER
+    where = json.loads(row["certificate_number_evidence_at"])
+    assert where["match"] in ("exact", "normalized") and where["names_value"]
+    meta = md["certificates"]
+    assert meta["records/chunked"] == 1 and meta["records/chunks"] >= 3
+    assert meta["records/truncated"] == 0
