@@ -376,3 +376,73 @@ def test_the_bundled_model_extracts_a_last_page_answer_through_dagster(tmp_path)
     meta = md["certificates"]
     assert meta["records/chunked"] == 1 and meta["records/chunks"] >= 3
     assert meta["records/truncated"] == 0
+
+
+def test_the_optimizer_reads_long_documents_by_chunk_selection_once_history_shows_it_holds(
+    tmp_path,
+):
+    import dagster as dg
+
+    from pz_dagster.orchestration import (
+        ModelPrice,
+        OptimizerResource,
+        RecordStore,
+        build_definitions,
+    )
+    from pz_dagster.orchestration.batches import register_partitions
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    labels = {}
+    for i in range(12):
+        sentence = f"The inspection certificate number is QX-{2000 + i}."
+        (folder / f"plant-{i:02}.txt").write_text(
+            long_text(pages=12, answer_page=3 + i % 9, sentence=sentence)
+        )
+        labels[f"plant-{i:02}.txt"] = {"certificate_number": f"QX-{2000 + i}"}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+
+    def oracle(req: ChatRequest):
+        m = re.search(r"The inspection certificate number is (QX-\d+)\.", shown(req))
+        out = placeholder(req.schema)
+        if m:
+            out |= {"certificate_number": m.group(1), "certificate_number_evidence": m.group(0)}
+        return out
+
+    ds = Dataset.from_directory(folder, batch_size=6).sem_map(
+        FIELDS, evidence=True, depends_on="contents", name="certificates"
+    )
+    store = tmp_path / "store"
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=oracle) as sim:
+        model = OpenAICompatibleModel(
+            model="sim",
+            base_url=sim.base_url,
+            context_tokens=4000,  # two parts of ~10,000 characters per report
+            prices={"sim": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)},
+        )
+        optimizer = OptimizerResource(
+            policy="MinCostAtQuality(0.8)",
+            strategies=["direct", "chunk_select"],
+            sample_size=3,
+            labels_path=str(tmp_path / "labels.json"),
+        )
+        defs, q = build_definitions(
+            ds, "certs", model=model, store_root=str(store), optimizer=optimizer
+        )
+        with dg.instance_for_test() as instance:
+            batches = register_partitions(RecordStore(store), q, instance)
+            for b in batches:
+                job = defs.resolve_job_def(q.job.name)
+                assert job.execute_in_process(partition_key=b.key, instance=instance).success
+            recs = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=q.asset_key("certificates")), limit=10
+            ).records
+    runs = [r.asset_materialization.metadata for r in sorted(recs, key=lambda r: r.timestamp)]
+    assert len(runs) == 2
+    assert runs[-1]["strategy"].value == "chunk_select"
+    assert runs[-1]["records/chunks_read"].value < runs[-1]["records/chunks"].value
+    assert "chunk_select" in runs[-1]["decision"].value
+    rows = RecordStore(store).read(q.asset_key("certificates").path, batches[-1].key).to_pylist()
+    assert all(
+        r["certificate_number"] == labels[r["record_id"]]["certificate_number"] for r in rows
+    )
