@@ -8,7 +8,7 @@ from pydantic import BaseModel, create_model
 
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, Outcome, Progress, Record, run_on_model
-from pz_dagster.operators.prompts import Question, render_fields
+from pz_dagster.operators.prompts import MAX_CHUNKS, Question, render_fields
 from pz_dagster.query.plan import SemanticClassify
 
 CLASSIFY_EXTRA_TOKENS = 16
@@ -40,7 +40,13 @@ def direct_classify(
         )
         labels = [a.label for a in answers]  # type: ignore[attr-defined]
         label = max(dict.fromkeys(labels), key=labels.count)
-        return Outcome({**record, node.output: label}, usage, chunks=chunks)
+        return Outcome(
+            {**record, node.output: label},
+            usage,
+            chunks > MAX_CHUNKS,
+            chunks,
+            min(chunks, MAX_CHUNKS),
+        )
 
     return run_on_model(
         records,

@@ -25,6 +25,7 @@ from pz_dagster.operators.base import (
 )
 from pz_dagster.operators.evidence import MAX_QUOTE_CHARS, find_quote
 from pz_dagster.operators.prompts import (
+    MAX_CHUNKS,
     budget_chars,
     context_chars,
     document_prompt,
@@ -129,7 +130,7 @@ def holds(
         return judge(text, predicate, model, tally), 1
     return any(
         judge(chunk, predicate, model, tally) and confirmed(chunk, text, predicate, model, tally)
-        for chunk in chunks
+        for chunk in chunks[:MAX_CHUNKS]
     ), len(chunks)
 
 
@@ -224,7 +225,8 @@ def _per_record_filter(
         tally = Tally()
         text = render_fields(record, node.depends_on)
         keep, chunks = holds(text, node.predicate, model, tally, judge, max_tokens)
-        return Outcome(record if keep else None, tally.usage, chunks=chunks)
+        cut = chunks > MAX_CHUNKS
+        return Outcome(record if keep else None, tally.usage, cut, chunks, min(chunks, MAX_CHUNKS))
 
     return run_on_model(
         records, decide, model, op_name=node.name, strategy=strategy, progress=progress

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, create_model
 from pz_dagster.models.base import ChatModel
 from pz_dagster.operators.base import OperatorResult, Outcome, Progress, Record, run_on_model
 from pz_dagster.operators.map import TOKENS_PER_FIELD
-from pz_dagster.operators.prompts import Question, field_lines, render_fields
+from pz_dagster.operators.prompts import MAX_CHUNKS, Question, field_lines, render_fields
 from pz_dagster.query.plan import PARENT_ID, SemanticFlatMap
 
 MAX_FLAT_MAP_TOKENS = 1024
@@ -56,7 +56,7 @@ def direct_flat_map(
             }
             for i, item in enumerate(items, start=1)
         ]
-        return Outcome(out or None, usage, chunks=chunks)
+        return Outcome(out or None, usage, chunks > MAX_CHUNKS, chunks, min(chunks, MAX_CHUNKS))
 
     return run_on_model(
         records,

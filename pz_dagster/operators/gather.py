@@ -39,6 +39,7 @@ from pz_dagster.operators.evidence import (
     value_key,
 )
 from pz_dagster.operators.prompts import (
+    MAX_CHUNKS,
     OMITTED,
     budget_chars,
     line_chunks,
@@ -49,7 +50,7 @@ ReadMode = Literal["all", "select", "first"]
 READ_MODES: tuple[str, ...] = ("all", "select", "first")
 SELECT_CHUNK_CHARS = 1500
 SELECT_KEEP = 2
-DEFAULT_MAX_CHUNKS = 64
+DEFAULT_MAX_CHUNKS = MAX_CHUNKS
 MERGE_MAX_TOKENS = 16
 PASSAGE_CHARS = 240
 

@@ -29,6 +29,9 @@ def render_fields(record: dict[str, Any], depends_on: Sequence[str]) -> str:
 
 
 CHUNK_OVERLAP_CHARS = 200
+# A document past this many context-sized chunks is read in its first ones and counted as cut
+# (``truncated``): a 2,000-page file must not cost 2,000 calls per operator unnoticed.
+MAX_CHUNKS = 64
 
 
 def budget_chars(text: str, model: ChatModel, max_tokens: int) -> int | None:
@@ -184,12 +187,12 @@ class Question:
         return answer, usage, cut
 
     def on_each_chunk(self, text: str, model: ChatModel) -> tuple[list[BaseModel], Usage, int]:
-        """The answer on each context-sized chunk of ``text`` (``split_to_context``), what they
-        cost together and how many chunks there were; a failure on a later chunk carries the
-        cost of the earlier ones (``Tally``)."""
+        """The answer on each context-sized chunk of ``text`` (``split_to_context``; the first
+        ``MAX_CHUNKS``), what they cost together and how many chunks there were; a failure on a
+        later chunk carries the cost of the earlier ones (``Tally``)."""
         chunks = split_to_context(text, model, self.max_tokens)
         tally, answers = Tally(), []
-        for chunk in chunks:
+        for chunk in chunks[:MAX_CHUNKS]:
             prompt = document_prompt(chunk, self.instruction)
             answers.append(tally.ask(model, prompt, self.output, self.schema, self.max_tokens))
         return answers, tally.usage, len(chunks)
