@@ -88,8 +88,14 @@ def _sem_filter(node: plan.PlanNode) -> str:
 
 def _sem_map(node: plan.PlanNode) -> str:
     assert isinstance(node, plan.SemanticMap)
+    evidence = (
+        f" With evidence for {_code(node.evidence)}: the verbatim quote each value rests on "
+        "and where the document holds it."
+        if node.evidence
+        else ""
+    )
     return (
-        f"Adds {_code(node.output_fields)}, extracted by a model from each record. "
+        f"Adds {_code(node.output_fields)}, extracted by a model from each record.{evidence} "
         f"{_reads(node)}\n\n{_fields_table(node.output)}"
     )
 

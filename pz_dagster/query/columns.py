@@ -109,6 +109,18 @@ def _join(node: PlanNode) -> dict[str, str]:
     }
 
 
+def _sem_map(node: PlanNode) -> dict[str, str]:
+    assert isinstance(node, SemanticMap)
+    out = _field_descriptions(node.output)
+    for f in node.evidence:
+        out[f"{f}_evidence"] = f"The words of the document the value of {f} rests on, verbatim."
+        out[f"{f}_evidence_at"] = (
+            f"Where the document holds the evidence of {f} (JSON: chars, pages, file, match); "
+            "null when it does not (ungrounded)."
+        )
+    return out
+
+
 def _map(node: PlanNode) -> dict[str, str]:
     assert isinstance(node, Map)
     fn = getattr(node.fn, "__name__", type(node.fn).__name__)
@@ -119,7 +131,7 @@ _ADDED: dict[type, Describer] = {
     DirectorySource: lambda node: dict(DOCUMENT_COLUMNS),
     TableSource: _table,
     TableBatchSource: _table,
-    SemanticMap: lambda node: _field_descriptions(node.output),  # type: ignore[attr-defined]
+    SemanticMap: _sem_map,
     SemanticClassify: _classify,
     SemanticFlatMap: _flat_map,
     SemanticTopK: lambda node: dict(TOPK_COLUMNS),
