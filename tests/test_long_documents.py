@@ -1,18 +1,26 @@
-"""The long-document corpus: labels at controlled depths, distractors, the files and labels it
-writes."""
+"""The long-document corpus (labels at controlled depths, distractors, the files and labels it
+writes) and the chunk-aware oracle that answers the simulator from it."""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+import textwrap
 import types
+import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from pydantic import Field, create_model
 
 from optimizer.quality import ValidationSet
+from pz_dagster.models.openai_compat import OpenAICompatibleClient
+from pz_dagster.operators.prompts import Question, document_prompt, field_chunks, split_to_context
 from pz_dagster.sources import read_file, scan_folder
+from pz_dagster.testing import ChatRequest, OpenAISimulator, SimulatedModel
 from pz_dagster.testing.long_documents import (
     DOMAINS,
     FIELDS,
@@ -25,11 +33,28 @@ from pz_dagster.testing.long_documents import (
     write_corpus,
     write_domains,
 )
+from pz_dagster.testing.oracles import ChunkOracle
+from pz_dagster.testing.simulator import placeholder
 
 
 @pytest.fixture(scope="module")
 def docs() -> list[LongDocument]:
     return generate(30, 0)
+
+
+NULLABLE = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+
+
+def schema_of(doc: LongDocument, evidence: bool = True, prop: Any = NULLABLE) -> dict[str, Any]:
+    props = {f["name"]: dict(prop) for f in FIELDS[doc.domain]}
+    if evidence:
+        props |= {f["name"] + "_evidence": {"type": ["string", "null"]} for f in FIELDS[doc.domain]}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+def ask(oracle: ChunkOracle, shown: str, schema: dict[str, Any]) -> Any:
+    prompt = document_prompt(shown, "From the document above, extract these fields.")
+    return oracle(ChatRequest("sim", prompt, schema, 200))
 
 
 # --- the corpus ----------------------------------------------------------------------------
@@ -178,3 +203,196 @@ def test_rendered_formats_without_the_writer_say_what_is_missing(tmp_path, docs,
         write_corpus(tmp_path, docs[:1], formats=("docx",))
     with pytest.raises(ValueError, match="unknown formats"):
         write_corpus(tmp_path, docs[:1], formats=("odt",))
+
+
+# --- the oracle ----------------------------------------------------------------------------
+
+
+def test_the_oracle_answers_a_field_only_from_the_page_that_holds_it(docs):
+    oracle = ChunkOracle(docs)
+    for doc in docs[:10]:
+        for style in (NULLABLE, {"type": ["string", "null"]}):
+            schema = schema_of(doc, prop=style)
+            for i, page in enumerate(doc.page_texts(), 1):
+                answer = ask(oracle, page, schema)
+                for name, value in doc.labels.items():
+                    here = doc.answer_pages[name] == i
+                    assert answer[name] == (value if here else None), (doc.doc_id, i, name)
+                    assert answer[name + "_evidence"] == (doc.evidence[name] if here else None)
+
+
+def test_on_context_sized_chunks_each_value_comes_from_the_chunks_that_show_it(docs):
+    oracle = ChunkOracle(docs)
+    model = SimpleNamespace(context_tokens=1_400)  # ~4,000 characters a chunk
+    for doc in docs[:10]:
+        chunks = split_to_context(doc.text, model, 200)  # type: ignore[arg-type]
+        assert len(chunks) > 5
+        found: dict[str, set[Any]] = {k: set() for k in doc.labels}
+        for chunk in chunks:
+            answer = ask(oracle, chunk, schema_of(doc))
+            for name, value in doc.labels.items():
+                shown = words(value) in words(chunk)
+                assert answer[name] == (value if shown else None), (doc.doc_id, name)
+                found[name].add(answer[name])
+        assert all(v - {None} == {doc.labels[k]} for k, v in found.items())
+        # the first chunk alone (what a map reads today) misses the answers past it
+        first = ask(oracle, chunks[0], schema_of(doc))
+        assert [k for k in doc.labels if first[k] is None] == [
+            k for k in doc.labels if doc.offset(k) >= len(chunks[0])
+        ]
+
+
+def test_the_oracle_places_reflowed_text_and_parts_joined_by_an_omission(docs):
+    oracle = ChunkOracle(docs)
+    doc = docs[2]
+    name = next(k for k in doc.labels if doc.answer_pages[k] < doc.pages)  # not the last page
+    page = doc.page_texts()[doc.answer_pages[name] - 1]
+    plain = re.sub(r"^(# |- |\| )", "", page, flags=re.M).replace(" | ", "  ")
+    reflowed = "\n".join(textwrap.wrap(" ".join(plain.split()), 57))
+    assert ask(oracle, reflowed, schema_of(doc))[name] == doc.labels[name]
+    view = field_chunks(doc.text, ["the", *doc.labels])
+    assert "[...]" in view
+    answer = ask(oracle, view, schema_of(doc))
+    for k, value in doc.labels.items():
+        assert answer[k] == (value if words(doc.evidence[k]) in words(view) else None)
+    # the value shown without the rest of its sentence is still read
+    cut = doc.text[: doc.text.index(doc.labels[name]) + len(doc.labels[name])][-3_000:]
+    assert ask(oracle, cut, schema_of(doc))[name] == doc.labels[name]
+
+
+def test_without_null_in_the_schema_a_missing_field_gets_the_placeholder(docs):
+    oracle = ChunkOracle(docs)
+    doc = docs[0]
+    page = doc.page_texts()[doc.answer_pages["notice_period_days"] - 1]
+    answer = ask(oracle, page, schema_of(doc, evidence=False, prop={"type": "string"}))
+    assert answer["notice_period_days"] == doc.labels["notice_period_days"]
+    others = [
+        k for k in doc.labels if doc.answer_pages[k] != doc.answer_pages["notice_period_days"]
+    ]
+    assert all(answer[k] == "unknown" for k in others)
+    number = {"type": "object", "properties": {"notice_period_days": {"type": "integer"}}}
+    assert ask(oracle, page, number) == {
+        "notice_period_days": int(doc.labels["notice_period_days"])
+    }
+
+
+def test_hallucinated_answers_are_wrong_ungrounded_and_reproducible(docs):
+    oracle, again = ChunkOracle(docs, hallucination=1.0), ChunkOracle(docs, hallucination=1.0)
+    other_seed = ChunkOracle(docs, hallucination=1.0, seed=1)
+    changed = made_up = 0
+    for doc in docs[:10]:
+        for i, page in enumerate(doc.page_texts(), 1):
+            answer = ask(oracle, page, schema_of(doc))
+            assert answer == ask(again, page, schema_of(doc))
+            changed += answer != ask(other_seed, page, schema_of(doc))
+            for name, value in doc.labels.items():
+                if doc.answer_pages[name] == i:
+                    continue
+                made_up += 1
+                assert answer[name] and words(answer[name]) != words(value)
+                assert words(answer[name + "_evidence"]) not in words(doc.text)
+    assert made_up > 300 and changed > 0
+    half, n = ChunkOracle(docs, hallucination=0.5), 0
+    for doc in docs[:10]:
+        for i, page in enumerate(doc.page_texts(), 1):
+            answer = ask(half, page, schema_of(doc))
+            n += sum(answer[k] is not None for k in doc.labels if doc.answer_pages[k] != i)
+    assert 0.4 < n / made_up < 0.6
+
+
+def test_a_confused_oracle_gives_the_distractor_with_its_real_sentence(docs):
+    oracle, calm_oracle = ChunkOracle(docs, confusion=1.0), ChunkOracle(docs)
+    for doc in docs[:10]:
+        for name in doc.labels:
+            (d,) = doc.distractors[name]
+            page = doc.page_texts()[d["page"] - 1]
+            answer = ask(oracle, page, schema_of(doc))
+            assert answer[name] == d["value"] and answer[name + "_evidence"] == d["sentence"]
+            assert d["sentence"] in doc.text
+            calm = ask(calm_oracle, page, schema_of(doc))
+            assert calm[name] in (None, doc.labels[name])
+
+
+def test_filters_and_requests_the_oracle_cannot_place(docs):
+    oracle = ChunkOracle(docs)
+    doc = docs[1]
+    yes_no = {"type": "object", "properties": {"answer": {"enum": ["YES", "NO"]}}}
+    with_answer = {doc.answer_pages[k] for k in doc.labels}
+    for i, page in enumerate(doc.page_texts(), 1):
+        assert ask(oracle, page, yes_no) == {"answer": "YES" if i in with_answer else "NO"}
+    schema = schema_of(doc)
+    assert ask(oracle, "Lorem ipsum dolor sit amet, " * 40, schema) == placeholder(schema)
+    plain = oracle(ChatRequest("sim", [{"role": "user", "content": "hello"}], schema, 10))
+    assert plain == placeholder(schema)
+
+
+def test_a_merge_request_gets_the_labelled_value_among_its_candidates(docs):
+    oracle = ChunkOracle(docs)
+    doc = docs[0]
+    schema = schema_of(doc)
+    candidates = {k: [doc.distractors[k][0]["value"], v] for k, v in doc.labels.items()}
+    prompt = f"Record {doc.doc_id}.pdf. Choose the right value of each field among: " + json.dumps(
+        candidates
+    )
+    answer = oracle(ChatRequest("sim", [{"role": "user", "content": prompt}], schema, 100))
+    assert {k: answer[k] for k in doc.labels} == doc.labels
+    wrong = {k: [doc.distractors[k][0]["value"]] for k in doc.labels}
+    quoted = f"Candidates: {json.dumps(wrong)}. Evidence: {doc.distractors['tenant_name'][0]['sentence']}"
+    answer = oracle(ChatRequest("sim", [{"role": "user", "content": quoted}], schema, 100))
+    assert all(answer[k] is None for k in doc.labels)
+
+
+def test_the_oracle_takes_plain_dicts(docs):
+    doc = docs[3]
+    oracle = ChunkOracle(
+        {doc.doc_id: {"text": doc.text, "labels": doc.labels, "evidence": doc.evidence}}
+    )
+    name = next(iter(doc.labels))
+    page = doc.page_texts()[doc.answer_pages[name] - 1]
+    assert ask(oracle, page, schema_of(doc))[name] == doc.labels[name]
+
+
+def test_the_oracle_answers_behind_the_simulator_over_http(docs):
+    doc = docs[0]
+    name = "monthly_rent"
+    page = doc.page_texts()[doc.answer_pages[name] - 1]
+    body = {
+        "model": "sim",
+        "messages": document_prompt(page, "Extract the fields."),
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "Output", "strict": True, "schema": schema_of(doc)},
+        },
+    }
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=ChunkOracle(docs)) as sim:
+        req = urllib.request.Request(
+            sim.base_url + "/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            reply = json.loads(resp.read())
+    answer = json.loads(reply["choices"][0]["message"]["content"])
+    assert answer[name] == doc.labels[name] and answer[name + "_evidence"] == doc.evidence[name]
+    assert all(
+        answer[k] is None for k in doc.labels if doc.answer_pages[k] != doc.answer_pages[name]
+    )
+
+
+def test_a_chunked_map_through_the_client_finds_every_field_in_some_chunk(docs):
+    doc = docs[8]  # protocol-001
+    output = create_model(
+        "Output",
+        **{f["name"]: (str | None, Field(description=f["desc"])) for f in FIELDS[doc.domain]},
+    )
+    question = Question("Extract these fields; null when the text does not say.", output, 200)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=ChunkOracle(docs)) as sim:
+        client = OpenAICompatibleClient(
+            "sim", base_url=sim.base_url, api_key="x", context_tokens=2_000
+        )
+        answers, _, n = question.on_each_chunk(doc.text, client)
+    assert n > 3
+    for name, value in doc.labels.items():
+        got = [getattr(a, name) for a in answers]
+        assert value in got and set(got) <= {value, None}, (name, got)
+        assert got.index(value) > 0 or doc.answer_pages[name] == 1
