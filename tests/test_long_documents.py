@@ -200,7 +200,10 @@ def test_pdf_docx_and_html_go_through_the_document_writer(tmp_path, docs, monkey
 def test_rendered_formats_without_the_writer_say_what_is_missing(tmp_path, docs, monkeypatch):
     monkeypatch.setitem(sys.modules, "pz_dagster.testing.documents", None)
     with pytest.raises(RuntimeError, match="documents.render"):
-        write_corpus(tmp_path, docs[:1], formats=("docx",))
+        write_corpus(tmp_path, docs[:1], formats=("md", "docx"))
+    assert not list((tmp_path / "documents").glob("*"))  # nothing written half-way
+    with pytest.raises(SystemExit, match="error: .*documents.render"):
+        main(["--out", str(tmp_path), "--docs", "1", "--formats", "md,pdf"])
     with pytest.raises(ValueError, match="unknown formats"):
         write_corpus(tmp_path, docs[:1], formats=("odt",))
 

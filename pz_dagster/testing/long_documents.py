@@ -365,6 +365,8 @@ def write_corpus(
 
     Returns a summary (paths, counts, ``corpus_stats``)."""
     formats = _check_formats(formats)
+    if set(formats) & set(RENDERED_FORMATS):
+        _renderer()  # a missing writer fails before any file is written
     chosen = [d for d in docs if domain is None or d.domain == domain]
     folder = Path(folder)
     out = folder / DOCUMENTS
@@ -489,11 +491,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     docs = generate(args.docs, args.seed)
     formats = args.formats.split(",")
-    if args.flat:
-        summary: dict[str, Any] = write_corpus(args.out, docs, formats)
-    else:
-        summary = {"domains": write_domains(args.out, docs, formats)}
-        summary["stats"] = corpus_stats(docs)
+    try:
+        if args.flat:
+            summary: dict[str, Any] = write_corpus(args.out, docs, formats)
+        else:
+            summary = {"domains": write_domains(args.out, docs, formats)}
+            summary["stats"] = corpus_stats(docs)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(json.dumps(summary, indent=1))
     return summary
 
