@@ -87,12 +87,22 @@ FaultScript = Callable[[ChatRequest, int], Fault | None]  # (request, call numbe
 
 
 def placeholder(schema: dict[str, Any] | None) -> Any:
-    """A schema-valid value: first enum value, zero, false, "unknown", empty list, objects filled."""
+    """A schema-valid value: first enum value, zero, false, "unknown", empty list, objects filled;
+    of a union its first branch (``anyOf``), or its first type that is not null (a list of types).
+
+    >>> placeholder({"anyOf": [{"type": "string"}, {"type": "null"}]}), placeholder({"type": ["integer", "null"]})
+    ('unknown', 0)
+    """
     if not schema:
         return "ok"
     if "enum" in schema:
         return schema["enum"][0]
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:  # the first branch: {"anyOf": [{"type": "string"}, {"type": "null"}]} -> "unknown"
+        return placeholder(branches[0])
     t = schema.get("type")
+    if isinstance(t, list):  # "type": ["string", "null"] -> "unknown"
+        return placeholder(dict(schema, type=next((x for x in t if x != "null"), "null")))
     if t == "object":
         return {k: placeholder(v) for k, v in schema.get("properties", {}).items()}
     if t == "array":
