@@ -221,6 +221,9 @@ class ChunkOracle:
             return self._made_up(prompt, doc, name)
         return None, None
 
+    def _choose(self, prompt: str) -> dict[str, Any] | None:
+        return _choose_among(self, prompt)
+
     def _draw(self, prompt: str, name: str, kind: str) -> float:
         key = f"{self.seed}\0{kind}\0{name}\0{prompt}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
@@ -243,6 +246,8 @@ class ChunkOracle:
 
     def _merge(self, prompt: str, props: dict[str, Any]) -> dict[str, Any] | None:
         """A merge request's answer (see the class), or None when it is not one."""
+        if set(props) == {"choice"}:
+            return self._choose(prompt)
         if not set(props) & self.fields:
             return None
         said = words(prompt)
@@ -257,6 +262,24 @@ class ChunkOracle:
             for k, v in doc.labels.items()
         }
         return _fill(props, doc, picks)
+
+
+_FIELD = re.compile(r'answers for the field "(\w+)"')
+_CANDIDATE = re.compile(r"^(\d+)\. (.*?), from the passage: ", re.M)
+
+
+def _choose_among(oracle: ChunkOracle, prompt: str) -> dict[str, Any] | None:
+    """``gather.choose``'s request: the numbered candidate that is the labelled value of the
+    named field, for the document a candidate's passage quotes; None when none is."""
+    field, said = _FIELD.search(prompt), words(prompt)
+    docs = [d for d in oracle.docs if _quotes(d, said)]
+    if field is None or len(docs) != 1 or field.group(1) not in docs[0].labels:
+        return None
+    want = words(docs[0].labels[field.group(1)])
+    for number, value in _CANDIDATE.findall(prompt):
+        if words(value) == want:
+            return {"choice": int(number)}
+    return None
 
 
 _MADE_UP = (

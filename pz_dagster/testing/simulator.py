@@ -88,21 +88,26 @@ FaultScript = Callable[[ChatRequest, int], Fault | None]  # (request, call numbe
 
 def placeholder(schema: dict[str, Any] | None) -> Any:
     """A schema-valid value: first enum value, zero, false, "unknown", empty list, objects filled;
-    of a union its first branch (``anyOf``), or its first type that is not null (a list of types).
+    null where the schema allows it (a union with a null branch, a list of types with "null"),
+    else a union's first branch.
 
     >>> placeholder({"anyOf": [{"type": "string"}, {"type": "null"}]}), placeholder({"type": ["integer", "null"]})
-    ('unknown', 0)
+    (None, None)
+    >>> placeholder({"anyOf": [{"type": "integer"}, {"type": "string"}]})
+    0
     """
     if not schema:
         return "ok"
     if "enum" in schema:
         return schema["enum"][0]
     branches = schema.get("anyOf") or schema.get("oneOf")
-    if branches:  # the first branch: {"anyOf": [{"type": "string"}, {"type": "null"}]} -> "unknown"
+    if branches:
+        if any(b.get("type") == "null" for b in branches):
+            return None
         return placeholder(branches[0])
     t = schema.get("type")
-    if isinstance(t, list):  # "type": ["string", "null"] -> "unknown"
-        return placeholder(dict(schema, type=next((x for x in t if x != "null"), "null")))
+    if isinstance(t, list):
+        return None if "null" in t else placeholder(dict(schema, type=t[0]))
     if t == "object":
         return {k: placeholder(v) for k, v in schema.get("properties", {}).items()}
     if t == "array":
