@@ -299,6 +299,7 @@ def test_run_and_export_a_query_declared_in_yaml(tmp_path: Path, mini_emails: Pa
         "record_id",
         "filename",
         "contents",
+        "provenance",
         "sender",
         "error",
     }

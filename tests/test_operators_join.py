@@ -171,6 +171,7 @@ def test_join_and_table_declaration_errors():
         "record_id",
         "filename",
         "contents",
+        "provenance",
         "right_record_id",
         "name",
         "risk",

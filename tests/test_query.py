@@ -21,7 +21,7 @@ def test_chaining_is_immutable_and_names_are_generated():
     mapped = filtered.sem_map(SENDER)
     assert [n.name for n in base.node.lineage()] == ["documents"]
     assert [n.name for n in mapped.node.lineage()] == ["documents", "sem_filter_1", "sem_map_1"]
-    assert mapped.columns == ("record_id", "filename", "contents", "sender", "error")
+    assert mapped.columns == ("record_id", "filename", "contents", "provenance", "sender", "error")
     with pytest.raises(AttributeError):
         mapped.node.name = "x"  # type: ignore[misc]
 

@@ -27,7 +27,13 @@ from pz_dagster.sources.paths import shown
 SEED = 20240611
 N_FILES = 5000
 SECRET = "OUTSIDE-SECRET-5d2e"
-COLUMNS = [("record_id", str), ("filename", str), ("contents", str), ("error", str)]
+COLUMNS = [
+    ("record_id", str),
+    ("filename", str),
+    ("contents", str),
+    ("provenance", str),
+    ("error", str),
+]
 SUFFIXES = [".txt", ".md", ".eml", ".html", ".htm", ".json", ".jsonl", ".csv", ".text"]
 
 SEEDS: dict[str, bytes] = {
@@ -215,7 +221,8 @@ def swap_after_scan(rng: random.Random, tree: Tree, listed: list[str]) -> set[st
 
 
 def check_record(rec: dict) -> None:
-    assert set(rec) == {"record_id", "filename", "contents", "error"}, rec
+    assert set(rec) == {"record_id", "filename", "contents", "provenance", "error"}, rec
+    assert json.loads(rec["provenance"])["file"] == rec["filename"], rec
     assert isinstance(rec["contents"], str) and (rec["error"] is None or rec["error"])
     rec["record_id"].encode("utf-8")
     assert not any(ord(c) < 32 or ord(c) == 127 for c in rec["record_id"]), rec["record_id"]

@@ -26,7 +26,7 @@ def test_text_like_formats(tmp_path: Path):
     (tmp_path / "broken.json").write_text('{"k": ')
 
     assert read_file(tmp_path, "note.md")[0]["contents"] == "# Title\nbody"
-    assert read_file(tmp_path, "page.html")[0]["contents"] == "Hello\nWorld & co"
+    assert read_file(tmp_path, "page.html")[0]["contents"] == "Hello\n\nWorld & co"
     eml = read_file(tmp_path, "mail.eml")[0]
     assert (
         "Subject: Chewco" in eml["contents"]
@@ -66,6 +66,8 @@ def test_bad_files_become_error_records(tmp_path: Path):
         "record_id": "bom.txt",
         "filename": "bom.txt",
         "contents": "hello",
+        "provenance": '{"file": "bom.txt", "unit": "document", "pages": null, '
+        '"page_starts": null, "chars": [0, 5], "parent": null}',
         "error": None,
     }
     assert read_file(tmp_path, "missing.txt")[0]["error"].startswith("cannot read file")

@@ -269,6 +269,8 @@ def test_csv_unbalanced_quote_keeps_the_rows_after_it(folder: Path):
         "record_id": "t.csv#row2",
         "filename": "t.csv",
         "contents": "name: Jeff\nrole: COO",
+        "provenance": '{"file": "t.csv", "unit": "row", "pages": null, "page_starts": null, '
+        '"chars": null, "parent": null}',
         "error": None,
     }
     assert recs[2]["contents"] == "name: Andy\nrole: CFO" and recs[2]["error"] is None

@@ -271,7 +271,7 @@ def _print_results(query: CompiledQuery, store: RecordStore, partitions: list[st
             rows += store.read(out_path, p).to_pylist()
         except PzError as exc:
             console.print(f"[yellow]partition {p}: no output records ({escape(str(exc))})[/yellow]")
-    cols = [c for c in query.plan.columns if c not in ("contents", "filename")]
+    cols = [c for c in query.plan.columns if c not in ("contents", "filename", "provenance")]
     table = Table(title=f"{query.output_key.to_user_string()}: {len(rows)} record(s)")
     for c in cols:
         table.add_column(c, overflow="fold", max_width=40)

@@ -281,6 +281,7 @@ attributes:
   source:
     path: documents        # folder of documents, relative to this file or absolute
     batch_size: 25         # documents per Dagster partition
+    # unit: page           # a record per document (default), page (PDF, PPTX) or section
 
   # Applied in order, each an asset. `type` is the Dataset method (sem_filter, sem_map or
   # sem_add_columns, sem_classify, sem_flat_map, sem_topk, sem_agg, agg, filter, project,

@@ -39,7 +39,7 @@ def describe_tables(dataset: Dataset) -> Dataset:
     nothing), and every check that needed them run: what ``build_definitions`` compiles.
 
     >>> describe_tables(Dataset.from_directory("emails")).columns
-    ('record_id', 'filename', 'contents', 'error')
+    ('record_id', 'filename', 'contents', 'provenance', 'error')
     """
     node = describe_plan_tables(dataset.node, _columns_of)
     return dataset if node is dataset.node else Dataset(node)
@@ -71,11 +71,14 @@ def _read_batch(node: plan.BatchedSource, batch: Batch) -> list[dict[str, Any]]:
         rows = read_table_batch(node.database, node.sql, node.id_column, list(types), batch)
         # DATE, DECIMAL, TIMESTAMP... arrive as Python objects: stored as their text.
         return [{c: coerce_value(v, types.get(c, str)) for c, v in r.items()} for r in rows]
+    assert isinstance(node, plan.DirectorySource)
     root = Path(node.path)
     # The bytes read are checked against the manifest's hash, so no edit can slip in between a
     # second hashing and the read: read_file flags the records of a file changed since.
     return [
-        rec for ref in batch.files for rec in read_file(root, ref.path, expected_sha256=ref.sha256)
+        rec
+        for ref in batch.files
+        for rec in read_file(root, ref.path, expected_sha256=ref.sha256, unit=node.unit)
     ]
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from pz_dagster.query.aggregate import Aggregate, GlobalNode, SemanticAggregate, SemanticTopK
 from pz_dagster.query.join import SemanticJoin, TableBatchSource, TableSource
-from pz_dagster.query.nodes import DirectorySource, PlanNode, UnaryNode
+from pz_dagster.query.nodes import PROVENANCE, DirectorySource, PlanNode, UnaryNode
 from pz_dagster.query.relational import Map
 from pz_dagster.query.schema import ERROR, RECORD_ID, describe_fields
 from pz_dagster.query.semantic import (
@@ -37,9 +37,13 @@ ERROR_DESCRIPTION = (
 )
 DOCUMENT_COLUMNS = {
     RECORD_ID: "The record's id: the document's path in the folder (a row of a CSV file adds "
-    "`#row3`, a line of a JSONL file `#line3`).",
+    "`#row3`, a line of a JSONL file `#line3`, a page `#page3`, a section `#section3`).",
     "filename": "The document's path, relative to the folder.",
-    "contents": "The document's text (extracted from HTML, PDF and DOCX files).",
+    "contents": "The document's text (extracted from HTML, PDF, DOCX and PPTX files).",
+    PROVENANCE: "Where the text comes from, as JSON: the file, the unit (document, page, "
+    "section, row, line), its pages (first and last, with the offset where each starts), its "
+    "character offsets in the whole document's text and the document's record_id for a page "
+    "or section.",
     ERROR: ERROR_DESCRIPTION,
 }
 TOPK_COLUMNS = {

@@ -60,12 +60,28 @@ class Dataset:
 
     @classmethod
     def from_directory(
-        cls, path: str | Path, *, name: str = "documents", batch_size: int = 25
+        cls,
+        path: str | Path,
+        *,
+        name: str = "documents",
+        batch_size: int = 25,
+        unit: str = "document",
     ) -> Dataset:
-        """Documents of a folder (.txt .eml .md .html .json .jsonl .csv); batches become partitions."""
+        """Documents of a folder (.txt .md .eml .html .json .jsonl .csv .pdf .docx .pptx);
+        batches become partitions. ``unit``: one record per ``document`` (a CSV row, a JSONL
+        line), per ``page`` of a PDF or slide of a PPTX, or per ``section`` (at the headings of
+        DOCX, HTML and Markdown); formats without pages or headings give one per document.
+
+        >>> Dataset.from_directory("reports", unit="page").node.describe()
+        "DirectorySource(path='reports', batch_size=25, unit='page')"
+        """
         return cls(
             plan.DirectorySource(
-                declared_at=caller_declaration(), name=name, path=str(path), batch_size=batch_size
+                declared_at=caller_declaration(),
+                name=name,
+                path=str(path),
+                batch_size=batch_size,
+                unit=unit,
             )
         )
 

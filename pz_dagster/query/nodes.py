@@ -20,7 +20,11 @@ from pz_dagster.errors import PlanError
 from pz_dagster.query.declaration import Declaration
 from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name
 
-SOURCE_COLUMNS = (RECORD_ID, "filename", "contents", ERROR)
+PROVENANCE = "provenance"
+SOURCE_COLUMNS = (RECORD_ID, "filename", "contents", PROVENANCE, ERROR)
+# What one record of a folder is (see ``pz_dagster.sources.provenance``; sources/ is not
+# imported here: query/ declares, sources/ reads).
+SOURCE_UNITS = ("document", "page", "section")
 Columns = tuple[tuple[str, Any], ...]  # (name, Python type) pairs
 
 
@@ -103,16 +107,20 @@ class BatchedSource(PlanNode):
 
 @dataclass(frozen=True)
 class DirectorySource(BatchedSource):
-    """Text-like files of a folder; document batches of it become Dagster partitions."""
+    """Documents of a folder; batches of them become Dagster partitions. ``unit``: a record
+    per document, per page (PDF, PPTX) or per section (DOCX, HTML, Markdown headings)."""
 
     kind: ClassVar[str] = "source"
     path: str = ""
+    unit: str = "document"
 
     def __post_init__(self) -> None:
         self._check_name()
         if not self.path:
             raise PlanError("a directory source needs a path")
         self._check_batch_size()
+        if self.unit not in SOURCE_UNITS:
+            raise PlanError(f"unit must be one of {', '.join(SOURCE_UNITS)}, got {self.unit!r}")
 
     @property
     def location(self) -> str:
@@ -123,7 +131,10 @@ class DirectorySource(BatchedSource):
         return tuple((c, str) for c in SOURCE_COLUMNS)
 
     def describe(self) -> str:
-        return f"DirectorySource(path={Path(self.path).as_posix()!r}, batch_size={self.batch_size})"
+        # The default unit is left out: plans declared before there were units read the same.
+        unit = f", unit={self.unit!r}" if self.unit != "document" else ""
+        path = Path(self.path).as_posix()
+        return f"DirectorySource(path={path!r}, batch_size={self.batch_size}{unit})"
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,9 @@ def all_nodes(node: PlanNode) -> list[PlanNode]:
 
 
 def default_depends_on(columns: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(c for c in columns if c not in (RECORD_ID, ERROR))
+    """The columns a semantic operator reads when it is not told: all but the bookkeeping
+    ones (a record's provenance is where its text comes from, not text to judge)."""
+    return tuple(c for c in columns if c not in (RECORD_ID, PROVENANCE, ERROR))
 
 
 def callable_fingerprint(fn: Callable[..., Any]) -> str:

@@ -193,6 +193,11 @@ class SourceSpec(Spec):
     path: str = Field(description="Folder of documents, relative to the spec's file or absolute.")
     batch_size: int = Field(default=25, description="Documents per partition.")
     name: str = Field(default="documents", description="Asset name of the source.")
+    unit: Literal["document", "page", "section"] = Field(
+        default="document",
+        description="A record per document, per page (PDF, PPTX) or per section (headings of "
+        "DOCX, HTML, Markdown).",
+    )
 
 
 def resolve_path(path: str, base_dir: Path | None) -> str:
@@ -242,7 +247,7 @@ def dataset_from_spec(
     lines = lines or SpecLines()
     src = spec.source
     ds = Dataset.from_directory(
-        resolve_path(src.path, base_dir), name=src.name, batch_size=src.batch_size
+        resolve_path(src.path, base_dir), name=src.name, batch_size=src.batch_size, unit=src.unit
     )
     ds = _declared(ds, lines.source)
     for i, op in enumerate(spec.operators):

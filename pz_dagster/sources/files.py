@@ -1,5 +1,7 @@
-"""Read text-like files into records. A file that cannot be read becomes a record with an
-``error`` column: never a crash of the whole batch, never a silent drop."""
+"""Read files into records: text-like files, and the text of PDF, DOCX and PPTX documents
+(``pdf``, ``office``). A file that cannot be read becomes a record with an ``error`` column:
+never a crash of the whole batch, never a silent drop. Every record says where its text comes
+from in its ``provenance`` column (see ``provenance``)."""
 
 from __future__ import annotations
 
@@ -12,62 +14,30 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
-from html.parser import HTMLParser
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from pz_dagster.sources import provenance as prov
+from pz_dagster.sources.markup import MalformedHTML, html_to_text
+from pz_dagster.sources.office import read_docx, read_pptx
 from pz_dagster.sources.paths import ESCAPE_HINT, Refused, open_in_folder, shown
+from pz_dagster.sources.pdf import read_pdf
+from pz_dagster.sources.units import Record, Text, Unreadable, split
+from pz_dagster.sources.units import record as _record
 
-SUPPORTED_SUFFIXES = frozenset(
+TEXT_SUFFIXES = frozenset(
     {".txt", ".text", ".md", ".eml", ".html", ".htm", ".json", ".jsonl", ".csv"}
 )
+DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", ".pptx"})
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | DOCUMENT_SUFFIXES
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 CHANGED = "file changed since its batch was registered; the new version is a new batch"
 
-Record = dict[str, Any]
-
-
-def _record(record_id: str, filename: str, contents: str, error: str | None = None) -> Record:
-    return {"record_id": record_id, "filename": filename, "contents": contents, "error": error}
-
-
-class _TextExtractor(HTMLParser):
-    _SKIP = {"script", "style", "head", "noscript"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in {"p", "br", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"}:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
-
-
-class MalformedHTML(ValueError):
-    """HTML that the standard parser gives up on."""
-
-
-def html_to_text(html: str) -> str:
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-    except AssertionError as exc:  # html.parser asserts on an unknown "<![keyword" section
-        raise MalformedHTML(f"malformed HTML: {exc}") from None
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)
+_DOCUMENTS: dict[str, Callable[[bytes], Text]] = {
+    ".pdf": read_pdf,
+    ".docx": read_docx,
+    ".pptx": read_pptx,
+}
 
 
 class MalformedEmail(ValueError):
@@ -229,8 +199,11 @@ def read_file(
     relpath: str,
     max_bytes: int = DEFAULT_MAX_FILE_BYTES,
     expected_sha256: str | None = None,
+    unit: str = prov.DOCUMENT,
 ) -> list[Record]:
-    """Records of one file (one per file; one per row for .csv and per line for .jsonl).
+    """Records of one file: one per file, or with ``unit`` "page" one per page of a PDF or
+    slide of a PPTX, with "section" one per heading of a DOCX, HTML or Markdown file (other
+    formats: one per file); always one per row for .csv and per line for .jsonl.
 
     The file is opened inside ``root`` only (links out of it, FIFOs and hard-linked files are
     error records). With ``expected_sha256`` (the batch manifest's), records of bytes that hash
@@ -240,7 +213,7 @@ def read_file(
     if isinstance(raw, dict):
         return [raw]
     try:
-        records = _parse(rid, raw)
+        records = _parse(rid, raw, unit)
     except Exception as exc:  # a parser bug on odd input: one error record, never a failed run
         records = [_record(rid, rid, "", f"cannot parse file ({type(exc).__name__}: {exc})")]
     for rec in records:
@@ -258,6 +231,7 @@ def _make_storable(rec: Record) -> None:
         rec["error"] = shown(rec["error"])
     if not _is_utf8(rec["contents"]):
         rec["contents"], rec["error"] = "", "file has text that is not valid Unicode"
+        rec["provenance"] = prov.provenance(rec["filename"], chars=(0, 0))
 
 
 def _is_utf8(text: str) -> bool:
@@ -268,29 +242,35 @@ def _is_utf8(text: str) -> bool:
         return False
 
 
-def _parse(rid: str, raw: bytes) -> list[Record]:
+def _not_utf8(rid: str, raw: bytes, exc: UnicodeDecodeError) -> Record:
+    why = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    return _record(rid, rid, "", f"{why}; re-encode the file as UTF-8")
+
+
+def _document(rid: str, raw: bytes, suffix: str, unit: str) -> list[Record]:
+    try:
+        return split(rid, _DOCUMENTS[suffix](raw), unit)
+    except Unreadable as exc:
+        return [_record(rid, rid, "", str(exc))]
+
+
+def _parse(rid: str, raw: bytes, unit: str = prov.DOCUMENT) -> list[Record]:
     if not raw.strip():
         return [_record(rid, rid, "", "empty file: nothing to analyse")]
     suffix = PurePosixPath(rid).suffix.lower()
+    if suffix in _DOCUMENTS:
+        return _document(rid, raw, suffix, unit)
     try:
         if suffix == ".eml":
-            return [_record(rid, rid, eml_to_text(raw))]
+            return split(rid, Text(eml_to_text(raw)), unit)
         text = _decode(raw)
     except UnicodeDecodeError as exc:
-        return [
-            _record(
-                rid,
-                rid,
-                "",
-                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
-                f"offset {exc.start}); re-encode the file as UTF-8",
-            )
-        ]
+        return [_not_utf8(rid, raw, exc)]
     except MalformedEmail as exc:
         return [_record(rid, rid, "", f"malformed email: {exc}")]
     if suffix in {".html", ".htm"}:
         try:
-            return [_record(rid, rid, html_to_text(text))]
+            return split(rid, Text(html_to_text(text), headings=True), unit)
         except MalformedHTML as exc:
             return [_record(rid, rid, "", str(exc))]
     if suffix == ".csv":
@@ -302,7 +282,7 @@ def _parse(rid: str, raw: bytes) -> list[Record]:
             json.loads(text)
         except (ValueError, RecursionError) as exc:
             return [_record(rid, rid, text, f"malformed JSON: {_json_why(exc)}")]
-    return [_record(rid, rid, text)]
+    return split(rid, Text(text, headings=suffix == ".md"), unit)
 
 
 def _json_why(exc: ValueError | RecursionError) -> str:
@@ -377,9 +357,11 @@ def _csv_records(relpath: str, text: str) -> list[Record]:
     out = []
     for i, (line_no, values, why) in enumerate(rows, start=1):
         rid = f"{relpath}#row{i}"
+        meta = prov.provenance(relpath, prov.ROW)
         if values is None:
             bad = lines[line_no - 1].rstrip("\r\n")
-            out.append(_record(rid, relpath, bad, f"malformed CSV row {i} (line {line_no}): {why}"))
+            why = f"malformed CSV row {i} (line {line_no}): {why}"
+            out.append(_record(rid, relpath, bad, why, meta))
             continue
         # Pairs, not a dict: a repeated column name keeps both values.
         body = "\n".join(f"{k}: {v}" for k, v in zip(header, values, strict=False))
@@ -390,7 +372,7 @@ def _csv_records(relpath: str, text: str) -> list[Record]:
             )
             if len(values) > len(header):
                 err += f" ({len(values) - len(header)} more value(s) than the header, left out)"
-        out.append(_record(rid, relpath, body, err))
+        out.append(_record(rid, relpath, body, err, meta))
     if not out:
         return [_record(relpath, relpath, "", "CSV has a header but no rows")]
     return out
@@ -409,5 +391,6 @@ def _jsonl_records(relpath: str, text: str) -> list[Record]:
             body = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         except (ValueError, RecursionError) as exc:
             body, err = line, f"malformed JSON on line {i}: {_json_why(exc)}"
-        out.append(_record(f"{relpath}#line{i}", relpath, body, err))
+        meta = prov.provenance(relpath, prov.LINE)
+        out.append(_record(f"{relpath}#line{i}", relpath, body, err, meta))
     return out

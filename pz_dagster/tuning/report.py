@@ -110,7 +110,7 @@ def preview_columns(node: plan.PlanNode) -> list[str]:
     >>> from pz_dagster import Dataset
     >>> ds = Dataset.from_directory("d").sem_map([{"name": "sender", "type": "str", "desc": "x"}])
     >>> preview_columns(ds.node)
-    ['sender', 'record_id', 'filename', 'contents', 'error']
+    ['sender', 'record_id', 'filename', 'contents', 'provenance', 'error']
     """
     columns = [c for c, _ in plan.column_types(node)]
     before = set(node.parent.columns) if node.parent is not None else set(columns)
