@@ -43,6 +43,7 @@ TRUNCATED = "records/truncated"
 CHUNKED = "records/chunked"
 CHUNKS = "records/chunks"  # chunks the chunked records were cut into
 CHUNKS_READ = "records/chunks_read"  # of those, read by a model (chunk selection reads fewer)
+CHUNKS_ABSTAINED = "records/chunks_abstained"  # chunks whose answer stayed invalid
 ESCALATED = "records/escalated"  # a cascade's records the cheap model passed up
 READ_ERRORS = "records/read_errors"  # a source's items that could not be read
 STORED = "records/stored"  # a filter of a chain: what its asset stores

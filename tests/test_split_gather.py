@@ -46,9 +46,19 @@ def long_text(pages: int = 12, answer_page: int | None = None, sentence: str = S
     return "\n".join(out)
 
 
+def long_pdf(path: Path, pages: int = 10, sentence: str = SENTENCE) -> Path:
+    """``long_text`` as a PDF of ``pages`` pages, ``sentence`` on the last."""
+    from pz_dagster.testing.documents import write_pdf
+
+    text = long_text(pages=pages, sentence=sentence)
+    return write_pdf(path, "\n\f\n".join(re.split(r"\n(?=Page \d+\n)", text)))
+
+
 def shown(req: ChatRequest) -> str:
+    """The document part of the prompt, with runs of whitespace as one space (a PDF's lines
+    wrap a sentence anywhere)."""
     m = DOCUMENT.search(req.prompt)
-    return m.group(1) if m else ""
+    return " ".join(m.group(1).split()) if m else ""
 
 
 def chunk_oracle(values: dict[str, tuple[str, str]]):
@@ -160,7 +170,6 @@ def test_a_grounded_answer_outvotes_made_up_ones():
 
 
 def test_pages_of_the_evidence_come_from_the_provenance():
-    pytest.importorskip("pz_dagster.sources.provenance")
     text = long_text(pages=3)
     starts = [m.start() for m in re.finditer(r"^Page \d+$", text, re.M)]
     provenance = json.dumps(
@@ -184,7 +193,7 @@ def test_pages_of_the_evidence_come_from_the_provenance():
 
 def write_long_folder(folder: Path) -> None:
     folder.mkdir()
-    (folder / "plant-report.txt").write_text(long_text())
+    long_pdf(folder / "plant-report.pdf", pages=12)
     (folder / "short-note.txt").write_text(f"Note\n{SENTENCE}\n")
     (folder / "made-up.txt").write_text(long_text(pages=2, sentence="Nothing was certified."))
 
@@ -211,7 +220,12 @@ def test_through_dagster_the_last_page_answer_is_extracted_and_ungrounded_fails_
         model = OpenAICompatibleModel(model="sim", base_url=sim.base_url, context_tokens=900)
         md, rows = materialize(ds, "long", model, tmp_path)
     by_id = {r["record_id"]: r for r in rows}
-    assert by_id["plant-report.txt"]["certificate_number"] == ANSWER
+    report = by_id["plant-report.pdf"]
+    assert report["certificate_number"] == ANSWER
+    where = json.loads(report["certificate_number_evidence_at"])
+    assert where["pages"] == [12, 12] and where["file"] == "plant-report.pdf"
+    start, end = where["chars"]
+    assert " ".join(report["contents"][start:end].split()) == SENTENCE
     assert by_id["short-note.txt"]["certificate_number"] == ANSWER
     assert by_id["made-up.txt"]["certificate_number_evidence_at"] is None
     meta = md["certificates"]
@@ -358,13 +372,14 @@ def test_evidence_in_yaml_and_functions_quote_the_line_they_read():
 
 @pytest.mark.slow
 def test_the_bundled_model_extracts_a_last_page_answer_through_dagster(tmp_path):
-    """SmolLM2 (2,048-token context) on a report of 10 pages whose certificate number is
-    stated only on the last: read part by part, the grounded answer is the document's."""
+    """SmolLM2 (2,048-token context) on a PDF report of 10 pages whose certificate number is
+    stated only on the last: read part by part, the grounded answer is the document's, located
+    on page 10."""
     from pz_dagster.orchestration import LocalLlamaModel
 
     folder = tmp_path / "reports"
     folder.mkdir()
-    (folder / "plant-report.txt").write_text(long_text(pages=10))
+    long_pdf(folder / "plant-report.pdf", pages=10)
     ds = Dataset.from_directory(folder).sem_map(
         FIELDS, evidence=True, depends_on="contents", name="certificates"
     )
@@ -373,6 +388,7 @@ def test_the_bundled_model_extracts_a_last_page_answer_through_dagster(tmp_path)
     assert row["certificate_number"] == ANSWER
     where = json.loads(row["certificate_number_evidence_at"])
     assert where["match"] in ("exact", "normalized") and where["names_value"]
+    assert where["pages"] == [10, 10]
     meta = md["certificates"]
     assert meta["records/chunked"] == 1 and meta["records/chunks"] >= 3
     assert meta["records/truncated"] == 0
@@ -446,3 +462,24 @@ def test_the_optimizer_reads_long_documents_by_chunk_selection_once_history_show
     assert all(
         r["certificate_number"] == labels[r["record_id"]]["certificate_number"] for r in rows
     )
+
+
+def test_a_part_whose_answer_stays_invalid_abstains_and_the_record_fails_only_when_all_do():
+    text = long_text(pages=8)
+    base = chunk_oracle({"certificate_number": (ANSWER, SENTENCE)})
+
+    def flaky(req: ChatRequest):
+        if "Page 1 " in shown(req):
+            return "Sure! The certificate is somewhere."  # not the object asked for, twice
+        return base(req)
+
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=flaky) as sim:
+        model = small_context_model(sim)
+        result = direct_map(node(), [record(text)], model)
+    with OpenAISimulator({"sim": SimulatedModel()}, oracle=lambda req: "no") as sim:
+        broken = direct_map(node(), [record(text)], small_context_model(sim))
+    assert result.records[0]["certificate_number"] == ANSWER and not result.records[0]["error"]
+    assert result.stats.chunks_abstained >= 1 and result.stats.failures == 0
+    assert broken.stats.failures == 1
+    assert "every part of the document failed" in broken.records[0]["error"]
+    assert broken.records[0]["certificate_number"] is None

@@ -39,6 +39,7 @@ class OperatorStats:
     chunks_total: int = 0  # chunks the chunked records were cut into
     chunks_read: int = 0  # of those, the chunks a model read (chunk selection reads fewer)
     model_merges: int = 0  # fields whose chunks disagreed and the model chose among them
+    chunks_abstained: int = 0  # chunks whose answer stayed invalid: they gave no answer
     # per field asking for evidence: answers whose quote the document holds, and those it does not
     grounded: dict[str, int] = field(default_factory=dict)
     ungrounded: dict[str, int] = field(default_factory=dict)
@@ -72,6 +73,7 @@ class OperatorStats:
             self.chunks_total += outcome.chunks
             self.chunks_read += outcome.chunks if outcome.read is None else outcome.read
         self.model_merges += outcome.merges
+        self.chunks_abstained += outcome.abstained
         for name, ok in outcome.grounding.items():
             tally = self.grounded if ok else self.ungrounded
             tally[name] = tally.get(name, 0) + 1
@@ -100,6 +102,7 @@ class Outcome:
     read: int | None = None  # chunks read, when not all of them (chunk selection)
     merges: int = 0
     grounding: dict[str, bool] = field(default_factory=dict)  # field -> quote found
+    abstained: int = 0  # chunks whose answer stayed invalid
 
 
 def split_failed(
@@ -216,7 +219,9 @@ def parse_json_output(completion: Completion, model: type[BaseModel]) -> BaseMod
             f"{completion.text[:80]!r}"
         )
     try:
-        return model.model_validate(json.loads(completion.text))
+        # strict=False: a raw line break inside a string (a quote copied across lines) is text,
+        # not a reason to fail the record
+        return model.model_validate(json.loads(completion.text, strict=False))
     except json.JSONDecodeError as exc:
         raise RecordFailure(
             f"answer is not valid JSON ({exc.msg}): {completion.text[:80]!r}"

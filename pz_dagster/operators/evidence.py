@@ -16,6 +16,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from pz_dagster.sources.provenance import locate
+
 # A quote shorter than this (after normalisation) is too short to locate a value: "the" occurs
 # in any document.
 MIN_QUOTE_CHARS = 4
@@ -95,7 +97,10 @@ def find_quote(quote: str, text: str) -> Span | None:
     at = hay.find(needle)
     if at < 0:
         return None
-    return Span(where[at], where[at + len(needle) - 1] + 1, "normalized")
+    end = where[at + len(needle) - 1] + 1
+    if quote.endswith(".") and text[end : end + 1] == ".":
+        end += 1  # the full stop the needle left out, where the document has it too
+    return Span(where[at], end, "normalized")
 
 
 def holds_value(value: Any, quote: str) -> bool:
@@ -132,13 +137,8 @@ def locate_quote(
 
 
 def _provenance_location(provenance: str | None, start: int, end: int) -> dict[str, Any]:
-    """``{"chars": [start, end], "pages": ... , "file": ...}`` of a span of a record's
-    contents: offsets into the whole document and its pages when the record's provenance says
-    where the contents came from; the record's own offsets otherwise."""
-    try:
-        from pz_dagster.sources.provenance import locate
-    except ImportError:  # a source without provenance: offsets into the record's contents
-        return {"chars": [start, end], "pages": None}
+    """``{"file", "pages", "chars"}`` of a span of a record's contents: offsets into the whole
+    document and its pages where the record's provenance says where the contents came from."""
     return dict(locate(provenance, start, end))
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pz_dagster.models.base import ChatModel, json_schema_for
+from pz_dagster.errors import RecordFailure
+from pz_dagster.models.base import ChatModel, Usage, json_schema_for
 from pz_dagster.models.embeddings import EmbeddingModel
 from pz_dagster.operators import gather as g
 from pz_dagster.operators.base import (
@@ -106,15 +107,25 @@ class FieldReader:
         groups, cut = self._groups(chunks, tally)
         instruction = g.part_instruction(field_lines(self.node.output))
         answers: list[tuple[BaseModel, str]] = []
+        failed: RecordFailure | None = None
         for group in groups:
             shown = g.shown_text(group)
             prompt = document_prompt(shown, instruction)
-            answers.append(
-                (tally.ask(self.model, prompt, self.part, self.part_schema, self.max_tokens), shown)
-            )
+            try:
+                answer = tally.ask(self.model, prompt, self.part, self.part_schema, self.max_tokens)
+            except RecordFailure as exc:
+                if exc.transport:  # the endpoint did not answer: the record fails, as always
+                    raise
+                tally.usage = exc.usage if isinstance(exc.usage, Usage) else tally.usage
+                failed = exc  # an invalid answer on one part: that part abstains
+                continue
+            answers.append((answer, shown))
+        if not answers and failed is not None:
+            raise failed.with_usage(tally.usage, f"every part of the document failed: {failed}")
         values, merges = self._gather(answers, text, tally)
         read = sum(len(group) for group in groups)
-        return values, g.Read(len(chunks), read, len(groups), merges, cut)
+        abstained = len(groups) - len(answers)
+        return values, g.Read(len(chunks), read, len(groups), merges, cut, abstained)
 
     def _gather(
         self, answers: list[tuple[BaseModel, str]], text: str, tally: Tally
@@ -200,6 +211,7 @@ def direct_map(
             read=read.read,
             merges=read.merges,
             grounding=grounding,
+            abstained=read.abstained,
         )
 
     result = run_on_model(

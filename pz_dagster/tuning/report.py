@@ -152,6 +152,7 @@ def run_counts(
         K.CHUNKED: s.chunked,
         K.CHUNKS: s.chunks_total,
         K.CHUNKS_READ: s.chunks_read,
+        K.CHUNKS_ABSTAINED: s.chunks_abstained,
         K.MODEL_MERGES: s.model_merges,
         K.MODEL_CALLS: run.model_calls,
         K.CACHE_HITS: run.cache_hits,
