@@ -208,34 +208,10 @@ def dagster_oracle(req: ChatRequest):
     return placeholder({"type": "object", "properties": props})
 
 
-def test_through_dagster_the_last_page_answer_is_extracted_and_ungrounded_fails_the_check(
-    tmp_path,
-):
-    folder = tmp_path / "reports"
-    write_long_folder(folder)
-    ds = Dataset.from_directory(folder, batch_size=10).sem_map(
-        FIELDS, evidence=True, name="certificates"
-    )
-    with OpenAISimulator({"sim": SimulatedModel()}, oracle=dagster_oracle) as sim:
-        model = OpenAICompatibleModel(model="sim", base_url=sim.base_url, context_tokens=900)
-        md, rows = materialize(ds, "long", model, tmp_path)
-    by_id = {r["record_id"]: r for r in rows}
-    report = by_id["plant-report.pdf"]
-    assert report["certificate_number"] == ANSWER
-    where = json.loads(report["certificate_number_evidence_at"])
-    assert where["pages"] == [12, 12] and where["file"] == "plant-report.pdf"
-    start, end = where["chars"]
-    assert " ".join(report["contents"][start:end].split()) == SENTENCE
-    assert by_id["short-note.txt"]["certificate_number"] == ANSWER
-    assert by_id["made-up.txt"]["certificate_number_evidence_at"] is None
-    meta = md["certificates"]
-    assert meta["records/chunked"] >= 1 and meta["records/truncated"] == 0
-    assert meta["quality/ungrounded/certificate_number"] == 1
-    assert meta["reading"].startswith("all")
-
-
 @pytest.fixture
-def grounding_check_results(tmp_path):
+def long_run(tmp_path):
+    """The folder of ``write_long_folder`` through Dagster (one partition) on the simulator:
+    the map's metadata, its records and its asset checks' evaluations."""
     import dagster as dg
 
     from pz_dagster.orchestration import RecordStore, build_definitions
@@ -246,24 +222,47 @@ def grounding_check_results(tmp_path):
     ds = Dataset.from_directory(folder, batch_size=10).sem_map(
         FIELDS, evidence=True, name="certificates"
     )
+    store = tmp_path / "store"
     with OpenAISimulator({"sim": SimulatedModel()}, oracle=dagster_oracle) as sim:
         model = OpenAICompatibleModel(model="sim", base_url=sim.base_url, context_tokens=900)
-        store = tmp_path / "store"
         defs, q = build_definitions(ds, "long", model=model, store_root=str(store))
         with dg.instance_for_test() as instance:
             key = register_partitions(RecordStore(store), q, instance)[0].key
             result = defs.resolve_job_def(q.job.name).execute_in_process(
                 partition_key=key, instance=instance, raise_on_error=False
             )
-            yield {
-                e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
-                for e in result.all_events
-                if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            }
+            mat = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=q.asset_key("certificates")), limit=1
+            ).records[0]
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.asset_key == q.asset_key("certificates")
+    }
+    md = {k: v.value for k, v in mat.asset_materialization.metadata.items()}
+    rows = RecordStore(store).read(q.output_key.path, key).to_pylist()
+    return md, rows, checks
 
 
-def test_ungrounded_evidence_fails_the_grounding_check(grounding_check_results):
-    check = grounding_check_results["evidence_grounded"]
+def test_through_dagster_the_last_page_answer_is_extracted_and_located(long_run):
+    md, rows, _ = long_run
+    by_id = {r["record_id"]: r for r in rows}
+    report = by_id["plant-report.pdf"]
+    assert report["certificate_number"] == ANSWER
+    where = json.loads(report["certificate_number_evidence_at"])
+    assert where["pages"] == [12, 12] and where["file"] == "plant-report.pdf"
+    start, end = where["chars"]
+    assert " ".join(report["contents"][start:end].split()) == SENTENCE
+    assert by_id["short-note.txt"]["certificate_number"] == ANSWER
+    assert by_id["made-up.txt"]["certificate_number_evidence_at"] is None
+    assert md["records/chunked"] >= 1 and md["records/truncated"] == 0
+    assert md["quality/ungrounded/certificate_number"] == 1
+    assert md["reading"].startswith("all")
+
+
+def test_ungrounded_evidence_fails_the_grounding_check(long_run):
+    check = long_run[2]["evidence_grounded"]
     assert not check.passed
     meta = {k: v.value for k, v in check.metadata.items()}
     assert meta["ungrounded"] == 1 and meta["answers_with_evidence"] == 3
