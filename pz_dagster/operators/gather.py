@@ -18,6 +18,7 @@ Documents past ``max_chunks`` chunks are read in their first ``max_chunks`` and 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -85,17 +86,6 @@ class Reading:
         if self.mode == "select":
             return self.chunk_chars or SELECT_CHUNK_CHARS
         return self.chunk_chars
-
-    @classmethod
-    def of(cls, params: dict[str, Any] | None) -> Reading:
-        """The reading a physical configuration's params ask for (``reading``, ``chunk_chars``,
-        ``keep``), the default otherwise."""
-        params = params or {}
-        return cls(
-            params.get("reading", "all"),  # type: ignore[arg-type]
-            params.get("chunk_chars"),  # type: ignore[arg-type]
-            int(params.get("keep", SELECT_KEEP)),  # type: ignore[arg-type]
-        )
 
     def describe(self) -> str:
         size = f", chunks of {self.chunk_size} characters" if self.chunk_size else ""
@@ -181,62 +171,25 @@ def with_evidence(output: type[BaseModel], evidence: Sequence[str]) -> type[Base
 
 
 _TERM = re.compile(r"[0-9a-z]{3,}")
-_STOP = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "with",
-        "that",
-        "this",
-        "from",
-        "are",
-        "was",
-        "were",
-        "has",
-        "have",
-        "its",
-        "not",
-        "but",
-        "any",
-        "all",
-        "per",
-        "which",
-        "their",
-        "they",
-        "them",
-        "what",
-        "when",
-        "where",
-        "who",
-        "whom",
-        "will",
-        "shall",
-        "would",
-        "should",
-        "could",
-        "may",
-        "can",
-        "into",
-        "than",
-        "then",
-        "there",
-        "these",
-        "those",
-        "such",
-        "each",
-        "other",
-        "document",
-        "value",
-        "field",
-        "name",
-        "text",
-    ]
-)
+# Words of a field's description that say nothing about where its value is.
+_GENERIC = frozenset({"document", "value", "field", "name", "text", "stated", "given"})
+
+
+@functools.cache
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # heavy: only when ranking
+
+    return frozenset(ENGLISH_STOP_WORDS) | _GENERIC
 
 
 def terms(text: str) -> list[str]:
-    return [t for t in _TERM.findall(text.lower()) if t not in _STOP]
+    """The words of ``text`` BM25 ranks by: lower case, three characters or more, no stop word.
+
+    >>> terms("The monthly rent of the premises")
+    ['monthly', 'rent', 'premises']
+    """
+    stop = _stop_words()
+    return [t for t in _TERM.findall(text.lower()) if t not in stop]
 
 
 def bm25(query: Sequence[str], docs: Sequence[Sequence[str]]) -> list[float]:
