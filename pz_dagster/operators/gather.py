@@ -10,9 +10,10 @@ A document that fits the context is one prompt, as always. A longer one is read 
 
 A chunk's prompt says it is a part of a longer document and allows ``null`` for a field that
 part does not state. The answers are gathered per field by a stated rule (``gather_field``): the
-value most chunks gave (grounded answers only, when the field asks for evidence and one is
-grounded); on a tie between different values the model is asked once to choose among them, shown
-the passages they came from. A list field is the union of the chunks' lists, in order.
+value most chunks gave, among the answers whose quote the document holds (and names the value)
+when there are such; on a tie between different values the model is asked once to choose among
+them, shown the passages they came from. Every part is asked for a quote per field, whether or
+not the map declares evidence: the quotes decide among the parts' answers. A list field is the union of the chunks' lists, in order.
 Documents past ``max_chunks`` chunks are read in their first ``max_chunks`` and counted as cut.
 """
 
@@ -37,6 +38,7 @@ from pz_dagster.operators.evidence import (
     blank,
     evidence_column,
     find_quote,
+    holds_value,
     value_key,
 )
 from pz_dagster.operators.prompts import (
@@ -282,6 +284,13 @@ class Candidate:
     quote: str | None
     grounded: bool
     passage: str
+    names_value: bool = False  # the grounded quote contains the value itself
+
+    @property
+    def support(self) -> int:
+        """How well the document backs the answer: 2, a quote it holds that contains the
+        value; 1, a quote it holds; 0, none."""
+        return 2 if self.grounded and self.names_value else int(self.grounded)
 
 
 @dataclass
@@ -355,8 +364,9 @@ def gather_field(
 
     A list field: the union of the lists, in document order, without repeats. Otherwise the
     value most chunks gave (compared by ``value_key``; one vote per distinct quote, so a
-    sentence in the overlap of two chunks counts once), among grounded answers when some are
-    grounded; the model chooses among the values tied for most."""
+    sentence in the overlap of two chunks counts once), among the answers the document backs
+    best (``Candidate.support``: a quote it holds naming the value, else a quote it holds, else
+    none); the model chooses among the values tied for most."""
     given = [c for c in candidates if not blank(c.value)]
     if not given:
         return None, False
@@ -365,8 +375,8 @@ def gather_field(
         for c in given:
             items += [v for v in c.value if v not in items]
         return Candidate(items, given[0].quote, given[0].grounded, given[0].passage), False
-    if any(c.grounded for c in given):
-        given = [c for c in given if c.grounded]
+    best = max(c.support for c in given)
+    given = [c for c in given if c.support == best]
     # the same quote seen twice (in the overlap of two chunks) is one vote
     votes = {(value_key(c.value), value_key(c.quote or c.passage)): c for c in reversed(given)}
     counts = Counter(value for value, _ in votes)
@@ -387,8 +397,9 @@ def candidates_of(
     for answer, shown in answers:
         value = getattr(answer, name)
         quote = getattr(answer, evidence_column(name), None) if name in evidence else None
-        grounded = bool(quote) and find_quote(quote, document) is not None
-        out.append(Candidate(value, quote, grounded, passage(value, quote, shown)))
+        span = find_quote(quote, document) if quote else None
+        names = span is not None and holds_value(value, document[span.start : span.end])
+        out.append(Candidate(value, quote, span is not None, passage(value, quote, shown), names))
     return out
 
 

@@ -50,9 +50,11 @@ def map_instruction(node: SemanticMap) -> str:
     )
 
 
-def map_max_tokens(node: SemanticMap) -> int:
-    """Tokens an answer may take: a bounded value per field, and a quote per evidence field."""
-    return TOKENS_PER_FIELD * (len(node.output_fields) + len(node.evidence)) + 16
+def map_max_tokens(node: SemanticMap, parts: bool = False) -> int:
+    """Tokens an answer may take: a bounded value per field, and a quote per evidence field
+    (per field on a part of a long document)."""
+    quotes = len(node.output_fields) if parts else len(node.evidence)
+    return TOKENS_PER_FIELD * (len(node.output_fields) + quotes) + 16
 
 
 class FieldReader:
@@ -68,19 +70,22 @@ class FieldReader:
         assert node.output is not None
         self.node, self.model, self.reading, self.embedder = node, model, reading, embedder
         self.max_tokens = map_max_tokens(node)
+        self.part_tokens = map_max_tokens(node, parts=True)
         self.whole = g.with_evidence(node.output, node.evidence)
         self.whole_schema = json_schema_for(self.whole)
-        self.part = g.part_model(node.output, node.evidence)
+        # every part quotes its evidence for every field: the quotes decide among the parts
+        self.part = g.part_model(node.output, node.output_fields)
         self.part_schema = json_schema_for(self.part)
 
     def read(self, text: str, tally: Tally) -> tuple[dict[str, Any], g.Read]:
         """The fields' values (and quotes) for ``text``, and how it was read."""
-        chunks = g.chunks_for(text, self.model, self.max_tokens, self.reading)
-        if len(chunks) == 1:
+        if g.budget_chars(text, self.model, self.max_tokens) is None:  # it fits: one prompt
             return self._ask_whole(text, tally), g.Read()
-        if self.reading.mode == "first":
-            values = self._ask_whole(chunks[0].text, tally)
-            return values, g.Read(chunks=len(chunks), read=1, cut=True)
+        if self.reading.mode == "first":  # the old way: the first context-sized part only
+            first = g.chunks_for(text, self.model, self.max_tokens, self.reading)
+            values = self._ask_whole(first[0].text, tally)
+            return values, g.Read(chunks=len(first), read=1, cut=True)
+        chunks = g.chunks_for(text, self.model, self.part_tokens, self.reading)
         return self._read_parts(text, chunks, tally)
 
     def _ask_whole(self, text: str, tally: Tally) -> dict[str, Any]:
@@ -96,7 +101,7 @@ class FieldReader:
             picked, usage = g.rank_chunks(chunks, queries, self.reading.keep, self.embedder)
             if usage is not None:
                 tally.usage += usage
-            return g.pack(picked, context_chars(self.model, self.max_tokens)), False
+            return g.pack(picked, context_chars(self.model, self.part_tokens)), False
         cut = len(chunks) > self.reading.max_chunks
         return [[c] for c in chunks[: self.reading.max_chunks]], cut
 
@@ -112,7 +117,9 @@ class FieldReader:
             shown = g.shown_text(group)
             prompt = document_prompt(shown, instruction)
             try:
-                answer = tally.ask(self.model, prompt, self.part, self.part_schema, self.max_tokens)
+                answer = tally.ask(
+                    self.model, prompt, self.part, self.part_schema, self.part_tokens
+                )
             except RecordFailure as exc:
                 if exc.transport:  # the endpoint did not answer: the record fails, as always
                     raise
@@ -134,7 +141,7 @@ class FieldReader:
         values: dict[str, Any] = {}
         merges = 0
         for name, info in self.node.output.model_fields.items():
-            found = g.candidates_of(answers, name, self.node.evidence, text)
+            found = g.candidates_of(answers, name, self.node.output_fields, text)
             best, merged = g.gather_field(
                 name,
                 info.description or "",
