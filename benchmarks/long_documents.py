@@ -94,7 +94,7 @@ def score_way(
     model: ChatModel,
 ) -> dict[str, Any]:
     """One way over every domain: accuracy per field answer, tokens, calls, grounding."""
-    right = total = grounded = answered = calls = tin = tout = chunked = 0
+    right = total = grounded = answered = calls = tin = tout = chunked = cut = 0
     start = time.perf_counter()
     for domain in sorted({d.domain for d in docs}):
         mine = [d for d in docs if d.domain == domain]
@@ -115,6 +115,7 @@ def score_way(
             tout + s.usage.output_tokens,
         )
         chunked += s.chunked
+        cut += s.truncated
     return {
         "way": way,
         "accuracy": right / total if total else 0.0,
@@ -125,6 +126,7 @@ def score_way(
         "input_tokens": tin,
         "output_tokens": tout,
         "chunked_records": chunked,
+        "cut_records": cut,
         "seconds": time.perf_counter() - start,
     }
 
@@ -211,12 +213,12 @@ def show(rows: list[dict], args: argparse.Namespace, docs: list[corpus.LongDocum
     t = table(
         f"{len(docs)} long documents ({args.format}), {args.endpoint}, small context "
         f"{args.context} tokens",
-        ["way", "accuracy", "grounded", "calls", "input tokens", "output tokens", "seconds"],
+        ["way", "accuracy", "grounded", "calls", "input tokens", "output tokens", "cut", "seconds"],
         left=["way"],
     )
     for r in rows:
         if "skipped" in r:
-            t.add_row(r["way"], "-", "-", "-", "-", "-", r["skipped"])
+            t.add_row(r["way"], "-", "-", "-", "-", "-", "-", r["skipped"])
             continue
         g = r["grounded_share"]
         t.add_row(
@@ -226,6 +228,7 @@ def show(rows: list[dict], args: argparse.Namespace, docs: list[corpus.LongDocum
             str(r["model_calls"]),
             f"{r['input_tokens']:,}",
             f"{r['output_tokens']:,}",
+            str(r["cut_records"]),
             f"{r['seconds']:.1f}",
         )
     Console(width=120).print(t)

@@ -5,7 +5,8 @@ A document that fits the context is one prompt, as always. A longer one is read 
 - ``all``: cut into context-sized chunks (or ``chunk_chars``), every chunk asked for every field;
 - ``select``: cut into chunks of ``chunk_chars``, and for each field the ``keep`` chunks that
   matter most (BM25 of the field's name and description, or embeddings when the operator has an
-  embedder) are read, packed into as few prompts as the context takes;
+  embedder) are read, packed into as few prompts as the context takes; a field no answer backed
+  by a quote yet gets its next ``keep`` chunks, for up to ``SELECT_ROUNDS`` rounds;
 - ``first``: only the first context-sized chunk (the old behaviour; the record counts as cut).
 
 A chunk's prompt says it is a part of a longer document and allows ``null`` for a field that
@@ -45,14 +46,14 @@ from pz_dagster.operators.prompts import (
     MAX_CHUNKS,
     OMITTED,
     budget_chars,
-    line_chunks,
-    split_to_context,
+    split_text,
 )
 
 ReadMode = Literal["all", "select", "first"]
 READ_MODES: tuple[str, ...] = ("all", "select", "first")
 SELECT_CHUNK_CHARS = 1500
 SELECT_KEEP = 2
+SELECT_ROUNDS = 3  # chunk selection: rounds of next-best chunks for fields still unanswered
 DEFAULT_MAX_CHUNKS = MAX_CHUNKS
 MERGE_MAX_TOKENS = 16
 PASSAGE_CHARS = 240
@@ -225,12 +226,10 @@ def field_queries(output: type[BaseModel]) -> dict[str, str]:
 def rank_chunks(
     chunks: Sequence[Chunk],
     queries: dict[str, str],
-    keep: int,
     embedder: EmbeddingModel | None = None,
-) -> tuple[list[Chunk], Any]:
-    """The chunks that matter for some field (for each field its ``keep`` best, best first
-    while any scores above zero), in document order; and the embedder's usage, if it ran."""
-    picked: set[int] = set()
+) -> tuple[dict[str, list[int]], Any]:
+    """Per field, the indices of the chunks that may state it, best first (those scoring
+    above zero; the first chunk where none does), and the embedder's usage, if it ran."""
     usage = None
     if embedder is not None:
         got = embedder.embed([*queries.values(), *(c.text for c in chunks)])
@@ -242,11 +241,11 @@ def rank_chunks(
     else:
         bags = [terms(c.text) for c in chunks]
         scores = {name: bm25(terms(q), bags) for name, q in queries.items()}
-    for per_chunk in scores.values():
+    orders = {}
+    for name, per_chunk in scores.items():
         order = sorted(range(len(chunks)), key=lambda i: (-per_chunk[i], i))
-        best = [i for i in order if per_chunk[i] > 0][:keep] or order[:1]
-        picked.update(best)
-    return [c for c in chunks if c.index in picked], usage
+        orders[name] = [chunks[i].index for i in order if per_chunk[i] > 0] or [chunks[0].index]
+    return orders, usage
 
 
 def pack(chunks: Sequence[Chunk], size: int | None) -> list[list[Chunk]]:
@@ -305,9 +304,7 @@ def chunks_for(text: str, model: ChatModel, max_tokens: int, reading: Reading) -
     if context is None:
         return [Chunk(0, 0, text)]
     size = reading.chunk_size
-    if size is None or size >= context:
-        return spans(text, split_to_context(text, model, max_tokens))
-    return spans(text, line_chunks(text, size))
+    return spans(text, split_text(text, context if size is None else min(size, context)))
 
 
 def passage(value: Any, quote: str | None, chunk_text: str) -> str:

@@ -93,23 +93,65 @@ class FieldReader:
         answer = tally.ask(self.model, prompt, self.whole, self.whole_schema, self.max_tokens)
         return answer.model_dump()
 
-    def _groups(self, chunks: list[g.Chunk], tally: Tally) -> tuple[list[list[g.Chunk]], bool]:
-        """The prompts' chunks, and whether a limit left some unread."""
-        assert self.node.output is not None
-        if self.reading.mode == "select":
-            queries = g.field_queries(self.node.output)
-            picked, usage = g.rank_chunks(chunks, queries, self.reading.keep, self.embedder)
-            if usage is not None:
-                tally.usage += usage
-            return g.pack(picked, context_chars(self.model, self.part_tokens)), False
-        cut = len(chunks) > self.reading.max_chunks
-        return [[c] for c in chunks[: self.reading.max_chunks]], cut
-
     def _read_parts(
         self, text: str, chunks: list[g.Chunk], tally: Tally
     ) -> tuple[dict[str, Any], g.Read]:
         assert self.node.output is not None
-        groups, cut = self._groups(chunks, tally)
+        if self.reading.mode == "select":
+            answers, asked, prompts, cut = self._select(text, chunks, tally)
+        else:
+            # the limit is in context-sized chunks' worth of text: smaller chunks, more of them
+            size = self.reading.chunk_size
+            context = context_chars(self.model, self.part_tokens)
+            limit = self.reading.max_chunks * max(1, context // size if size else 1)
+            groups = [[c] for c in chunks[:limit]]
+            answers, prompts, cut = self._ask(groups, tally), len(groups), len(chunks) > limit
+            asked = len(groups)
+        values, merges = self._gather(answers, text, tally)
+        read = g.Read(len(chunks), asked, prompts, merges, cut, prompts - len(answers))
+        return values, read
+
+    def _select(
+        self, text: str, chunks: list[g.Chunk], tally: Tally
+    ) -> tuple[list[tuple[BaseModel, str]], int, int, bool]:
+        """Chunk selection: each field's ``keep`` best chunks, read packed; then, for the
+        fields no answer backed by a quote the document holds yet, their next best chunks, up
+        to ``SELECT_ROUNDS`` rounds. The answers, chunks read, prompts, and False (no cut)."""
+        assert self.node.output is not None
+        queries = g.field_queries(self.node.output)
+        orders, usage = g.rank_chunks(chunks, queries, self.embedder)
+        if usage is not None:
+            tally.usage += usage
+        answers: list[tuple[BaseModel, str]] = []
+        asked: set[int] = set()
+        prompts = 0
+        for _ in range(g.SELECT_ROUNDS):
+            found = {f for f in queries if self._backed(answers, f, text)}
+            wanted = {
+                i
+                for f, order in orders.items()
+                if f not in found
+                for i in [j for j in order if j not in asked][: self.reading.keep]
+            }
+            if not wanted:
+                break
+            groups = g.pack(
+                [c for c in chunks if c.index in wanted],
+                context_chars(self.model, self.part_tokens),
+            )
+            answers += self._ask(groups, tally)
+            asked |= wanted
+            prompts += len(groups)
+        return answers, len(asked), prompts, False
+
+    def _backed(self, answers: list[tuple[BaseModel, str]], name: str, text: str) -> bool:
+        found = g.candidates_of(answers, name, self.node.output_fields, text)
+        return any(c.support and not g.blank(c.value) for c in found)
+
+    def _ask(self, groups: list[list[g.Chunk]], tally: Tally) -> list[tuple[BaseModel, str]]:
+        """Each group's answer, with the text shown. A group whose answer stays invalid (also
+        after the retry) abstains; when every group of a record does, the record fails."""
+        assert self.node.output is not None
         instruction = g.part_instruction(field_lines(self.node.output))
         answers: list[tuple[BaseModel, str]] = []
         failed: RecordFailure | None = None
@@ -124,15 +166,12 @@ class FieldReader:
                 if exc.transport:  # the endpoint did not answer: the record fails, as always
                     raise
                 tally.usage = exc.usage if isinstance(exc.usage, Usage) else tally.usage
-                failed = exc  # an invalid answer on one part: that part abstains
+                failed = exc
                 continue
             answers.append((answer, shown))
-        if not answers and failed is not None:
+        if groups and not answers and failed is not None:
             raise failed.with_usage(tally.usage, f"every part of the document failed: {failed}")
-        values, merges = self._gather(answers, text, tally)
-        read = sum(len(group) for group in groups)
-        abstained = len(groups) - len(answers)
-        return values, g.Read(len(chunks), read, len(groups), merges, cut, abstained)
+        return answers
 
     def _gather(
         self, answers: list[tuple[BaseModel, str]], text: str, tally: Tally

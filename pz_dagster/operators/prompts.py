@@ -54,14 +54,21 @@ def context_chars(model: ChatModel, max_tokens: int) -> int:
 
 
 def split_to_context(text: str, model: ChatModel, max_tokens: int) -> list[str]:
-    """The text in chunks that each fit the model's context (one chunk when it all fits).
-
-    Chunks end at a paragraph or line break where one is near, and overlap a little so that a
-    sentence cut at a boundary is whole in one of them.
-    """
+    """The text in chunks that each fit the model's context (one chunk when it all fits), as
+    ``split_text`` cuts them."""
     size = budget_chars(text, model, max_tokens)
-    if size is None:
-        return [text]
+    return [text] if size is None else split_text(text, size)
+
+
+def split_text(text: str, size: int) -> list[str]:
+    """``text`` in chunks of at most ``size`` characters. A chunk ends at a paragraph or line
+    break where one is in its second half, and the next one starts ``CHUNK_OVERLAP_CHARS``
+    before that end, so that a sentence cut at a boundary is whole in one of them.
+
+    >>> split_text("aaaa\\nbbbb\\ncccc\\n", 10)
+    ['aaaa\\nbbbb\\n', 'b\\ncccc\\n']
+    """
+    overlap = min(CHUNK_OVERLAP_CHARS, size // 4)
     chunks, start = [], 0
     while start < len(text):
         end = min(start + size, len(text))
@@ -73,7 +80,7 @@ def split_to_context(text: str, model: ChatModel, max_tokens: int) -> list[str]:
         chunks.append(text[start:end])
         if end >= len(text):
             break
-        start = max(end - CHUNK_OVERLAP_CHARS, start + 1)
+        start = max(end - overlap, start + 1)
     return chunks
 
 
