@@ -269,7 +269,7 @@ def start_llama_server(n_ctx: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [
             sys.executable,
-            *("-m", "llama_cpp.server", "--model", str(bundled_gguf_path())),
+            *("-m", "pz_dagster.models.llama_server", "--model", str(bundled_gguf_path())),
             *("--model_alias", LOCAL_MODEL, "--host", "127.0.0.1", "--port", str(port)),
             *("--n_ctx", str(n_ctx), "--n_threads", "2"),
         ],

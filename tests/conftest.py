@@ -72,7 +72,7 @@ def llama_server() -> str:
     cmd = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "pz_dagster.models.llama_server",  # llama_cpp.server, without the AMX buffers
         "--model",
         str(bundled_gguf_path()),
         "--model_alias",

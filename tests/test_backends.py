@@ -210,3 +210,18 @@ def test_the_bundled_model_loads_without_llama_cpp_s_extra_weight_buffers():
     seen = load_without_extra_buffers(lambda: llama_cpp.llama_model_default_params())
     assert seen.use_extra_bufts is False
     assert llama_cpp.llama_model_default_params().use_extra_bufts is True
+
+
+def test_the_llama_server_wrapper_loads_without_extra_weight_buffers():
+    """The tests' and benchmarks' llama.cpp server (``pz_dagster.models.llama_server``) loads
+    its model with the same default params, for the whole server process."""
+    import subprocess
+    import sys
+
+    code = (
+        "from pz_dagster.models.local_llama import disable_extra_buffers as d; d(); d()\n"
+        "from llama_cpp import llama_cpp\n"
+        "print(llama_cpp.llama_model_default_params().use_extra_bufts)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -237,7 +237,15 @@ def test_an_operator_asset_explains_itself_before_any_run(dagster_dev: DagsterDe
     schema = entries["dagster/column_schema"]
     assert schema["__typename"] == "TableSchemaMetadataEntry"
     columns = {c["name"]: c for c in schema["schema"]["columns"]}
-    assert list(columns) == ["record_id", "filename", "contents", "sender", "subject", "error"]
+    assert list(columns) == [
+        "record_id",
+        "filename",
+        "contents",
+        "provenance",
+        "sender",
+        "subject",
+        "error",
+    ]
     for field in SENDER_SUBJECT:
         assert columns[field["name"]]["description"] == field["desc"]
     assert all(c["description"] for c in columns.values()), columns  # pass-through ones too

@@ -55,6 +55,17 @@ def bundled_gguf_path() -> Path:
 _LOAD_LOCK = threading.Lock()
 
 
+def _without_extras(default: Callable[[], Any]) -> Callable[[], Any]:
+    def params() -> Any:
+        out = default()
+        if hasattr(out, "use_extra_bufts"):
+            out.use_extra_bufts = False
+        return out
+
+    params.pz_without_extras = True  # type: ignore[attr-defined]
+    return params
+
+
 def load_without_extra_buffers(load: Callable[[], Any]) -> Any:
     """``load()`` (a ``Llama(...)``) with llama.cpp's extra weight buffer types off.
 
@@ -69,18 +80,20 @@ def load_without_extra_buffers(load: Callable[[], Any]) -> Any:
 
     with _LOAD_LOCK:
         default = llama_cpp.llama_model_default_params
-
-        def without_extras() -> Any:
-            params = default()
-            if hasattr(params, "use_extra_bufts"):
-                params.use_extra_bufts = False
-            return params
-
-        llama_cpp.llama_model_default_params = without_extras
+        llama_cpp.llama_model_default_params = _without_extras(default)
         try:
             return load()
         finally:
             llama_cpp.llama_model_default_params = default
+
+
+def disable_extra_buffers() -> None:
+    """``load_without_extra_buffers`` for the rest of the process: for llama-cpp-python's own
+    server, which loads its models itself (``pz_dagster.models.llama_server``)."""
+    from llama_cpp import llama_cpp
+
+    if not getattr(llama_cpp.llama_model_default_params, "pz_without_extras", False):
+        llama_cpp.llama_model_default_params = _without_extras(llama_cpp.llama_model_default_params)
 
 
 def _prompt_cache(capacity_bytes: int) -> Any:
