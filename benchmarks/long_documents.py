@@ -168,6 +168,9 @@ def main() -> None:
     ap.add_argument(
         "--accuracy", type=float, default=0.95, help="sim: share of answers left as the oracle's"
     )
+    ap.add_argument(
+        "--ways", default=",".join(WAYS), help=f"comma-separated, among {', '.join(WAYS)}"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     local = args.endpoint == "local"
@@ -182,7 +185,7 @@ def main() -> None:
     sim, small, big = local_models(args) if local else sim_models(docs, args)
     rows = []
     try:
-        for way in WAYS:
+        for way in [w for w in WAYS if w in args.ways.split(",")]:
             model = big if way == "whole_document" else small
             if model is None:
                 rows.append({"way": way, "skipped": "no model here has a context that holds them"})
