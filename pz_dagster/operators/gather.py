@@ -118,13 +118,12 @@ def spans(text: str, pieces: Sequence[str]) -> list[Chunk]:
 
 @dataclass
 class Read:
-    """What reading one document did: chunks it had, chunks read, prompts asked, the model's
-    tie-breaks, whether a limit left part of it unread, and the prompts whose answer stayed
-    invalid (those parts abstain; the record fails only when every part does)."""
+    """What reading one document did: chunks it had, chunks read, the model's tie-breaks,
+    whether a limit left part of it unread, and the prompts whose answer stayed invalid (those
+    parts abstain; the record fails only when every part does)."""
 
     chunks: int = 1
     read: int = 1
-    prompts: int = 1
     merges: int = 0
     cut: bool = False
     abstained: int = 0  # prompts whose answer stayed invalid (also after the retry)

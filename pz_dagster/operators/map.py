@@ -98,7 +98,7 @@ class FieldReader:
     ) -> tuple[dict[str, Any], g.Read]:
         assert self.node.output is not None
         if self.reading.mode == "select":
-            answers, asked, prompts, cut = self._select(text, chunks, tally)
+            (answers, asked, prompts), cut = self._select(text, chunks, tally), False
         else:
             # the limit is in context-sized chunks' worth of text: smaller chunks, more of them
             size = self.reading.chunk_size
@@ -108,15 +108,15 @@ class FieldReader:
             answers, prompts, cut = self._ask(groups, tally), len(groups), len(chunks) > limit
             asked = len(groups)
         values, merges = self._gather(answers, text, tally)
-        read = g.Read(len(chunks), asked, prompts, merges, cut, prompts - len(answers))
+        read = g.Read(len(chunks), asked, merges, cut, prompts - len(answers))
         return values, read
 
     def _select(
         self, text: str, chunks: list[g.Chunk], tally: Tally
-    ) -> tuple[list[tuple[BaseModel, str]], int, int, bool]:
+    ) -> tuple[list[tuple[BaseModel, str]], int, int]:
         """Chunk selection: each field's ``keep`` best chunks, read packed; then, for the
         fields no answer backed by a quote the document holds yet, their next best chunks, up
-        to ``SELECT_ROUNDS`` rounds. The answers, chunks read, prompts, and False (no cut)."""
+        to ``SELECT_ROUNDS`` rounds. The answers, chunks read and prompts asked (nothing is cut)."""
         assert self.node.output is not None
         queries = g.field_queries(self.node.output)
         orders, usage = g.rank_chunks(chunks, queries, self.embedder)
@@ -142,7 +142,7 @@ class FieldReader:
             answers += self._ask(groups, tally)
             asked |= wanted
             prompts += len(groups)
-        return answers, len(asked), prompts, False
+        return answers, len(asked), prompts
 
     def _backed(self, answers: list[tuple[BaseModel, str]], name: str, text: str) -> bool:
         found = g.candidates_of(answers, name, self.node.output_fields, text)
