@@ -130,6 +130,15 @@ STRATEGIES: dict[str, StrategyProfile] = {
         StrategyProfile("ensemble", FILTERS_ONLY, models=3),
         StrategyProfile("cascade", FILTERS_ONLY, models=2),
         StrategyProfile(
+            # a filter that declares a target (Recall / Precision): a cheap score decides what
+            # certified thresholds let it, the strong model the rest. Never enumerated: a
+            # filter with a target runs as one (pz_dagster.tuning.planning pins it)
+            "certified_cascade",
+            FILTERS_ONLY,
+            models=2,
+            needs=frozenset({"target"}),
+        ),
+        StrategyProfile(
             # Evaporate: the model answers a sample and writes functions (fixed cost); the
             # functions answer the rest, the model only where they abstain or disagree
             "code_synthesis",

@@ -4,6 +4,7 @@
 >>> ds = Dataset.from_directory("emails").sem_filter("The email discusses fraud")
 """
 
+from optimizer.guarantees import Precision, Recall
 from pz_dagster.errors import (
     ModelError,
     PlanError,
@@ -19,7 +20,9 @@ __all__ = [
     "FieldSpec",
     "ModelError",
     "PlanError",
+    "Precision",
     "PzError",
+    "Recall",
     "RecordFailure",
     "SchemaError",
     "SourceError",

@@ -323,3 +323,20 @@ def test_explain_shows_the_order_adjacent_filters_take_on_the_next_batch(project
     # no history yet: equal priors keep the declared order
     assert "filter order of the next batch: raptor (rank" in out, out
     assert out.index("raptor (rank") < out.index("personal (rank")
+
+
+def test_explain_shows_a_filters_target_and_how_it_is_met(project) -> None:
+    cli, root = project
+    declared = QUERY_MODULE.replace(
+        'name="raptor")',
+        'name="raptor", target={"recall": 0.9, "delta": 0.05}, label_budget=120)',
+    )
+    assert declared != QUERY_MODULE
+    (root / "pzq3.py").write_text(declared)
+    out = cli("explain", "--module", "pzq3").stdout
+    assert "guarantee of raptor: recall >= 0.9 with probability >= 0.95" in out, out
+    assert "certified cascade" in out and "at most 120 oracle labels per batch" in out
+    assert "the next batch certifies its thresholds" in out
+    data = json.loads(cli("explain", "--module", "pzq3", "--json").stdout)
+    (g,) = data["guarantees"]
+    assert g["operator"] == "raptor" and g["strategy"].startswith("certified_cascade")

@@ -71,7 +71,11 @@ def test_which_strategies_run_on_which_node(emails):
     assert strategies_for(c.node) == ("direct",)
     assert strategies_for(emails.filter(lambda r: True, depends_on="contents").node) == ()
     assert needs_model(f.node) and not needs_model(emails.node)
-    assert [n for n in strategy_names() if is_multi_model(n)] == ["ensemble", "cascade"]
+    assert [n for n in strategy_names() if is_multi_model(n)] == [
+        "ensemble",
+        "cascade",
+        "certified_cascade",
+    ]
 
 
 def test_run_operator_says_what_a_strategy_is_missing(emails):

@@ -13,10 +13,12 @@ from rich.table import Table
 
 from optimizer import Decision
 from pz_dagster.cli.common import console, instance_dir, load, prepare_home
+from pz_dagster.operators.guaranteed import DEFAULT_LABEL_BUDGET
 from pz_dagster.orchestration.compiler import CompiledQuery, segment_of
 from pz_dagster.orchestration.filter_chain import filter_runs
 from pz_dagster.orchestration.keys import MODEL_KEY, OPTIMIZER_KEY
 from pz_dagster.orchestration.optimization import OptimizerResource, read_history
+from pz_dagster.query import plan
 from pz_dagster.query.plan import DirectorySource
 from pz_dagster.tuning.ordering import estimates_of, order_filters
 from pz_dagster.tuning.planning import OPTIMIZED, plan_operator
@@ -51,11 +53,17 @@ def explain_query(module: str, query_file: Path | None, home: str | None, as_jso
     decision = plan_operator(targets[0], chain, history, model.profiles(), optimizer, [], None)  # type: ignore[union-attr,arg-type]
     seen = sum(len(h.observations) for h in history.values())
     orders = _filter_orders(chain, history, model.profiles(), optimizer)  # type: ignore[union-attr,arg-type]
+    guarantees = [guarantee_dict(n, decision, history) for n in chain if _has_target(n)]
     if as_json:
         out |= {"observations": seen, "home": instance_dir(), **decision_dict(decision)}
         out["filter_orders"] = orders
+        out["guarantees"] = guarantees
         click_json(out)
         return
+    for g in guarantees:
+        console.print(f"\n[bold]guarantee of {g['operator']}[/bold]: {g['target']}", soft_wrap=True)
+        console.print(g["how"], markup=False, soft_wrap=True)
+        console.print(g["now"], markup=False, soft_wrap=True)
     console.print(
         f"\n[bold]optimizer's decision now[/bold] ({seen} observation(s) in the history of "
         f"{instance_dir()})"
@@ -67,6 +75,45 @@ def explain_query(module: str, query_file: Path | None, home: str | None, as_jso
             + ", ".join(f"{f['name']} (rank {f['rank']:.3g} {f['basis']})" for f in order),
             soft_wrap=True,
         )
+
+
+def _has_target(node: Any) -> bool:
+    return isinstance(node, plan.SemanticFilter) and bool(node.target)
+
+
+def guarantee_dict(
+    node: plan.SemanticFilter, decision: Decision, history: dict[str, Any]
+) -> dict[str, Any]:
+    """A filter's declared target, how it is met, and the certificates the next batch audits."""
+    cand = decision.candidate(node.name)
+    budget = node.label_budget if node.label_budget is not None else DEFAULT_LABEL_BUDGET
+    scorer = cand.models[0] if len(cand.models) > 1 else "the lexical proxy (the predicate's terms)"
+    how = (
+        f"met by a certified cascade: {scorer} scores every record; {cand.model} (the oracle) "
+        f"decides what the certified thresholds leave to it; at most {budget} oracle labels "
+        "per batch certify the thresholds (Clopper-Pearson bounds, fixed-sequence testing)"
+    )
+    hist = history.get(node.name)
+    carried = hist.certificates_for(cand.key) if hist is not None else []
+    if carried:
+        now = "now: " + "; ".join(
+            f"{c['kind']} threshold {c['threshold']} (bound {c['bound']:.3f} on {c['labels']} "
+            "labels), audited on the next batch"
+            if c["threshold"] is not None
+            else f"{c['kind']}: no threshold certified (the oracle decides)"
+            for c in carried
+        )
+    else:
+        now = "now: no certificate yet: the next batch certifies its thresholds"
+    return {
+        "operator": node.name,
+        "target": "; ".join(t.describe() for t in node.target),
+        "label_budget": budget,
+        "strategy": cand.key,
+        "how": how,
+        "now": now,
+        "certificates": carried,
+    }
 
 
 def click_json(data: dict[str, Any]) -> None:

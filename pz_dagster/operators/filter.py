@@ -319,6 +319,34 @@ CONFIDENT_MAX_TOKENS = 24
 CASCADE_DEFAULT_LOW, CASCADE_DEFAULT_HIGH = -4.5, 4.5
 
 
+def confidence_score(
+    text: str, predicate: str, model: ChatModel, tally: Tally, stop_at: float | None = None
+) -> tuple[float, int]:
+    """A cheap model's signed confidence that ``text`` satisfies ``predicate``: +confidence
+    (1 to 5) for YES, -confidence for NO; over a long text's chunks the highest (reading stops
+    once a chunk reaches ``stop_at``). Returns the score and the number of chunks."""
+    instruction = (
+        f"Condition: {predicate.strip()}\n"
+        "Does the document above satisfy the condition, and how sure are you? "
+        'Reply {"answer": "YES" or "NO", "confidence": 1 to 5}.'
+    )
+    score = -5.0
+    chunks = split_to_context(text, model, CONFIDENT_MAX_TOKENS)
+    for chunk in chunks[:MAX_CHUNKS]:
+        a = tally.ask(
+            model,
+            document_prompt(chunk, instruction),
+            ConfidentAnswer,
+            CONFIDENT_SCHEMA,
+            CONFIDENT_MAX_TOKENS,
+        )
+        signed = a.confidence if a.answer == "YES" else -a.confidence  # type: ignore[attr-defined]
+        score = max(score, float(signed))
+        if stop_at is not None and score >= stop_at:
+            break
+    return score, len(chunks)
+
+
 def cascade_filter(
     node: SemanticFilter,
     records: list[Record],
@@ -336,29 +364,12 @@ def cascade_filter(
     if len(models) < 2:
         raise PlanError("a cascade needs a cheap and a strong model")
     cheap, strong = models[0], models[-1]
-    instruction = (
-        f"Condition: {node.predicate.strip()}\n"
-        "Does the document above satisfy the condition, and how sure are you? "
-        'Reply {"answer": "YES" or "NO", "confidence": 1 to 5}.'
-    )
     seen: dict[str, tuple[float, bool | None]] = {}
 
     def decide(record: Record) -> Outcome:
         text = render_fields(record, node.depends_on)
-        tally, score = Tally(), -5.0
-        chunks = split_to_context(text, cheap, CONFIDENT_MAX_TOKENS)
-        for chunk in chunks:
-            a = tally.ask(
-                cheap,
-                document_prompt(chunk, instruction),
-                ConfidentAnswer,
-                CONFIDENT_SCHEMA,
-                CONFIDENT_MAX_TOKENS,
-            )
-            signed = a.confidence if a.answer == "YES" else -a.confidence  # type: ignore[attr-defined]
-            score = max(score, float(signed))
-            if score >= high:
-                break
+        tally = Tally()
+        score, chunks = confidence_score(text, node.predicate, cheap, tally, stop_at=high)
         strong_says = None
         if low <= score < high:
             strong_says, _ = holds(text, node.predicate, strong, tally)
@@ -366,7 +377,7 @@ def cascade_filter(
         else:
             keep = score >= high
         seen[str(record.get("record_id"))] = (score, strong_says)
-        return Outcome(record if keep else None, tally.usage, chunks=len(chunks))
+        return Outcome(record if keep else None, tally.usage, chunks=chunks)
 
     concurrency = min(m.max_concurrency for m in models)
     out, stats = run_per_record(

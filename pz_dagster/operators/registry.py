@@ -27,9 +27,9 @@ from pz_dagster.operators import aggregate as aggregate_ops
 from pz_dagster.operators import classify as classify_ops
 from pz_dagster.operators import filter as filter_ops
 from pz_dagster.operators import flat_map as flat_map_ops
+from pz_dagster.operators import guaranteed, proxy, relational
 from pz_dagster.operators import join as join_ops
 from pz_dagster.operators import map as map_ops
-from pz_dagster.operators import proxy, relational
 from pz_dagster.operators import topk as topk_ops
 from pz_dagster.operators.base import OperatorResult, Progress, Record
 from pz_dagster.operators.code_synthesis.filter import code_synthesis_filter
@@ -115,6 +115,15 @@ def proxy_runner(node: plan.SemanticFilter, given: Inputs) -> OperatorResult:
     )
 
 
+def certified_runner(node: plan.SemanticFilter, given: Inputs) -> OperatorResult:
+    """A certified cascade: its cheap scorer and its oracle (one model: the oracle, scored by a
+    proxy), the embedder where the proxy is the embedding one."""
+    models = list(given.models) or [given.chat_model(node)]
+    return guaranteed.certified_filter(
+        node, given.records, models, given.progress, embedder=given.embedder, **given.params
+    )
+
+
 def chunk_select_runner(node: plan.SemanticMap, given: Inputs) -> OperatorResult:
     """Chunk selection: ranks a long document's chunks by the operator's embedder when it has
     one, by BM25 otherwise."""
@@ -160,6 +169,7 @@ RUNNERS: dict[str, tuple[Runner[Any], ...]] = {
     "critique": (Runner(plan.SemanticFilter, one_model(filter_ops.critique_filter)),),
     "ensemble": (Runner(plan.SemanticFilter, many_models(filter_ops.ensemble_filter)),),
     "cascade": (Runner(plan.SemanticFilter, many_models(filter_ops.cascade_filter)),),
+    "certified_cascade": (Runner(plan.SemanticFilter, certified_runner),),
     "code_synthesis": (
         Runner(plan.SemanticFilter, one_model(code_synthesis_filter)),
         Runner(plan.SemanticMap, one_model(code_synthesis_map)),

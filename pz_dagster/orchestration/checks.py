@@ -26,6 +26,7 @@ SCHEMA_CHECK = "schema_valid"
 FAILURE_CHECK = "failure_rate"
 QUALITY_CHECK = "quality"
 GROUNDING_CHECK = "evidence_grounded"
+GUARANTEE_CHECK = "guarantee_certified"
 
 Severity = Literal["WARN", "ERROR"]
 
@@ -65,6 +66,7 @@ class CheckSettings(BaseModel, frozen=True):
     failure_severity: Severity = "WARN"
     quality_severity: Severity = "WARN"
     grounding_severity: Severity = "WARN"
+    guarantee_severity: Severity = "ERROR"
     blocking: bool = Field(
         default=False,
         description="Make ERROR-severity checks blocking: a failing batch stops downstream assets.",
@@ -76,6 +78,7 @@ class CheckSettings(BaseModel, frozen=True):
             FAILURE_CHECK: self.failure_severity,
             QUALITY_CHECK: self.quality_severity,
             GROUNDING_CHECK: self.grounding_severity,
+            GUARANTEE_CHECK: self.guarantee_severity,
         }[check]
         return dg.AssetCheckSeverity(name)
 
@@ -88,6 +91,8 @@ def check_names(node: plan.PlanNode) -> list[str]:
         names.append(QUALITY_CHECK)
     if isinstance(node, plan.SemanticMap) and node.evidence:
         names.append(GROUNDING_CHECK)
+    if isinstance(node, plan.SemanticFilter) and node.target:
+        names.append(GUARANTEE_CHECK)
     return names
 
 
@@ -100,6 +105,9 @@ _DESCRIPTIONS = {
     "reaches the threshold.",
     GROUNDING_CHECK: "The answers that come with evidence quote the document: the share of "
     "quotes the document does not hold (ungrounded) stays under the threshold.",
+    GUARANTEE_CHECK: "The batch was decided under the filter's declared target: thresholds "
+    "certified on this batch's oracle labels, or carried from an earlier batch and not rejected "
+    "by this batch's audit. Fails while they are not (an oracle that did not answer).",
 }
 
 
@@ -188,6 +196,8 @@ def evaluate(
         found[QUALITY_CHECK] = _quality_finding(settings, quality, quality_source)
     if GROUNDING_CHECK in check_names(node):
         found[GROUNDING_CHECK] = _grounding_finding(result, settings)
+    if GUARANTEE_CHECK in check_names(node):
+        found[GUARANTEE_CHECK] = _guarantee_finding(node, result)
     where = {"partition": partition} if partition else {}
     return [
         dg.AssetCheckResult(
@@ -264,6 +274,30 @@ def _grounding_finding(result: OperatorResult, settings: CheckSettings) -> _Find
             "\n".join(f"- {e}" for e in s.ungrounded_examples)
         )
     return _Finding(share <= settings.max_ungrounded_share, metadata)
+
+
+def _guarantee_finding(node: plan.SemanticFilter, result: OperatorResult) -> _Finding:
+    g = result.extras.get("guarantee")
+    targets = ", ".join(f"{t.kind} >= {t.target:g} (delta {t.delta:g})" for t in node.target)
+    if not g:
+        return _Finding(False, {"target": targets}, "the filter did not run as a certified cascade")
+    metadata: dict[str, Any] = {
+        "target": targets,
+        "certified": bool(g["certified"]),
+        "mode": g["mode"],
+        "oracle_labels": g["labels"],
+        "label_budget": g["label_budget"],
+        "oracle_calls": g["oracle_calls"],
+        "oracle_dollars": float(g["oracle_dollars"]),
+        "decided_by_score": g["decided_by_score"],
+        "escalated": g["escalated"],
+    }
+    for c in g["certificates"]:
+        metadata[f"{c['kind']}/threshold"] = c["threshold"]
+        metadata[f"{c['kind']}/bound"] = float(c["bound"])
+    for a in g["audits"]:
+        metadata[f"audit/{a['kind']}_upper"] = float(a["upper"])
+    return _Finding(bool(g["certified"]), metadata, f"{g['mode']}: {g['reason']}")
 
 
 def _quality_finding(

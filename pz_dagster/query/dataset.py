@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from optimizer.guarantees import Target
 from pz_dagster.errors import PlanError
 from pz_dagster.query import plan, rewrites
 from pz_dagster.query.declaration import caller_declaration
@@ -164,8 +165,17 @@ class Dataset:
         *,
         depends_on: str | Sequence[str] | None = None,
         name: str | None = None,
+        target: Target | Sequence[Target] | Mapping[str, float] | None = None,
+        label_budget: int | None = None,
     ) -> Dataset:
-        """Keep records for which the natural-language ``predicate`` holds."""
+        """Keep records for which the natural-language ``predicate`` holds.
+
+        ``target`` states a guarantee instead of leaving quality to the optimizer:
+        ``Recall(0.9, delta=0.05)``, ``Precision(...)`` or both (``[Recall(..),
+        Precision(..)]``; YAML: ``{recall: 0.9, delta: 0.05}``). The filter then runs as a
+        certified cascade: a cheap model scores every record, and the strong model (the
+        oracle) decides the records the score cannot decide within the target, on thresholds
+        certified with at most ``label_budget`` oracle labels per batch (default 200)."""
         return Dataset(
             plan.SemanticFilter(
                 declared_at=caller_declaration(),
@@ -173,6 +183,8 @@ class Dataset:
                 input=self._node,
                 predicate=predicate,
                 depends_on=_as_tuple(depends_on),
+                target=() if target is None else target,  # type: ignore[arg-type]
+                label_budget=label_budget,
             )
         )
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
+from optimizer.guarantees import Target, parse_targets
 from pz_dagster.errors import PlanError
 from pz_dagster.query.nodes import Columns, UnaryNode, default_depends_on
 from pz_dagster.query.schema import ERROR, RECORD_ID, check_column_name, describe_fields
@@ -36,15 +37,34 @@ class SemanticFilter(SemanticNode):
 
     kind: ClassVar[str] = "sem_filter"
     predicate: str = ""
+    # a stated guarantee (Recall / Precision with delta), certified on at most label_budget
+    # oracle labels per batch; empty: the optimizer's choice, with no guarantee
+    target: tuple[Target, ...] = ()
+    label_budget: int | None = None
 
     def __post_init__(self) -> None:
         self._check_parent()
         if not isinstance(self.predicate, str) or not self.predicate.strip():
             raise PlanError(f"sem_filter {self.name!r} needs a non-empty predicate")
+        try:
+            object.__setattr__(self, "target", parse_targets(self.target))
+        except ValueError as exc:
+            raise PlanError(f"sem_filter {self.name!r}: {exc}") from None
+        if self.label_budget is not None and (
+            not isinstance(self.label_budget, int) or self.label_budget < 0
+        ):
+            raise PlanError(f"sem_filter {self.name!r}: label_budget is a count of labels >= 0")
+        if self.label_budget is not None and not self.target:
+            raise PlanError(f"sem_filter {self.name!r}: label_budget goes with a target")
         self._resolve_depends_on()
 
     def describe(self) -> str:
-        return f"SemanticFilter({self.predicate!r}, depends_on={list(self.depends_on)})"
+        guarantee = "".join(f", {t.kind}>={t.target:g} (delta {t.delta:g})" for t in self.target)
+        budget = f", label_budget={self.label_budget}" if self.label_budget is not None else ""
+        return (
+            f"SemanticFilter({self.predicate!r}, depends_on={list(self.depends_on)}"
+            f"{guarantee}{budget})"
+        )
 
 
 def _fields_of(model: type[BaseModel]) -> Columns:

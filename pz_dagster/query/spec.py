@@ -68,6 +68,14 @@ class _ReadsOp(_Op):
 class SemFilterOp(_ReadsOp):
     type: Literal["sem_filter"]
     predicate: str = Field(description="Keep records for which this holds (plain language).")
+    target: dict[str, float] | None = Field(
+        default=None,
+        description="A guarantee, e.g. {recall: 0.9, delta: 0.05} (also precision): the filter "
+        "runs as a certified cascade whose thresholds are certified on oracle labels.",
+    )
+    label_budget: int | None = Field(
+        default=None, description="Oracle labels per batch for certifying the target (200)."
+    )
 
 
 class SemMapOp(_ReadsOp):

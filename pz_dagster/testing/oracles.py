@@ -64,6 +64,13 @@ class LabelOracle:
             return placeholder(schema)
         if set(props) == {"answer"}:
             return {"answer": "YES" if self.labels.relevant(rid) else "NO"}
+        if set(props.get("answer", {}).get("enum") or ()) == {"YES", "NO"}:
+            # a yes/no with more to say (a confidence, a reasoning): the label, sure of it
+            out = {k: placeholder(v) for k, v in props.items()}
+            out["answer"] = "YES" if self.labels.relevant(rid) else "NO"
+            if props.get("confidence", {}).get("type") == "integer":
+                out["confidence"] = int(props["confidence"].get("maximum", 5))
+            return out
         expected = self.labels.expected.get(rid) or {}
         doc = _DOCUMENT.search(req.prompt).group(1)  # type: ignore[union-attr]
         out = {}

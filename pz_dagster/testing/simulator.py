@@ -40,6 +40,11 @@ class SimulatedModel:
     error_rate: float = 0.0  # fraction of calls answered with HTTP 500
     rpm_limit: int | None = None  # requests per rolling minute before HTTP 429
     accuracy: float = 1.0  # probability of the oracle's answer
+    # a confidence that tells right answers from wrong ones, imperfectly (a calibrated small
+    # model): a "confidence" field of the answer and the log-probabilities are drawn per
+    # request, higher on average when the answer is right (see ``calibrated_confidence``);
+    # off: the log-probabilities say ``accuracy`` and the oracle's confidence stands
+    calibrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class ChatRequest:
     max_tokens: int | None
     body: dict[str, Any] = field(repr=False, default_factory=dict)
     authorization: str | None = field(repr=False, default=None)
+    confidence: float | None = field(repr=False, default=None)  # a calibrated model's, if drawn
 
     @property
     def prompt(self) -> str:
@@ -154,6 +160,21 @@ def wrong_answer(correct: Any, schema: dict[str, Any] | None, rng: random.Random
     return correct
 
 
+def _less_confidence(
+    answer: Any, schema: dict[str, Any] | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """What a wrong answer alters, and its schema: everything but a confidence (which a
+    calibrated model sets apart, and an uncalibrated one keeps)."""
+    props = (schema or {}).get("properties") or {}
+    if not isinstance(answer, dict) or "confidence" not in answer or len(props) < 2:
+        return answer, schema
+    rest = {k: v for k, v in props.items() if k != "confidence"}
+    return {k: v for k, v in answer.items() if k != "confidence"}, {
+        **(schema or {}),
+        "properties": rest,
+    }
+
+
 def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
@@ -165,6 +186,27 @@ def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
 
 _OPPOSITE = {"True": "False", "False": "True", "TRUE": "FALSE", "FALSE": "TRUE", "YES": "NO"}
 _OPPOSITE |= {v: k for k, v in _OPPOSITE.items()} | {"true": "false", "false": "true"}
+
+
+def calibrated_confidence(draw: float, right: bool) -> float:
+    """The probability a calibrated model gives its own answer, from a uniform ``draw``: in
+    [0.5, 1], 0.83 on average when the answer is right and 0.67 when it is wrong, so a high
+    confidence makes a right answer likelier without making it sure.
+
+    >>> calibrated_confidence(0.25, True), calibrated_confidence(0.25, False)
+    (0.75, 0.53125)
+    """
+    return 0.5 + 0.5 * (draw**0.5 if right else draw**2)
+
+
+def _with_confidence(answer: Any, schema: dict[str, Any] | None, p: float) -> Any:
+    """``answer`` with its integer ``confidence`` field (if the schema has one) set from the
+    probability ``p`` (0.5 -> its minimum, 1 -> its maximum)."""
+    prop = ((schema or {}).get("properties") or {}).get("confidence")
+    if not isinstance(answer, dict) or not prop or prop.get("type") != "integer":
+        return answer
+    low, high = int(prop.get("minimum", 1)), int(prop.get("maximum", 5))
+    return answer | {"confidence": low + round((high - low) * (2 * p - 1))}
 
 
 def simulated_logprobs(text: str, confidence: float, top: int) -> dict[str, Any]:
@@ -268,9 +310,11 @@ class OpenAISimulator:
 
     # --- behaviour ---------------------------------------------------------------------
 
-    def _draw(self, req: ChatRequest) -> float:
-        """A uniform number in [0, 1) fixed by the seed, the model and the messages."""
-        key = json.dumps([self._seed, req.model, req.messages], sort_keys=True, default=str)
+    def _draw(self, req: ChatRequest, what: str = "") -> float:
+        """A uniform number in [0, 1) fixed by the seed, the model and the messages (and
+        ``what`` it is drawn for, so that two draws of one request are independent)."""
+        key = [self._seed, req.model, req.messages] + ([what] if what else [])
+        key = json.dumps(key, sort_keys=True, default=str)
         return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
     def _decide(self, req: ChatRequest) -> tuple[int, float, str | None]:
@@ -300,15 +344,22 @@ class OpenAISimulator:
             # Like a model at temperature 0: the same prompt to the same model gets the same
             # answer, whatever the order requests arrive in (so runs are reproducible).
             draw = self._draw(req)
+            right = draw < profile.accuracy
+            if profile.calibrated:
+                req.confidence = calibrated_confidence(self._draw(req, "confidence"), right)
             if isinstance(correct, Rendered):
                 value = correct.value
-                if draw >= profile.accuracy:
+                if not right:
                     value = wrong_answer(value, correct.schema, random.Random(draw))
                 answer = correct.render(value)
-            elif draw < profile.accuracy:
+            elif right:
                 answer = correct
             else:
-                answer = wrong_answer(correct, req.schema, random.Random(draw))
+                answer = wrong_answer(*_less_confidence(correct, req.schema), random.Random(draw))
+                if isinstance(correct, dict) and "confidence" in correct:
+                    answer["confidence"] = correct["confidence"]
+            if req.confidence is not None:
+                answer = _with_confidence(answer, req.schema, req.confidence)
         text = answer if isinstance(answer, str) and req.schema is None else json.dumps(answer)
         delay = profile.latency_s + profile.seconds_per_output_token * approx_tokens(text)
         return 200, delay, text
@@ -404,8 +455,12 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if req.body.get("logprobs"):
             top = int(req.body.get("top_logprobs") or 1)
-            accuracy = self.sim.models[req.model].accuracy
-            choice["logprobs"] = simulated_logprobs(text or "", accuracy, top)
+            p = (
+                req.confidence
+                if req.confidence is not None
+                else self.sim.models[req.model].accuracy
+            )
+            choice["logprobs"] = simulated_logprobs(text or "", p, top)
         return {
             "id": f"chatcmpl-sim-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",

@@ -22,6 +22,7 @@ from pz_dagster.query import plan
 from pz_dagster.query.schema import ERROR, RECORD_ID
 from pz_dagster.tuning.history import NodeHistory, Pairs, RunRecord
 from pz_dagster.tuning.planning import (
+    CERTIFIED,
     FEW_SHOT_EACH,
     ProxyScorer,
     first_pairs,
@@ -223,6 +224,10 @@ def assess(
     if labels is not None:
         out.quality = quality_vs_labels(node, evaluated, result, labels)
         out.source = "labels" if out.quality else ""
+    if chosen.strategy == CERTIFIED:
+        # the oracle decides what the certified thresholds leave it, and the guarantee check
+        # reports on the batch: a champion sample would only pay the oracle twice
+        return out
     sample = _Sample(node, records, settings, client_for, history, out, labels)
     reference = _reference(sample, result, decision)
     _explore(sample, decision, reference, log)

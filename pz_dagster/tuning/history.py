@@ -199,6 +199,9 @@ class HistoryRecord(BaseModel):
     cascade_pairs: dict[str, Pairs] = {}  # (cheap model's score, truth), by cheap model
     examples: list[tuple[str, bool]] = []  # labelled excerpts for a few-shot prompt
     functions: dict[str, list[dict[str, Any]]] | None = None  # what code synthesis kept
+    # a certified cascade's guarantee on the batch (optimizer.guarantees.Guarantee.to_dict,
+    # with what the oracle was asked): its certificates are the next batch's to audit
+    guarantee: dict[str, Any] | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         """The record as materialization metadata: one entry of plain JSON-able values, exact
@@ -273,6 +276,8 @@ class NodeHistory:
     examples: list[tuple[str, bool]] = field(default_factory=list)
     # the newest functions code synthesis kept, per field (reused while they keep answering)
     functions: dict[str, list[dict[str, Any]]] | None = None
+    # (candidate key, guarantee) of certified cascades, newest first
+    guarantees: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @classmethod
     def of(cls, records: Iterable[tuple[HistoryRecord, float]]) -> NodeHistory:
@@ -302,6 +307,8 @@ class NodeHistory:
         for cheap, pairs in record.cascade_pairs.items():
             self.proxy_pairs.setdefault(f"cascade:{cheap}", []).extend(pairs)
         self.examples += record.examples
+        if record.guarantee:
+            self.guarantees.append((Candidate.from_config(run.config).key, record.guarantee))
         if self.functions is None and record.functions and any(record.functions.values()):
             self.functions = record.functions
 
@@ -313,6 +320,21 @@ class NodeHistory:
         if {y for _, y in labelled} == {True, False}:
             return labelled
         return self.proxy_pairs.get(f"{proxy}{CHAMPION_JUDGED}", [])
+
+    def certificates_for(self, key: str) -> list[dict[str, Any]]:
+        """The certificates of the newest batch of candidate ``key`` that was decided under its
+        target (a batch that was not, say while the oracle failed, is passed over: the next
+        batch audits the certificates before it).
+
+        >>> h = NodeHistory(guarantees=[("c:a+b", {"certified": False, "certificates": [1]}),
+        ...                             ("c:a+b", {"certified": True, "certificates": [2]})])
+        >>> h.certificates_for("c:a+b"), h.certificates_for("c:x+b")
+        ([2], [])
+        """
+        for seen, guarantee in self.guarantees:
+            if seen == key and guarantee.get("certified"):
+                return list(guarantee.get("certificates") or [])
+        return []
 
     def can_learn(self, proxy: str) -> bool:
         labels = {y for _, y in self.pairs(proxy)}

@@ -42,6 +42,7 @@ AUTO = "auto"
 # Every strategy some operator runs: what a run config may pin (``auto``: the optimizer chooses).
 RUNNABLE_STRATEGIES = strategy_names()
 FEW_SHOT_EACH = 2  # examples per answer (YES / NO) in a few-shot prompt
+CERTIFIED = "certified_cascade"  # how a filter with a target runs
 
 
 def output_tokens(node: plan.PlanNode) -> float:
@@ -94,6 +95,12 @@ def pinned_candidate(
     node: plan.PlanNode, strategy: str, model: str, profiles: Sequence[ModelProfile]
 ) -> Candidate | None:
     """The run config's override, or None when both are ``auto``/empty."""
+    if isinstance(node, plan.SemanticFilter) and node.target:
+        if strategy not in (AUTO, CERTIFIED):
+            raise PlanError(
+                f"{node.name!r} declares a target, so it runs as a {CERTIFIED}, not {strategy}"
+            )
+        strategy = CERTIFIED
     if strategy == AUTO and not model:
         return None
     strategy = "direct" if strategy == AUTO else strategy
@@ -107,11 +114,13 @@ def pinned_candidate(
             f"{list(strategies_for(node))}"
         )
     names = [p.name for p in profiles]
-    if strategy == "cascade":
+    if strategy in ("cascade", CERTIFIED):
         strong = model or max(profiles, key=lambda p: p.quality).name
         others = sorted(
             (p for p in profiles if p.name != strong), key=lambda p: (p.input_price, p.quality)
         )
+        if strategy == CERTIFIED and strong in names and not others:
+            return Candidate(node.name, strategy, strong, (strong,))  # scored by a proxy
         if strong not in names or not others:
             raise PlanError(f"a cascade needs a strong model and a cheaper one; served: {names}")
         return Candidate(node.name, strategy, strong, (others[0].name, strong))
@@ -159,13 +168,22 @@ def plan_operator(
         | ({"examples"} if few_shot_examples(history.get(n.name, NodeHistory())) else set())
         for n in chain
     }
+    # a filter that declares a target runs as a certified cascade, whatever else is offered
+    pins = {
+        n.name: c
+        for n in chain
+        if isinstance(n, plan.SemanticFilter) and n.target
+        if (c := pinned_candidate(n, AUTO, "", profiles)) is not None
+    }
+    if pinned:
+        pins[node.name] = pinned
     return decide(
         specs,
         profiles,
         observations,
         settings.get_policy(),
         strategies=usable,
-        pinned={node.name: pinned} if pinned else None,
+        pinned=pins or None,
         fixed=fixed,
         available=available,
         exploration_slots=settings.cold_start_candidates if cold else settings.exploration_slots,
@@ -184,6 +202,12 @@ def strategy_params(cand: Candidate, history: NodeHistory | None) -> dict[str, A
         return {"examples": few_shot_examples(history)}
     if cand.strategy == "code_synthesis":
         return {"functions": history.functions} if history and history.functions else {}
+    if cand.strategy == CERTIFIED:
+        # one model: the lexical proxy (the predicate's own terms) scores, the model is the
+        # oracle; the certificates of the newest batch are audited before they are reused
+        scorer = {"scorer": "lexical_proxy"} if len(cand.models) < 2 else {}
+        carried = history.certificates_for(cand.key) if history else []
+        return {**scorer, "certificates": carried}
     if cand.strategy != "cascade" or history is None:
         return {}
     pairs = history.pairs(f"cascade:{cand.models[0]}")
@@ -198,7 +222,7 @@ def strategy_params(cand: Candidate, history: NodeHistory | None) -> dict[str, A
 def config_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """A strategy's learned parameters as its physical config records them: examples as a
     count (the texts are in the history), functions left out (their code is in the metadata)."""
-    out = {k: v for k, v in params.items() if k != "functions"}
+    out = {k: v for k, v in params.items() if k not in ("functions", "certificates")}
     if "examples" in out:
         out["examples"] = len(out["examples"])
     return out

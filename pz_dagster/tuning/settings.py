@@ -63,6 +63,11 @@ class TuningSettings(BaseModel):
     def _strategies_known(cls, value: list[str]) -> list[str]:
         if unknown := [s for s in value if s not in strategy_names()]:
             raise ValueError(f"unknown strategies {unknown}; known: {list(strategy_names())}")
+        if "certified_cascade" in value:
+            raise ValueError(
+                "certified_cascade is not chosen: a filter that declares a target "
+                "(sem_filter(..., target=Recall(0.9, delta=0.05))) runs as one"
+            )
         return value
 
     def get_policy(self) -> Policy:

@@ -197,7 +197,8 @@ def run_planned(
 ) -> OperatorResult:
     """Run the planned candidate on the batch."""
     chosen = planned.candidate
-    embeds = chosen.strategy == "embedding_proxy" and services.embedder_for is not None
+    embeds = "embedding_proxy" in (chosen.strategy, planned.params.get("scorer"))
+    embeds = embeds and services.embedder_for is not None
     return run_operator(
         node,
         records,
@@ -256,8 +257,11 @@ def history_record(
         assessment.source if assessment and quality else "",
     )
     functions = result.extras.get("functions")
+    guarantee = result.extras.get("guarantee")
     if assessment is None:
-        return HistoryRecord(run=run, input_tokens=s.usage.input_tokens, functions=functions)
+        return HistoryRecord(
+            run=run, input_tokens=s.usage.input_tokens, functions=functions, guarantee=guarantee
+        )
     return HistoryRecord(
         run=run,
         input_tokens=s.usage.input_tokens,
@@ -267,6 +271,7 @@ def history_record(
         cascade_pairs=assessment.cascade_pairs,
         examples=assessment.examples,
         functions=functions,
+        guarantee=guarantee,
     )
 
 
@@ -288,6 +293,11 @@ def step_metadata(
         md |= decision_report(planned.decision, node.name, dollars, planned.cold)
     if "escalated" in result.extras:
         md[K.ESCALATED] = result.extras["escalated"]
+    if guarantee := result.extras.get("guarantee"):
+        md[K.GUARANTEE] = guarantee
+        md[K.GUARANTEE_CERTIFIED] = int(bool(guarantee["certified"]))
+        md[K.ORACLE_LABELS] = guarantee["labels"]
+        md[K.ESCALATED] = guarantee["escalated"]
     if needs_model(node) and services.dollars_basis is not None:
         # a local model's dollars are its compute at a price per hour, not a bill
         md[K.DOLLARS_BASIS] = services.dollars_basis(
