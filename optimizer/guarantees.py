@@ -238,6 +238,13 @@ class Certificate:
     def useful(self) -> bool:
         return self.threshold is not None
 
+    @classmethod
+    def none(cls, target: Target, note: str, **more: Any) -> Certificate:
+        """No threshold certified for ``target``, and why."""
+        return cls(
+            target.kind, target.target, target.delta, None, 0.0, 0.0, 0, 0, note=note, **more
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -281,17 +288,7 @@ def certify_recall(
     try:
         ys = labels.get(idx)
     except BudgetSpent as exc:
-        return Certificate(
-            "recall",
-            target.target,
-            target.delta,
-            None,
-            0.0,
-            0.0,
-            0,
-            0,
-            note=f"not certified: {exc}",
-        )
+        return Certificate.none(target, f"not certified: {exc}")
     positives = [scores[i] for i, y in zip(idx, ys, strict=True) if y]
     m = len(positives)
     chosen: float | None = None
@@ -356,18 +353,7 @@ def certify_precision(
         try:
             got = labels.get(idx)
         except BudgetSpent as exc:
-            return Certificate(
-                "precision",
-                target.target,
-                target.delta,
-                None,
-                0.0,
-                0.0,
-                0,
-                0,
-                note=f"not certified: {exc}",
-                scope="output",
-            )
+            return Certificate.none(target, f"not certified: {exc}", scope="output")
         sample = [(scores[i], y) for i, y in zip(idx, got, strict=True) if y is not None]
         total_draws += len(idx)
     chosen: float | None = None
@@ -613,16 +599,15 @@ def guarantee_for(
         out.audits = [
             audit(matching[t.kind], scores, labels, rng, audit_draws, high) for t in targets
         ]
-        if not all(a.ran for a in out.audits):
+        unchecked = not all(a.ran for a in out.audits)
+        if unchecked or not any(a.rejected for a in out.audits):
             out.certificates = list(matching.values())
-            out.mode, out.certified = "carried", False
-            out.reason = "the audit got no oracle answer: the carried thresholds are unchecked"
-            out.labels = labels.spent - start
-            return out
-        if not any(a.rejected for a in out.audits):
-            out.certificates = list(matching.values())
-            out.mode, out.certified = "carried", True
-            out.reason = "carried from an earlier batch; this batch's audit did not reject it"
+            out.mode, out.certified = "carried", not unchecked
+            out.reason = (
+                "the audit got no oracle answer: the carried thresholds are unchecked"
+                if unchecked
+                else "carried from an earlier batch; this batch's audit did not reject it"
+            )
             out.labels = labels.spent - start
             return out
     certs: list[Certificate] = []

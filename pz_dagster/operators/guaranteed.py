@@ -177,7 +177,8 @@ def certified_filter(
     stats.records_out = len(out)
     if progress:
         progress(len(ok), len(ok), stats.usage)
-    by_score = sum(1 for j in range(len(ok)) if j not in known and j not in ask)
+    asked = set(ask)
+    by_score = sum(1 for j in range(len(ok)) if j not in known and j not in asked)
     report = g.to_dict() | {
         "scorer": scorer or cheap.model_name,
         "oracle": strong.model_name,
