@@ -75,6 +75,7 @@ GROUNDED_SHARE = "quality/grounded_share"  # evidence quotes the document holds,
 UNGROUNDED = "quality/ungrounded"  # per field: ``quality/ungrounded/<field>``
 UNGROUNDED_RECORDS = "ungrounded_records"
 READING = "reading"  # how a map read documents past the context
+LABEL_FREE = "quality/label_free"  # a filter's judges' quality estimated without labels (JSON)
 GUARANTEE = "guarantee"  # a certified cascade's target, certificates, audits and oracle use (JSON)
 GUARANTEE_CERTIFIED = "quality/certified"  # 1 when the batch was decided under its target
 ORACLE_LABELS = "usage/oracle_labels"  # oracle labels a certified cascade took to certify, audit

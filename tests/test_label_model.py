@@ -70,3 +70,73 @@ def test_the_label_model_says_what_it_needs():
         fit({"a": [True], "b": [False]})
     with pytest.raises(ValueError, match="same records"):
         fit({"a": [True], "b": [False, True], "c": [True]})
+
+
+def test_a_filter_batch_without_labels_records_its_judges_quality_estimated_by_the_label_model(
+    tmp_path,
+):
+    """Through Dagster, no labels: the history record and the metadata hold each judge's
+    quality on the sample, estimated from the judges' agreements alone; the accurate model is
+    found better than the one that is wrong half the time."""
+    import dagster as dg
+
+    from pz_dagster import Dataset
+    from pz_dagster.orchestration import (
+        ModelPrior,
+        OpenAICompatibleModel,
+        OptimizerResource,
+        RecordStore,
+        build_definitions,
+    )
+    from pz_dagster.orchestration.batches import register_partitions
+    from pz_dagster.testing import OpenAISimulator, SimulatedModel
+    from tests.test_certified_filter import memo, memo_oracle
+
+    folder = tmp_path / "memos"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"m{i:03d}.txt").write_text(memo(i))
+    sims = {
+        "good": SimulatedModel(accuracy=0.97),
+        "mid": SimulatedModel(accuracy=0.85),
+        "bad": SimulatedModel(accuracy=0.5),
+    }
+    with OpenAISimulator(sims, oracle=memo_oracle) as s:
+        model = OpenAICompatibleModel(
+            model="good",
+            models=["mid", "bad"],
+            base_url=s.base_url,
+            priors={
+                m: ModelPrior(quality=q) for m, q in (("good", 0.95), ("mid", 0.9), ("bad", 0.85))
+            },
+        )
+        ds = Dataset.from_directory(str(folder), batch_size=60).sem_filter(
+            "The memo reports a valve that burst or a worker hurt",
+            depends_on="contents",
+            name="incidents",
+        )
+        store = tmp_path / "store"
+        optimizer = OptimizerResource(sample_size=60, cold_start_candidates=3)
+        defs, q = build_definitions(
+            ds, "memos", model=model, optimizer=optimizer, store_root=str(store)
+        )
+        with dg.instance_for_test() as instance:
+            (b,) = register_partitions(RecordStore(store), q, instance)
+            res = defs.resolve_job_def(q.job.name).execute_in_process(
+                partition_key=b.key, instance=instance
+            )
+            assert res.success
+            md = (
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=q.asset_key("incidents")), limit=1
+                )
+                .records[0]
+                .asset_materialization.metadata
+            )
+    estimate = md["quality/label_free"].value
+    assert estimate == md["history/record"].value["label_free"]
+    assert estimate["method"].startswith("Dawid-Skene") and estimate["records"] == 60
+    sources = estimate["sources"]
+    assert {"direct:good", "direct:bad", "predicate_terms"} <= set(sources), sources
+    assert sources["direct:good"]["f1"] > sources["direct:bad"]["f1"] + 0.2
+    assert sources["direct:good"]["f1"] >= 0.85

@@ -8,8 +8,10 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
+from typing import Any
 
 from optimizer import Candidate, Decision, QualityCounts
+from optimizer.label_model import fit
 from optimizer.quality import ValidationSet, field_counts, filter_counts
 from optimizer.thresholds import apply_threshold, learn_signed_threshold
 from pz_dagster.models.base import ChatModel
@@ -17,7 +19,7 @@ from pz_dagster.operators import OperatorResult, run_operator
 from pz_dagster.operators.base import Record
 from pz_dagster.operators.filter import EXAMPLE_CHARS
 from pz_dagster.operators.prompts import render_fields
-from pz_dagster.operators.proxy import PROXIES
+from pz_dagster.operators.proxy import PROXIES, QUOTED_WEIGHT, lexical_scores, predicate_terms
 from pz_dagster.query import plan
 from pz_dagster.query.schema import ERROR, RECORD_ID
 from pz_dagster.tuning.history import NodeHistory, Pairs, RunRecord
@@ -116,6 +118,8 @@ class Assessment:
     proxy_pairs_source: str = ""
     cascade_pairs: dict[str, Pairs] = field(default_factory=dict)
     examples: list[tuple[str, bool]] = field(default_factory=list)
+    # a filter's quality estimated without labels (see ``label_free_estimate``)
+    label_free: dict[str, Any] | None = None
 
 
 def cascade_pairs(
@@ -152,6 +156,7 @@ class _Sample:
         self.labels = labels
         self.records = sample_of(records, settings.sample_size, self.labels)
         self.ids = [str(r[RECORD_ID]) for r in self.records]
+        self.results: dict[str, OperatorResult] = {}  # by candidate key
 
     @property
     def labelled(self) -> bool:
@@ -169,6 +174,7 @@ class _Sample:
         for cheap, pairs in cascade_pairs(cand, res, self.labels).items():
             self.out.cascade_pairs.setdefault(cheap, []).extend(pairs)
         self.out.sample_usage_dollars += res.stats.usage.dollars
+        self.results[cand.key] = res
         return res
 
     def record(
@@ -237,7 +243,56 @@ def assess(
     if isinstance(node, plan.SemanticFilter) and proxies:
         scorer = scorer or ProxyScorer(node, None)
         _judge_proxies(sample, records, evaluated, reference, proxies, scorer, log)
+    if isinstance(node, plan.SemanticFilter) and not sample.labelled:
+        sample.results.setdefault(chosen.key, result)
+        out.label_free = label_free_estimate(node, sample)
     return out
+
+
+# Fewest judges a label model learns their accuracies from (two can only agree or not).
+LABEL_FREE_SOURCES = 3
+
+
+def predicate_terms_votes(node: plan.SemanticFilter, records: Sequence[Record]) -> list[bool]:
+    """A judge that needs no model: the record names what the predicate names. With quoted
+    phrases in the predicate, one of them; otherwise at least half its content words."""
+    quoted, words = predicate_terms(node.predicate)
+    need = QUOTED_WEIGHT if quoted else max(1.0, len(words) / 2)
+    return [s >= need for s in lexical_scores(node, records)]
+
+
+def label_free_estimate(node: plan.SemanticFilter, sample: _Sample) -> dict[str, Any] | None:
+    """Each judge's quality on the batch's sample, estimated without labels: the decisions of
+    the runs on it (the chosen one, the champion, the explored candidates) and the predicate's
+    own terms, combined by a label model (``optimizer.label_model``: Dawid-Skene, EM from the
+    majority vote, bootstrap intervals). Recorded for the history; None with fewer than
+    ``LABEL_FREE_SOURCES`` judges or when they all agree on every record."""
+    if not sample.records:
+        return None
+    votes: dict[str, list[bool | None]] = {}
+    for key, res in sample.results.items():
+        kept, failed = _kept(res), {str(r[RECORD_ID]) for r in res.records if r.get(ERROR)}
+        votes[key] = [None if r in failed else r in kept for r in sample.ids]
+    votes["predicate_terms"] = list(predicate_terms_votes(node, sample.records))
+    if len(votes) < LABEL_FREE_SOURCES or len({tuple(v) for v in votes.values()}) < 2:
+        return None
+    fitted = fit(votes, bootstrap=20)
+    return {
+        "method": fitted.method,
+        "records": len(sample.ids),
+        "prior": round(fitted.prior, 4),
+        "sources": {
+            name: {
+                "f1": round(q.f1, 4),
+                "f1_interval": [round(x, 4) for x in q.f1_interval],
+                "precision": round(q.precision, 4),
+                "recall": round(q.recall, 4),
+                "accuracy": round(q.accuracy, 4),
+                "votes": q.votes,
+            }
+            for name, q in fitted.sources.items()
+        },
+    }
 
 
 def _reference(

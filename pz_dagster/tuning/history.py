@@ -202,6 +202,8 @@ class HistoryRecord(BaseModel):
     # a certified cascade's guarantee on the batch (optimizer.guarantees.Guarantee.to_dict,
     # with what the oracle was asked): its certificates are the next batch's to audit
     guarantee: dict[str, Any] | None = None
+    # a filter's judges' quality estimated without labels on the sample (label model)
+    label_free: dict[str, Any] | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         """The record as materialization metadata: one entry of plain JSON-able values, exact

@@ -272,6 +272,7 @@ def history_record(
         examples=assessment.examples,
         functions=functions,
         guarantee=guarantee,
+        label_free=assessment.label_free,
     )
 
 
@@ -293,6 +294,8 @@ def step_metadata(
         md |= decision_report(planned.decision, node.name, dollars, planned.cold)
     if "escalated" in result.extras:
         md[K.ESCALATED] = result.extras["escalated"]
+    if assessment is not None and assessment.label_free:
+        md[K.LABEL_FREE] = assessment.label_free
     if guarantee := result.extras.get("guarantee"):
         md[K.GUARANTEE] = guarantee
         md[K.GUARANTEE_CERTIFIED] = int(bool(guarantee["certified"]))
