@@ -55,7 +55,7 @@ from pz_dagster.models.cache import CachedChatModel, ResponseCache
 from pz_dagster.operators import run_operator
 from pz_dagster.operators.base import Record
 from pz_dagster.operators.filter import cascade_filter
-from pz_dagster.operators.guaranteed import _model_scores
+from pz_dagster.operators.guaranteed import model_scores
 from pz_dagster.testing import ChatRequest, OpenAISimulator, SimulatedModel
 
 PREDICATE = "The report describes a safety incident (someone hurt or at risk)"
@@ -155,7 +155,7 @@ def reference_answers(clients: Clients, records: list[Record]) -> tuple[set[str]
 
 def scorer_dollars(clients: Clients, records: list[Record]) -> float:
     """The cheap model's dollars per record, scoring (asked once, which fills the cache)."""
-    scores, usage, _ = _model_scores([r["contents"] for r in records], PREDICATE, clients(CHEAP))
+    scores, usage, _ = model_scores([r["contents"] for r in records], PREDICATE, clients(CHEAP))
     return usage.dollars / max(len(scores), 1)
 
 

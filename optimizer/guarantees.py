@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 GRID_LEVELS = 64  # candidate thresholds at most (the batch's distinct scores, else quantiles)
@@ -281,9 +281,8 @@ def certify_recall(
     n = len(scores)
     spent_before = labels.spent
     grid = threshold_grid(scores)
-    exact = n <= draws
     if idx is None:
-        idx = list(range(n)) if exact else [rng.randrange(n) for _ in range(draws)]
+        idx = list(range(n)) if n <= draws else [rng.randrange(n) for _ in range(draws)]
     exact = len(idx) == n and set(idx) == set(range(n))
     try:
         ys = labels.get(idx)
@@ -635,10 +634,7 @@ def guarantee_for(
     unanswered = labels.failed
     if not answered or (labels.known and unanswered > len(labels.known) / 2):
         out.mode, out.certified = "uncertified", False
-        out.certificates = [
-            Certificate(c.kind, c.target, c.delta, None, 0.0, 0.0, c.draws, c.labels, note=c.note)
-            for c in certs
-        ]
+        out.certificates = [replace(c, threshold=None, bound=0.0, estimate=0.0) for c in certs]
         out.reason = (
             f"the oracle answered {len(labels.known) - unanswered} of {len(labels.known)} labels"
             if answered

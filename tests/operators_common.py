@@ -15,10 +15,12 @@ from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.testing import OpenAISimulator
 
 
-def materialize(ds: Dataset, name: str, model, tmp_path: Path) -> tuple[dict, list[dict]]:
+def materialize(
+    ds: Dataset, name: str, model, tmp_path: Path, optimizer=None
+) -> tuple[dict, list[dict]]:
     """Run the query's one partition; return {asset: metadata} and the output records."""
     store = tmp_path / f"store-{name}"
-    defs, q = build_definitions(ds, name, model=model, store_root=str(store))
+    defs, q = build_definitions(ds, name, model=model, optimizer=optimizer, store_root=str(store))
     with dg.instance_for_test() as instance:
         key = register_partitions(RecordStore(store), q, instance)[0].key
         assert (

@@ -13,6 +13,7 @@ from pz_dagster.orchestration import OpenAICompatibleModel, RecordStore, build_d
 from pz_dagster.orchestration.batches import register_partitions
 from pz_dagster.testing import ChatRequest, Fault, OpenAISimulator, SimulatedModel
 from tests.conftest import document_of
+from tests.test_end_to_end import latest_metadata
 
 PREDICATE = "The memo reports a safety incident at the plant"
 
@@ -130,14 +131,7 @@ def _materialize(defs, q, instance, key):
     (check,) = [
         e for e in res.get_asset_check_evaluations() if e.check_name == "guarantee_certified"
     ]
-    md = (
-        instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=q.asset_key("incidents"), asset_partitions=[key]),
-            limit=1,
-        )
-        .records[0]
-        .asset_materialization.metadata
-    )
+    md = latest_metadata(instance, q.asset_key("incidents"), key)
     return check, md["guarantee"].value
 
 

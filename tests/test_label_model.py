@@ -78,18 +78,10 @@ def test_a_filter_batch_without_labels_records_its_judges_quality_estimated_by_t
     """Through Dagster, no labels: the history record and the metadata hold each judge's
     quality on the sample, estimated from the judges' agreements alone; the accurate model is
     found better than the one that is wrong half the time."""
-    import dagster as dg
-
     from pz_dagster import Dataset
-    from pz_dagster.orchestration import (
-        ModelPrior,
-        OpenAICompatibleModel,
-        OptimizerResource,
-        RecordStore,
-        build_definitions,
-    )
-    from pz_dagster.orchestration.batches import register_partitions
+    from pz_dagster.orchestration import ModelPrior, OpenAICompatibleModel, OptimizerResource
     from pz_dagster.testing import OpenAISimulator, SimulatedModel
+    from tests.operators_common import materialize
     from tests.test_certified_filter import memo, memo_oracle
 
     folder = tmp_path / "memos"
@@ -115,26 +107,11 @@ def test_a_filter_batch_without_labels_records_its_judges_quality_estimated_by_t
             depends_on="contents",
             name="incidents",
         )
-        store = tmp_path / "store"
         optimizer = OptimizerResource(sample_size=60, cold_start_candidates=3)
-        defs, q = build_definitions(
-            ds, "memos", model=model, optimizer=optimizer, store_root=str(store)
-        )
-        with dg.instance_for_test() as instance:
-            (b,) = register_partitions(RecordStore(store), q, instance)
-            res = defs.resolve_job_def(q.job.name).execute_in_process(
-                partition_key=b.key, instance=instance
-            )
-            assert res.success
-            md = (
-                instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=q.asset_key("incidents")), limit=1
-                )
-                .records[0]
-                .asset_materialization.metadata
-            )
-    estimate = md["quality/label_free"].value
-    assert estimate == md["history/record"].value["label_free"]
+        all_md, _ = materialize(ds, "memos", model, tmp_path, optimizer=optimizer)
+    md = all_md["incidents"]
+    estimate = md["quality/label_free"]
+    assert estimate == md["history/record"]["label_free"]
     assert estimate["method"].startswith("Dawid-Skene") and estimate["records"] == 60
     sources = estimate["sources"]
     assert {"direct:good", "direct:bad", "predicate_terms"} <= set(sources), sources

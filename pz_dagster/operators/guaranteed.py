@@ -76,7 +76,7 @@ class _Oracle:
         return [a for a, _ in answers]
 
 
-def _model_scores(
+def model_scores(
     texts: Sequence[str], predicate: str, model: ChatModel
 ) -> tuple[list[float | None], Usage, int]:
     """The cheap model's signed confidence per text (None where it failed), its usage, and the
@@ -129,7 +129,7 @@ def certified_filter(
         scores: list[float | None] = list(proxy_scores)
         chunks = len(ok)
     else:
-        scores, score_usage, chunks = _model_scores(texts, node.predicate, cheap)
+        scores, score_usage, chunks = model_scores(texts, node.predicate, cheap)
     scored = [j for j, s in enumerate(scores) if s is not None]
     oracle = _Oracle(node, texts, strong)
     # the certification's population: the scored records (an unscored one always goes to the
